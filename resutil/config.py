@@ -1,0 +1,136 @@
+"""``resutil-conf.yaml``: found by walking up from the current directory (no chdir).
+
+Precedence is visible: an explicit path, then ``RESUTIL_CONFIG``, then the nearest
+``resutil-conf.yaml`` above the current directory. Unknown keys survive a save.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from .errors import ConfigError
+
+CONFIG_FILE_NAME = "resutil-conf.yaml"
+STORAGE_TYPES = ("local", "gcs", "gdrive", "box")
+# 0.1.x accepted "gs" for Google Cloud Storage.
+STORAGE_ALIASES = {"gs": "gcs"}
+REQUIRED_KEYS = ("project_name", "results_dir", "storage_type")
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded config; paths are absolute, ``raw`` keeps every key of the file."""
+
+    path: Path
+    project_name: str
+    results_dir: Path
+    storage_type: str
+    storage_config: Mapping[str, Any] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        """The folder holding the config file; relative paths in it are relative to this."""
+        return self.path.parent
+
+    def resolve_path(self, value: str | os.PathLike[str]) -> Path:
+        """A path from the config, made absolute against the config's folder."""
+        p = Path(os.path.expandvars(str(value))).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+
+def find_config_file(start: Path | None = None) -> Path:
+    """The config file to use, or ConfigError saying how to create one."""
+    env = os.environ.get("RESUTIL_CONFIG")
+    if env:
+        p = Path(env).expanduser()
+        if not p.is_file():
+            raise ConfigError(f"RESUTIL_CONFIG points at {p}, which does not exist")
+        return p.resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_FILE_NAME
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"no {CONFIG_FILE_NAME} in {here} or any folder above it; run 'resutil init' first"
+    )
+
+
+def load_config(path: Path | None = None, start: Path | None = None) -> Config:
+    """Load and validate the config file."""
+    path = path or find_config_file(start)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}; fix or recreate it") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
+    return config_from_dict(data, path)
+
+
+def config_from_dict(data: Any, path: Path) -> Config:
+    """Validate a parsed config mapping."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must be a mapping of keys to values; run 'resutil init'")
+    missing = [k for k in REQUIRED_KEYS if data.get(k) in (None, "")]
+    if missing:
+        hint = _did_you_mean(missing[0], data)
+        raise ConfigError(f"{path}: missing key '{missing[0]}'{hint}")
+    stype = str(data["storage_type"])
+    stype = STORAGE_ALIASES.get(stype, stype)
+    if stype not in STORAGE_TYPES:
+        raise ConfigError(
+            f"{path}: storage_type '{stype}' is not one of {', '.join(STORAGE_TYPES)}"
+        )
+    sconf = data.get("storage_config") or {}
+    if not isinstance(sconf, dict):
+        raise ConfigError(f"{path}: storage_config must be a mapping of keys to values")
+    project = str(data["project_name"])
+    if "/" in project or "\\" in project or project.startswith("."):
+        raise ConfigError(f"{path}: project_name '{project}' cannot contain '/' or start with '.'")
+    results = Path(os.path.expandvars(str(data["results_dir"]))).expanduser()
+    results = results if results.is_absolute() else path.parent / results
+    return Config(
+        path=path,
+        project_name=project,
+        results_dir=results,
+        storage_type=stype,
+        storage_config=dict(sconf),
+        raw=dict(data),
+    )
+
+
+def _did_you_mean(key: str, data: Mapping[str, Any]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, [str(k) for k in data], n=1, cutoff=0.7)
+    return f" (found '{close[0]}': misspelt?)" if close else ""
+
+
+def save_config(path: Path, data: Mapping[str, Any]) -> None:
+    """Write the config atomically, keeping key order and unknown keys."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(
+        yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
+    os.replace(tmp, path)
+
+
+def require_key(config: Config, key: str, *aliases: str) -> Any:
+    """A storage_config value, or ConfigError naming the key and the file."""
+    for k in (key, *aliases):
+        value = config.storage_config.get(k)
+        if value not in (None, ""):
+            return value
+    hint = _did_you_mean(key, config.storage_config)
+    raise ConfigError(
+        f"{config.path}: storage_config needs '{key}' for storage_type {config.storage_type}{hint}"
+    )

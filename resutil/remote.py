@@ -1,0 +1,238 @@
+"""A project's experiments on a storage, in the 0.1.x layout.
+
+    <root>/<project>/<name>.zip               the archive (0.1.x reads exactly this)
+    <root>/<project>.resutil/<identity>.json  a sidecar: metadata and the archive's hash
+
+The sidecar folder sits beside the project folder, not in it, so a 0.1.x client listing
+``<project>/`` sees no extra entries. Archives without a sidecar (pushed by 0.1.x) are
+read by fetching their metadata once and caching it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .archive import DEFAULT_DEFLATE_LIMIT, ArchiveInfo, build_archive
+from .errors import ArchiveError, ExperimentNotFound
+from .metadata import EXP_FILE, ExpMeta, Manifest, parse_meta, read_meta, write_meta
+from .naming import parse_name
+from .progress import NO_PROGRESS, Callback
+from .storage.base import ObjectInfo, Storage
+
+ARCHIVE_SUFFIX = ".zip"
+SIDECAR_SUFFIX = ".json"
+SIDECAR_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class RemoteExperiment:
+    """One experiment on the remote: its archive and, if present, its sidecar."""
+
+    name: str
+    archive: ObjectInfo
+    sidecar: ObjectInfo | None = None
+
+    @property
+    def identity(self) -> str:
+        return self.name[:22]
+
+
+class Remote:
+    """Push, pull and inspect one project's experiments on a storage."""
+
+    def __init__(self, storage: Storage, project: str, cache_dir: Path | None = None) -> None:
+        self.storage = storage
+        self.project = project
+        self.archive_folder = project
+        self.meta_folder = f"{project}.resutil"
+        self.cache_dir = cache_dir
+        self._listing: dict[str, RemoteExperiment] | None = None
+
+    def describe(self) -> str:
+        return f"{self.storage.describe()}/{self.project}"
+
+    # -- listing ------------------------------------------------------------------------
+    def experiments(self, refresh: bool = False) -> dict[str, RemoteExperiment]:
+        """identity -> RemoteExperiment for every complete archive on the remote."""
+        if self._listing is not None and not refresh:
+            return self._listing
+        sidecars = {
+            o.name[: -len(SIDECAR_SUFFIX)]: o
+            for o in self.storage.list(self.meta_folder)
+            if o.name.endswith(SIDECAR_SUFFIX)
+        }
+        found: dict[str, RemoteExperiment] = {}
+        for obj in self.storage.list(self.archive_folder):
+            if not obj.name.endswith(ARCHIVE_SUFFIX):
+                continue
+            parsed = parse_name(obj.name[: -len(ARCHIVE_SUFFIX)])
+            if not parsed:
+                continue
+            prev = found.get(parsed.identity)
+            # Two archives of one identity only after an interrupted rename: newest wins.
+            if prev and (prev.archive.mtime or 0) >= (obj.mtime or 0):
+                continue
+            found[parsed.identity] = RemoteExperiment(
+                parsed.name, obj, sidecars.get(parsed.identity)
+            )
+        self._listing = found
+        return found
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.experiments().values()]
+
+    def get(self, name: str) -> RemoteExperiment | None:
+        parsed = parse_name(name)
+        return self.experiments().get(parsed.identity) if parsed else None
+
+    def require(self, name: str) -> RemoteExperiment:
+        exp = self.get(name)
+        if exp is None:
+            raise ExperimentNotFound(f"{name} is not on the remote {self.describe()}")
+        return exp
+
+    # -- metadata -----------------------------------------------------------------------
+    def sidecar(self, exp: RemoteExperiment) -> dict[str, Any] | None:
+        """The sidecar content, from the local cache when it is current."""
+        if exp.sidecar is None:
+            return None
+        key = f"{exp.identity}-{exp.sidecar.size}-{int(exp.sidecar.mtime or 0)}.json"
+        cached = self._cache_read(key)
+        if cached is not None:
+            return cached
+        try:
+            data = json.loads(self.storage.read_bytes(self.meta_folder, exp.sidecar.name))
+        except ValueError:
+            return None  # a damaged sidecar: fall back to the archive
+        self._cache_write(key, data)
+        return data
+
+    def meta(self, exp: RemoteExperiment) -> ExpMeta:
+        """The experiment's metadata without its manifest, fetching an archive only once."""
+        side = self.sidecar(exp)
+        if side is not None and isinstance(side.get("meta"), dict):
+            meta = ExpMeta.from_dict(side["meta"])
+            meta.name = exp.name
+            return meta
+        key = f"{exp.identity}-archive-{exp.archive.size}-{int(exp.archive.mtime or 0)}.json"
+        cached = self._cache_read(key)
+        if cached is None:
+            cached = {"meta": self._meta_from_archive(exp).head_dict()}
+            self._cache_write(key, cached)
+        meta = ExpMeta.from_dict(cached["meta"])
+        meta.name = exp.name
+        return meta
+
+    def _meta_from_archive(self, exp: RemoteExperiment) -> ExpMeta:
+        with self.storage.fetched(self.archive_folder, exp.archive.name) as path:
+            try:
+                with zipfile.ZipFile(path) as zf:
+                    text = zf.read(EXP_FILE).decode("utf-8")
+            except KeyError:
+                return ExpMeta(name=exp.name)
+            except (zipfile.BadZipFile, OSError) as e:
+                raise ArchiveError(f"{exp.archive.name} on the remote is not a readable zip ({e})") from None
+        return parse_meta(text, with_manifest=False)
+
+    def expected_hash(self, exp: RemoteExperiment) -> str | None:
+        side = self.sidecar(exp)
+        archive = (side or {}).get("archive") or {}
+        if archive.get("name") == exp.archive.name and archive.get("size") == exp.archive.size:
+            return archive.get("hash")
+        return None  # no sidecar, or one that describes an older archive
+
+    # -- transfers ----------------------------------------------------------------------
+    def push(
+        self,
+        folder: Path,
+        callback: Callback = NO_PROGRESS,
+        deflate_limit: int | None = DEFAULT_DEFLATE_LIMIT,
+    ) -> ArchiveInfo:
+        """Archive a local experiment folder and store it, with its sidecar.
+
+        The archive goes first and appears all at once; the sidecar follows. The local
+        metadata gets the manifest computed while archiving.
+        """
+        name = folder.name
+        meta = read_meta(folder, with_manifest=False)
+
+        def finish(manifest: Manifest) -> bytes:
+            meta.manifest = manifest
+            write_meta(folder, meta)
+            return meta.to_text().encode("utf-8")
+
+        archive_name = name + ARCHIVE_SUFFIX
+        with self.storage.staged_upload(self.archive_folder, archive_name, callback) as part:
+            with open(part, "wb") as out:
+                info = build_archive(folder, out, finish, callback, deflate_limit)
+                out.flush()
+                os.fsync(out.fileno())
+        self.write_sidecar(meta, info, archive_name)
+        old = self.get(name)
+        if old is not None and old.name != name:  # renamed elsewhere: drop the old label
+            self.storage.delete(self.archive_folder, old.archive.name)
+        self._listing = None
+        return info
+
+    def write_sidecar(self, meta: ExpMeta, info: ArchiveInfo, archive_name: str) -> None:
+        head = meta.head_dict()
+        head["manifest"] = {
+            "algorithm": info.manifest.algorithm,
+            "digest": info.manifest.digest,
+            "count": len(info.manifest.files),
+            "total_size": info.manifest.total_size,
+        }
+        data = {
+            "format": SIDECAR_FORMAT,
+            "name": archive_name[: -len(ARCHIVE_SUFFIX)],
+            "archive": {"name": archive_name, "size": info.size, "hash": info.hash,
+                        "algorithm": info.manifest.algorithm},
+            "meta": head,
+        }
+        blob = json.dumps(data, ensure_ascii=False, indent=1, default=str).encode("utf-8")
+        self.storage.write_bytes(self.meta_folder, meta.name[:22] + SIDECAR_SUFFIX, blob)
+
+    def delete(self, exp: RemoteExperiment) -> None:
+        """Remove an experiment's archive, then its sidecar."""
+        self.storage.delete(self.archive_folder, exp.archive.name)
+        if exp.sidecar is not None:
+            self.storage.delete(self.meta_folder, exp.sidecar.name)
+        self._listing = None
+
+    def rename(self, exp: RemoteExperiment, new_name: str) -> None:
+        """Change the archive's label; the sidecar (keyed by identity) is updated after."""
+        self.storage.rename(self.archive_folder, exp.archive.name, new_name + ARCHIVE_SUFFIX)
+        side = self.sidecar(exp)
+        if side is not None:
+            side["name"] = new_name
+            side.setdefault("archive", {})["name"] = new_name + ARCHIVE_SUFFIX
+            side.setdefault("meta", {})["name"] = new_name
+            side["meta"]["comment"] = parse_name(new_name).comment  # type: ignore[union-attr]
+            blob = json.dumps(side, ensure_ascii=False, indent=1, default=str).encode("utf-8")
+            self.storage.write_bytes(self.meta_folder, exp.sidecar.name, blob)  # type: ignore[union-attr]
+        self._listing = None
+
+    # -- cache --------------------------------------------------------------------------
+    def _cache_read(self, key: str) -> dict[str, Any] | None:
+        if self.cache_dir is None:
+            return None
+        try:
+            return json.loads((self.cache_dir / key).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def _cache_write(self, key: str, data: dict[str, Any]) -> None:
+        if self.cache_dir is None:
+            return
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.cache_dir / f".{key}.{os.getpid()}"
+            tmp.write_text(json.dumps(data, default=str), encoding="utf-8")
+            os.replace(tmp, self.cache_dir / key)
+        except OSError:
+            pass  # a cache is an optimisation

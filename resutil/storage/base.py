@@ -1,0 +1,241 @@
+"""The storage interface every backend implements.
+
+A backend stores flat files in one level of folders under its root (a local folder, a
+bucket, a Drive or Box folder): ``<folder>/<name>``. Backends implement a handful of
+primitives (``_list``, ``_upload``, ``_download``, ``_delete``, ``_rename``); the public
+methods here wrap each call with retries and turn SDK exceptions into one-line
+``StorageError``s through ``_translate``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator, Mapping, TypeVar
+
+from ..errors import ConfigError, StorageError, StorageNotFound, StorageUnavailable
+from ..progress import NO_PROGRESS, Callback
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """A stored file: its name within its folder, size in bytes, modification time."""
+
+    name: str
+    size: int
+    mtime: float | None = None
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """What a backend is configured with: ``storage_config`` plus where it came from."""
+
+    values: Mapping[str, Any]
+    storage_type: str
+    config_path: Path | None = None
+    scratch_dir: Path | None = None  # where to stage archives; same disk as results_dir
+    retries: int = 3
+    retry_wait: float = 0.5
+
+    def get(self, key: str, *aliases: str, default: Any = None) -> Any:
+        """An optional value."""
+        for k in (key, *aliases):
+            if self.values.get(k) not in (None, ""):
+                return self.values[k]
+        return default
+
+    def require(self, key: str, *aliases: str) -> Any:
+        """A required value, or ConfigError naming the key and the file."""
+        value = self.get(key, *aliases)
+        if value is None:
+            where = self.config_path or "the config"
+            raise ConfigError(
+                f"{where}: storage_config needs '{key}' for storage_type {self.storage_type}"
+            )
+        return value
+
+    def path(self, key: str, *aliases: str, required: bool = True) -> Path | None:
+        """A path value, expanded and made absolute against the config's folder."""
+        value = self.require(key, *aliases) if required else self.get(key, *aliases)
+        if value is None:
+            return None
+        p = Path(os.path.expandvars(str(value))).expanduser()
+        if not p.is_absolute() and self.config_path is not None:
+            p = self.config_path.parent / p
+        return p
+
+
+class Transient(Exception):
+    """Raised by a backend (or its ``_translate``) for an error worth retrying."""
+
+    def __init__(self, error: StorageError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Storage(ABC):
+    """A place experiments are stored; see the module docstring."""
+
+    type_name: ClassVar[str] = ""
+    extra: ClassVar[str | None] = None  # the pip extra this backend needs
+    max_workers: ClassVar[int] = 4  # parallel transfers this backend handles well
+
+    def __init__(self, settings: StorageSettings) -> None:
+        """Read settings only; never touch the network here (see ``check``)."""
+        self.settings = settings
+
+    # -- primitives a backend implements -------------------------------------------------
+    @abstractmethod
+    def describe(self) -> str:
+        """Where the storage is, for messages: ``gs://bucket``, ``/mnt/team/resutil``."""
+
+    @abstractmethod
+    def _list(self, folder: str) -> list[ObjectInfo]:
+        """The files in ``folder``; an empty list when the folder does not exist."""
+
+    @abstractmethod
+    def _upload(self, src: Path, folder: str, name: str, callback: Callback) -> None:
+        """Store ``src`` as ``folder/name``, replacing it; all-or-nothing."""
+
+    @abstractmethod
+    def _download(self, folder: str, name: str, dest: Path, callback: Callback) -> None:
+        """Write ``folder/name`` to ``dest``; raise StorageNotFound if it does not exist."""
+
+    @abstractmethod
+    def _delete(self, folder: str, name: str) -> None:
+        """Remove ``folder/name``; raise StorageNotFound if it does not exist."""
+
+    @abstractmethod
+    def _rename(self, folder: str, name: str, new_name: str) -> None:
+        """Rename ``folder/name`` to ``folder/new_name``, replacing an existing one."""
+
+    def _translate(self, exc: BaseException, action: str, target: str) -> StorageError | None:
+        """Turn a backend/SDK exception into a StorageError (wrap in Transient to retry).
+
+        Return None for exceptions that are bugs; they propagate with their traceback.
+        """
+        if isinstance(exc, StorageError):
+            return exc
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            raise Transient(StorageUnavailable(f"{self.describe()}: cannot {action} {target}: {exc}"))
+        return None
+
+    # -- public API: retries and error translation around the primitives -----------------
+    def list(self, folder: str) -> list[ObjectInfo]:
+        """The files in ``folder`` (empty when it does not exist)."""
+        return self._call(lambda: self._list(folder), "list", folder)
+
+    def stat(self, folder: str, name: str) -> ObjectInfo | None:
+        """Facts about ``folder/name``, or None when it does not exist."""
+        for info in self.list(folder):
+            if info.name == name:
+                return info
+        return None
+
+    def upload(self, src: Path, folder: str, name: str, callback: Callback = NO_PROGRESS) -> None:
+        """Store a local file as ``folder/name``, all-or-nothing."""
+        self._call(lambda: self._upload(src, folder, name, callback), "upload", f"{folder}/{name}",
+                   callback)
+
+    def download(self, folder: str, name: str, dest: Path, callback: Callback = NO_PROGRESS) -> None:
+        """Fetch ``folder/name`` into the local file ``dest``."""
+        self._call(lambda: self._download(folder, name, dest, callback), "download",
+                   f"{folder}/{name}", callback)
+
+    def delete(self, folder: str, name: str) -> None:
+        """Remove ``folder/name``."""
+        self._call(lambda: self._delete(folder, name), "delete", f"{folder}/{name}")
+
+    def rename(self, folder: str, name: str, new_name: str) -> None:
+        """Rename ``folder/name`` within its folder."""
+        self._call(lambda: self._rename(folder, name, new_name), "rename", f"{folder}/{name}")
+
+    def read_bytes(self, folder: str, name: str) -> bytes:
+        """A small object's content."""
+        with self.fetched(folder, name) as path:
+            return path.read_bytes()
+
+    def write_bytes(self, folder: str, name: str, data: bytes) -> None:
+        """Store a small object, all-or-nothing."""
+        with self.staged_upload(folder, name) as path:
+            path.write_bytes(data)
+
+    @contextlib.contextmanager
+    def staged_upload(
+        self, folder: str, name: str, callback: Callback = NO_PROGRESS
+    ) -> Iterator[Path]:
+        """Yield a local path to write; on a clean exit it is stored as ``folder/name``.
+
+        On an exception nothing is stored. Backends that can write in place (the local
+        folder) override this to avoid a copy.
+        """
+        with self._scratch_file(name) as path:
+            yield path
+            self.upload(path, folder, name, callback)
+
+    @contextlib.contextmanager
+    def fetched(self, folder: str, name: str, callback: Callback = NO_PROGRESS) -> Iterator[Path]:
+        """Yield a local, read-only path holding ``folder/name`` for the ``with`` block."""
+        with self._scratch_file(name) as path:
+            self.download(folder, name, path, callback)
+            yield path
+
+    def check(self, folder: str) -> None:
+        """Raise a StorageError unless ``folder`` can be written, read and deleted."""
+        probe = f".resutil-probe-{uuid.uuid4().hex[:8]}"
+        self.write_bytes(folder, probe, b"resutil probe\n")
+        try:
+            if self.read_bytes(folder, probe) != b"resutil probe\n":
+                raise StorageError(f"{self.describe()}: a probe file read back differently")
+        finally:
+            self.delete(folder, probe)
+
+    # -- shared machinery ----------------------------------------------------------------
+    @contextlib.contextmanager
+    def _scratch_file(self, name: str) -> Iterator[Path]:
+        base = self.settings.scratch_dir
+        if base is not None:
+            base.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".resutil-", suffix=f"-{name}", dir=base)
+        os.close(fd)
+        path = Path(tmp)
+        try:
+            yield path
+        finally:
+            path.unlink(missing_ok=True)
+
+    def _call(
+        self, fn: Callable[[], T], action: str, target: str, callback: Callback = NO_PROGRESS
+    ) -> T:
+        attempts = max(1, self.settings.retries + 1)
+        for attempt in range(attempts):
+            try:
+                try:
+                    return fn()
+                except (StorageError, Transient):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the backend classifies it
+                    err = self._translate(exc, action, target)  # may raise Transient
+                    if err is None:
+                        raise
+                    raise err from None
+            except Transient as t:
+                if attempt + 1 >= attempts:
+                    raise t.error from None
+                wait = self.settings.retry_wait * 2**attempt
+                callback.message(f"{t.error} - retrying in {wait:.1f}s")
+                time.sleep(wait)
+        raise AssertionError("unreachable")
+
+
+def not_found(storage: Storage, folder: str, name: str) -> StorageNotFound:
+    """The standard error for a missing object."""
+    return StorageNotFound(f"{storage.describe()}: {folder}/{name} does not exist")

@@ -1,0 +1,138 @@
+"""A folder as storage: a NAS mount, a shared disk, or any local path (the default)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import StorageError, StorageNotFound, StoragePermission, StorageUnavailable
+from ..progress import NO_PROGRESS, Callback, copy_stream
+from .base import ObjectInfo, Storage, StorageSettings, not_found
+
+PART_MARK = ".part-"
+
+
+class LocalStorage(Storage):
+    """Files under ``storage_config.path``; writes go to a hidden part file, then rename."""
+
+    type_name = "local"
+    max_workers = 4
+
+    def __init__(self, settings: StorageSettings) -> None:
+        super().__init__(settings)
+        self.root = settings.path("path")  # type: ignore[assignment]
+
+    def describe(self) -> str:
+        return str(self.root)
+
+    def _folder(self, folder: str) -> Path:
+        if not self.root.is_dir():
+            raise StorageUnavailable(
+                f"storage folder {self.root} does not exist or is not mounted; "
+                "mount it or fix storage_config.path"
+            )
+        return self.root / folder
+
+    def _list(self, folder: str) -> list[ObjectInfo]:
+        out = []
+        try:
+            with os.scandir(self._folder(folder)) as it:
+                for entry in it:
+                    if entry.name.startswith(".") or not entry.is_file():
+                        continue
+                    st = entry.stat()
+                    out.append(ObjectInfo(entry.name, st.st_size, st.st_mtime))
+        except FileNotFoundError:
+            return []
+        return out
+
+    def stat(self, folder: str, name: str) -> ObjectInfo | None:
+        try:
+            st = (self._folder(folder) / name).stat()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise self._os_error(e, "read", f"{folder}/{name}") from None
+        return ObjectInfo(name, st.st_size, st.st_mtime)
+
+    @contextlib.contextmanager
+    def staged_upload(
+        self, folder: str, name: str, callback: Callback = NO_PROGRESS
+    ) -> Iterator[Path]:
+        # Written in place under a hidden name and renamed: no second copy of the archive.
+        try:
+            d = self._folder(folder)
+            d.mkdir(exist_ok=True)
+        except OSError as e:
+            raise self._os_error(e, "write", folder) from None
+        part = d / f".{name}{PART_MARK}{uuid.uuid4().hex[:12]}"
+        try:
+            yield part
+            os.replace(part, d / name)
+        except OSError as e:
+            raise self._os_error(e, "write", f"{folder}/{name}") from None
+        finally:
+            part.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def fetched(self, folder: str, name: str, callback: Callback = NO_PROGRESS) -> Iterator[Path]:
+        path = self._folder(folder) / name
+        if not path.is_file():
+            raise not_found(self, folder, name)
+        yield path
+
+    def _upload(self, src: Path, folder: str, name: str, callback: Callback) -> None:
+        callback.set_total(src.stat().st_size)
+        with self.staged_upload(folder, name, callback) as part:
+            with open(src, "rb") as fi, open(part, "wb") as fo:
+                copy_stream(fi, fo, callback)
+
+    def _download(self, folder: str, name: str, dest: Path, callback: Callback) -> None:
+        src = self._folder(folder) / name
+        try:
+            callback.set_total(src.stat().st_size)
+            with open(src, "rb") as fi, open(dest, "wb") as fo:
+                copy_stream(fi, fo, callback)
+        except FileNotFoundError:
+            raise not_found(self, folder, name) from None
+
+    def _delete(self, folder: str, name: str) -> None:
+        try:
+            (self._folder(folder) / name).unlink()
+        except FileNotFoundError:
+            raise not_found(self, folder, name) from None
+
+    def _rename(self, folder: str, name: str, new_name: str) -> None:
+        d = self._folder(folder)
+        try:
+            os.replace(d / name, d / new_name)
+        except FileNotFoundError:
+            raise not_found(self, folder, name) from None
+
+    def _translate(self, exc: BaseException, action: str, target: str) -> StorageError | None:
+        if isinstance(exc, OSError):
+            return self._os_error(exc, action, target)
+        return super()._translate(exc, action, target)
+
+    def _os_error(self, e: OSError, action: str, target: str) -> StorageError:
+        where = f"{self.root}/{target}"
+        if isinstance(e, FileNotFoundError):
+            return StorageNotFound(f"{where} does not exist")
+        if isinstance(e, PermissionError) or e.errno == errno.EROFS:
+            return StoragePermission(
+                f"cannot {action} {where}: the storage folder is read-only or not yours; "
+                "fix its permissions or choose another path"
+            )
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return StorageError(f"cannot {action} {where}: no space left on the storage")
+        return StorageUnavailable(f"cannot {action} {where}: {e.strerror or e}")
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a folder tree (used to clean partial downloads)."""
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,146 @@
+"""The local results folder: experiment folders, created atomically, found by prefix."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Iterable
+
+from .errors import ExperimentError, ExperimentNotFound, ResutilError
+from .naming import ExpName, check_comment, make_name, parse_name
+
+INTERNAL_DIR = ".resutil"  # scratch space and caches; hidden so 0.1.x ignores it
+DEBUG_NAME = "_debug"  # RESUTIL_DEBUG's scratch folder, as in 0.1.x
+
+
+class Workspace:
+    """Experiment folders under ``results_dir``."""
+
+    def __init__(self, results_dir: Path) -> None:
+        self.root = Path(results_dir)
+
+    @property
+    def internal(self) -> Path:
+        return self.root / INTERNAL_DIR
+
+    @property
+    def tmp_dir(self) -> Path:
+        """Scratch space on the same disk as the results (renames stay atomic)."""
+        return self.internal / "tmp"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.internal / "cache"
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def names(self) -> dict[str, str]:
+        """identity -> folder name for every local experiment."""
+        out: dict[str, str] = {}
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return out
+        for e in sorted(entries, key=lambda e: e.name):
+            parsed = parse_name(e.name)
+            if parsed and e.is_dir():
+                out[parsed.identity] = e.name
+        return out
+
+    def has(self, name: str) -> bool:
+        parsed = parse_name(name)
+        return bool(parsed) and parsed.identity in self.names()  # type: ignore[union-attr]
+
+    def local_name(self, name: str) -> str | None:
+        """The local folder name of the experiment with ``name``'s identity."""
+        parsed = parse_name(name)
+        return self.names().get(parsed.identity) if parsed else None
+
+    def create(self, comment: str = "", when: datetime | None = None) -> ExpName:
+        """Make a new, empty experiment folder; never reuses an existing one.
+
+        Two processes starting in the same second both succeed: each ``mkdir`` is
+        exclusive, and if another folder already holds the same identity the one with the
+        larger name steps one second forward and tries again.
+        """
+        check_comment(comment)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ResutilError(f"cannot create results folder {self.root}: {e.strerror}") from None
+        when = (when or datetime.now()).replace(microsecond=0)
+        for _ in range(1000):
+            name = make_name(when, comment)
+            try:
+                os.mkdir(self.root / name.name)
+            except FileExistsError:
+                when += timedelta(seconds=1)
+                continue
+            except OSError as e:
+                raise ResutilError(f"cannot create {self.root / name.name}: {e.strerror}") from None
+            rivals = [n for n in self._same_identity(name.identity) if n != name.name]
+            if any(r < name.name for r in rivals):
+                os.rmdir(self.root / name.name)
+                when += timedelta(seconds=1)
+                continue
+            return name
+        raise ResutilError(f"could not create a new experiment folder in {self.root}")
+
+    def _same_identity(self, identity: str) -> list[str]:
+        return [e.name for e in os.scandir(self.root) if e.name.startswith(identity)
+                and (p := parse_name(e.name)) is not None and p.identity == identity]
+
+    def resolve(self, query: str, remote_names: Iterable[str] = ()) -> str:
+        """The full name for an experiment name, identity or unique prefix."""
+        query = query.rstrip("/").split("/")[-1]
+        candidates: dict[str, str] = dict()
+        for name in remote_names:
+            parsed = parse_name(name)
+            if parsed:
+                candidates[parsed.identity] = name
+        candidates.update(self.names())  # the local name wins when comments differ
+        if not query:
+            raise ExperimentError("an empty experiment name was given")
+        for ident, name in candidates.items():
+            if query in (name, ident):
+                return name
+        parsed = parse_name(query)
+        if parsed and parsed.identity in candidates:  # renamed since: the identity still holds
+            return candidates[parsed.identity]
+        matches = sorted(n for n in candidates.values() if n.startswith(query))
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise ExperimentNotFound(
+                f"no experiment matches '{query}' locally or on the remote; see 'resutil list'"
+            )
+        shown = ", ".join(matches[:5]) + (" ..." if len(matches) > 5 else "")
+        raise ExperimentError(f"'{query}' matches {len(matches)} experiments ({shown}); type more of it")
+
+    def rename(self, name: str, comment: str) -> str:
+        """Give a local experiment a new comment; returns the new folder name."""
+        parsed = parse_name(name)
+        assert parsed is not None
+        new = parsed.with_comment(comment).name
+        if new != name:
+            os.rename(self.root / name, self.root / new)
+        return new
+
+    def remove(self, name: str) -> None:
+        """Delete an experiment folder; it disappears at once, then is cleaned up."""
+        src = self.root / name
+        trash = self.tmp_dir / f"rm-{name}-{uuid.uuid4().hex[:8]}"
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        os.rename(src, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def new_tmp(self, label: str) -> Path:
+        """A fresh scratch folder under the results folder."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        path = self.tmp_dir / f"{label}-{uuid.uuid4().hex[:12]}"
+        path.mkdir()
+        return path
