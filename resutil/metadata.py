@@ -289,3 +289,16 @@ def write_meta(folder: Path, meta: ExpMeta) -> None:
     tmp = folder / f".{EXP_FILE}.tmp{os.getpid()}"
     tmp.write_text(meta.to_text(), encoding="utf-8")
     os.replace(tmp, path)
+
+
+def manifest_digest(folder: Path) -> str | None:
+    """The manifest digest of an experiment folder, read without parsing the file list."""
+    try:
+        text = (folder / EXP_FILE).read_text(encoding="utf-8")
+    except OSError:
+        return None
+    _, sep, tail = text.partition(_MANIFEST_MARK)
+    for line in tail.splitlines()[:6] if sep else ():
+        if line.startswith("  digest:"):
+            return line.split(":", 1)[1].strip().strip("'\"")
+    return None

@@ -1,0 +1,342 @@
+"""The ``resutil`` command: each command loads the project, calls the library, renders.
+
+Every ``ResutilError`` becomes one ``Error: ...`` line on stderr and exit code 1, here and
+only here; any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import ui
+from .errors import DependencyError, ExperimentNotFound, ResutilError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class ResutilGroup(click.Group):
+    """Translates ResutilError into one line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ResutilError as e:
+            ui.error(str(e))
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            ui.error("interrupted; nothing half-written was kept")
+            ctx.exit(130)
+
+
+def _project():
+    from .project import Project
+
+    return Project.load()
+
+
+def complete_experiments(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion over local experiment names (and cached remote ones)."""
+    try:
+        project = _project()
+        names = set(project.workspace.names().values())
+    except Exception:  # noqa: BLE001 - completion must never fail loudly
+        return []
+    return sorted(n for n in names if n.startswith(incomplete))
+
+
+EXP = {"shell_complete": complete_experiments, "metavar": "EXP"}
+
+
+@click.group(cls=ResutilGroup, context_settings=CONTEXT)
+@click.version_option(package_name="resutil")
+def cli() -> None:
+    """Experiment folders that describe themselves and sync to your team's storage.
+
+    Example: resutil list
+    """
+
+
+# -- init ---------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--project", "project_name", help="Project name (default: this folder's name).")
+@click.option("--results-dir", help="Folder for experiment folders (default: results).")
+@click.option("--storage", "storage_type", type=click.Choice(["local", "gcs", "gdrive", "box"]),
+              help="Storage type.")
+@click.option("--path", "path", help="local: the storage folder (e.g. a NAS mount).")
+@click.option("--bucket", help="gcs: bucket name.")
+@click.option("--folder-id", help="gdrive: base folder id; box: folder id.")
+@click.option("--key-file", help="gcs/gdrive/box: credentials file (service-account key, Box config.json).")
+@click.option("--endpoint", help="Custom API endpoint (emulator, proxy, private endpoint).")
+@click.option("--gitignore/--no-gitignore", default=None,
+              help="Add a .gitignore to the results folder and the key file to .gitignore.")
+@click.option("--yes", "-y", is_flag=True, help="Do not prompt; use flags and defaults.")
+@click.option("--force", is_flag=True, help="Overwrite an existing resutil-conf.yaml.")
+def init(**opts: Any) -> None:
+    """Create resutil-conf.yaml here, after checking the storage is reachable and writable.
+
+    Example: resutil init --project MyProj --results-dir results --storage local --path /mnt/nas/resutil --yes
+    """
+    from .initialize import InitOptions, init_project
+
+    path = init_project(InitOptions(**opts), Path.cwd())
+    ui.info(f"[green]Initialized[/green] {path}")
+
+
+# -- list ---------------------------------------------------------------------------------------
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--local", "local_only", is_flag=True, help="Do not contact the remote.")
+def list_(as_json: bool, local_only: bool) -> None:
+    """List experiments, local and remote, with their status.
+
+    Example: resutil list --json
+    """
+    from .experiments import experiment_rows
+
+    rows = experiment_rows(_project(), remote=not local_only)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("Remote", "Local", "Status", "Experiment"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row("✓" if r["remote"] else "", "✓" if r["local"] else "", r["status"] or "", r["name"])
+    from rich.console import Console
+
+    Console(highlight=False).print(table)
+
+
+# -- push / pull --------------------------------------------------------------------------------
+def _sync_options(f):
+    f = click.option("-j", "--jobs", default=4, show_default=True, help="Parallel transfers.")(f)
+    f = click.option("--dry-run", "-n", is_flag=True, help="Show what would move; move nothing.")(f)
+    f = click.option("--no-dependency", is_flag=True, help="Do not include upstream experiments.")(f)
+    f = click.option("-A", "--all", "all_", is_flag=True, help="All experiments the other side lacks.")(f)
+    return click.argument("experiments", nargs=-1, **EXP)(f)
+
+
+def _do_sync(direction: str, experiments, all_, no_dependency, dry_run, jobs) -> None:
+    from . import sync
+
+    if not experiments and not all_:
+        raise click.UsageError(f"name experiments to {direction}, or use -A for all")
+    project = _project()
+    plan_fn = sync.plan_push if direction == "push" else sync.plan_pull
+    plan = plan_fn(project, list(experiments), all_, not no_dependency)
+    for name, why in plan.missing:
+        ui.warn(f"{name}: {why}")
+    if dry_run:
+        verb = "would push" if direction == "push" else "would pull"
+        for name in plan.items:
+            click.echo(f"{verb} {name} ({plan.reasons[name]})")
+        for name, why in plan.skipped:
+            click.echo(f"skip {name} ({why})")
+        return
+    run = sync.push if direction == "push" else sync.pull
+    progress = ui.RichProgress() if ui.console.is_terminal else ui.QuietMessages()
+    if isinstance(progress, ui.RichProgress):
+        with progress:
+            result = run(project, plan, jobs, progress)
+    else:
+        result = run(project, plan, jobs, progress)
+    done = "Pushed" if direction == "push" else "Pulled"
+    for name in result.transferred:
+        ui.info(f"{done} {name}")
+    for name, why in result.skipped:
+        ui.info(f"Skipped {name}: {why}")
+    if not plan.items and not result.skipped:
+        ui.info(f"Nothing to {direction}.")
+    for name, why in result.failed:
+        ui.error(f"{name}: {why}")
+    if result.failed:
+        raise SystemExit(1)
+
+
+@cli.command()
+@_sync_options
+def push(experiments, all_, no_dependency, dry_run, jobs) -> None:
+    """Upload experiments, with the upstream experiments the remote lacks.
+
+    Example: resutil push aapiyl -j 8
+    """
+    _do_sync("push", experiments, all_, no_dependency, dry_run, jobs)
+
+
+@cli.command()
+@_sync_options
+def pull(experiments, all_, no_dependency, dry_run, jobs) -> None:
+    """Download experiments, with the upstream experiments missing locally.
+
+    Example: resutil pull aapiyl
+    """
+    _do_sync("pull", experiments, all_, no_dependency, dry_run, jobs)
+
+
+# -- add / rm / comment -------------------------------------------------------------------------
+@cli.command()
+@click.argument("comment", required=False, default="")
+@click.option("-d", "--dependency", "deps", multiple=True, help="An upstream experiment (repeatable).",
+              shell_complete=complete_experiments)
+def add(comment: str, deps: tuple[str, ...]) -> None:
+    """Make an experiment by hand (e.g. for input data), optionally with upstream experiments.
+
+    Example: resutil add raw-data -d aapiyl
+    """
+    from .experiments import add_experiment
+
+    folder = add_experiment(_project(), comment, list(deps))
+    ui.info(f"Created {folder}")
+    click.echo(str(folder))
+
+
+@cli.command()
+@click.argument("experiments", nargs=-1, required=True, **EXP)
+@click.option("-l", "--local", "local_only", is_flag=True, help="Remove only the local folder.")
+@click.option("-r", "--remote", "remote_only", is_flag=True, help="Remove only the remote archive.")
+@click.option("--force", is_flag=True, help="Remove even if other experiments depend on it.")
+def rm(experiments, local_only, remote_only, force) -> None:
+    """Remove experiments locally and on the remote (refuses if others depend on them).
+
+    Example: resutil rm -l aapiyl
+    """
+    from .lineage import collect
+
+    project = _project()
+    both = not local_only and not remote_only
+    records = collect(project, remote=not local_only)
+    names = [project.resolve(q, remote=not local_only) for q in experiments]
+    targets = {n[:22] for n in names}
+    for name in names:
+        ident = name[:22]
+        users = sorted(r.name for r in records.values()
+                       if r.identity not in targets and any(d.identity == ident for d in r.meta.dependencies))
+        if users and not force:
+            raise DependencyError(
+                f"{name} is upstream of {', '.join(users[:3])}{' ...' if len(users) > 3 else ''}; "
+                "remove those first or use --force"
+            )
+    for name in names:
+        ident = name[:22]
+        rec = records.get(ident)
+        did = []
+        if (local_only or both) and project.workspace.local_name(name):
+            project.workspace.remove(project.workspace.local_name(name))  # type: ignore[arg-type]
+            did.append("local")
+        if (remote_only or both) and not project.no_remote:
+            exp = project.remote.get(name)
+            if exp is not None:
+                project.remote.delete(exp)
+                did.append("remote")
+        if not did:
+            raise ExperimentNotFound(f"{name} is not {'local' if local_only else 'on the remote' if remote_only else 'anywhere'}")
+        ui.info(f"Removed {rec.name if rec else name} ({' and '.join(did)})")
+
+
+@cli.command()
+@click.argument("experiment", **EXP)
+@click.argument("new_comment")
+def comment(experiment: str, new_comment: str) -> None:
+    """Change an experiment's comment; its identity (prefix_timestamp) and lineage stay.
+
+    Example: resutil comment aapiyl better-baseline
+    """
+    from .experiments import change_comment
+
+    new = change_comment(_project(), experiment, new_comment)
+    ui.info(f"Renamed to {new}")
+
+
+# -- show / verify ------------------------------------------------------------------------------
+@cli.command()
+@click.argument("experiment", **EXP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def show(experiment: str, as_json: bool) -> None:
+    """Show an experiment's metadata: status, code, arguments, upstream experiments, files.
+
+    Example: resutil show aapiyl
+    """
+    from .experiments import describe_experiment
+
+    info = describe_experiment(_project(), experiment)
+    if as_json:
+        click.echo(json.dumps(info, indent=1, default=str))
+        return
+    _render_show(info)
+
+
+@cli.command()
+@click.argument("experiments", nargs=-1, **EXP)
+@click.option("--local", "local_only", is_flag=True, help="Check only local folders.")
+@click.option("--remote", "remote_only", is_flag=True, help="Check only remote archives.")
+def verify(experiments, local_only, remote_only) -> None:
+    """Check local files against their manifest and remote archives against their hash.
+
+    Example: resutil verify aapiyl
+    """
+    from .experiments import verify_many
+
+    bad = 0
+    for name, where, problems, note in verify_many(_project(), list(experiments), local_only, remote_only):
+        if problems:
+            bad += 1
+            ui.error(f"{name} ({where}): " + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
+        else:
+            ui.info(f"[green]ok[/green] {name} ({where})" + (f" - {note}" if note else ""))
+    if bad:
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script (completes commands and experiment names).
+
+    Example: eval "$(resutil completion bash)"
+    """
+    from click.shell_completion import get_completion_class
+
+    comp_cls = get_completion_class(shell)
+    comp = comp_cls(cli, {}, "resutil", "_RESUTIL_COMPLETE")  # type: ignore[misc]
+    click.echo(comp.source())
+
+
+def _render_show(info: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    out = Console(highlight=False)
+    out.print(f"[bold]{info['name']}[/bold]  ({info['where']})")
+    table = Table(box=None, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key in ("status", "comment", "started_at", "ended_at", "args", "commit", "uncommitted",
+                "python", "host", "files", "size", "pipeline"):
+        if info.get(key) not in (None, "", [], {}):
+            table.add_row(key, str(info[key]))
+    out.print(table)
+    if info["upstream"]:
+        out.print("[bold]upstream[/bold]")
+        for dep in info["upstream"]:
+            out.print(f"  {dep['name']}  [dim]({dep['source']})[/dim]")
+    if info["downstream"]:
+        out.print("[bold]downstream[/bold]")
+        for name in info["downstream"]:
+            out.print(f"  {name}")
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="resutil")
+
+
+if __name__ == "__main__":
+    main()

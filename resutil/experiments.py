@@ -1,0 +1,145 @@
+"""Operations on single experiments: add by hand, relabel, describe, list, verify."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+from .capture import environment
+from .errors import ExperimentNotFound
+from .metadata import ExpMeta, manifest_digest, read_meta, write_meta
+from .naming import check_comment, parse_name
+from .project import Project
+
+
+def add_experiment(project: Project, comment: str, deps: list[str]) -> Path:
+    """An experiment made by hand (input data, external results) with manual dependencies."""
+    check_comment(comment)
+    resolved = [project.resolve(d) for d in deps]
+    ws = project.workspace
+    name = ws.create(comment).name
+    folder = ws.path(name)
+    now = datetime.now().astimezone().isoformat(timespec="seconds")
+    meta = ExpMeta(name=name, comment=comment, status="finished", args=" ".join(sys.argv),
+                   started_at=now, ended_at=now, environment=environment())
+    meta.result_dir = str(folder.relative_to(project.config.root)) if folder.is_relative_to(project.config.root) else str(folder)
+    for dep in resolved:
+        local = ws.local_name(dep)
+        meta.add_dependency(dep, "manual", manifest_digest(ws.path(local)) if local else None)
+    write_meta(folder, meta)
+    return folder
+
+
+def change_comment(project: Project, query: str, comment: str) -> str:
+    """Relabel an experiment locally and remotely; returns the new name."""
+    check_comment(comment)
+    name = project.resolve(query)
+    new = parse_name(name).with_comment(comment).name  # type: ignore[union-attr]
+    ws = project.workspace
+    local = ws.local_name(name)
+    if local:
+        meta = read_meta(ws.path(local))
+        new = ws.rename(local, comment)
+        meta.name, meta.comment = new, comment
+        write_meta(ws.path(new), meta)
+    if not project.no_remote:
+        exp = project.remote.get(name)
+        if exp is not None and exp.name != new:
+            project.remote.rename(exp, new)
+    return new
+
+
+def describe_experiment(project: Project, query: str) -> dict[str, Any]:
+    """Everything ``resutil show`` prints, as plain data."""
+    from .lineage import collect
+
+    name = project.resolve(query)
+    ws = project.workspace
+    local = ws.local_name(name)
+    if local:
+        meta = read_meta(ws.path(local))
+        where = "local" + (" and remote" if not project.no_remote and project.remote.get(name) else "")
+    else:
+        exp = project.remote.get(name)
+        if exp is None:
+            raise ExperimentNotFound(f"no experiment '{query}'")
+        meta = project.remote.meta(exp)
+        where = "remote only"
+    records = collect(project, remote=not project.no_remote)
+    downstream = sorted(r.name for r in records.values()
+                        if any(d.identity == name[:22] for d in r.meta.dependencies))
+    env = meta.environment or {}
+    man = meta.manifest
+    return {
+        "name": local or name,
+        "where": where,
+        "status": meta.status,
+        "comment": meta.comment or (parse_name(name).comment if parse_name(name) else ""),
+        "started_at": meta.started_at,
+        "ended_at": meta.ended_at,
+        "args": meta.args,
+        "commit": meta.commit_hash,
+        "uncommitted": meta.uncommitted_files,
+        "python": env.get("python"),
+        "host": env.get("host"),
+        "files": len(man.files) if man else None,
+        "size": _human(man.total_size) if man else None,
+        "pipeline": meta.pipeline,
+        "upstream": [{"name": d.name, "source": d.source} for d in meta.dependencies],
+        "downstream": downstream,
+    }
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return str(n)
+
+
+def experiment_rows(project: Project, remote: bool = True) -> list[dict[str, Any]]:
+    """One row per experiment (by identity): name, local, remote, status."""
+    ws = project.workspace
+    local = ws.names()
+    remote_exps = project.remote.experiments() if remote and not project.no_remote else {}
+    rows = []
+    for ident in sorted(set(local) | set(remote_exps)):
+        if ident in local:
+            name = local[ident]
+            status = read_meta(ws.path(name), with_manifest=False).status
+        else:
+            exp = remote_exps[ident]
+            name = exp.name
+            side = project.remote.sidecar(exp) if exp.sidecar else None
+            status = ((side or {}).get("meta") or {}).get("status", "") if side else ""
+        rows.append({"name": name, "identity": ident, "local": ident in local,
+                     "remote": ident in remote_exps, "status": status})
+    return rows
+
+
+def verify_many(
+    project: Project, queries: list[str], local_only: bool, remote_only: bool
+) -> Iterator[tuple[str, str, list[str], str | None]]:
+    """(name, where, problems, note) for each checked copy of each experiment."""
+    from .sync import verify_local, verify_remote
+
+    ws = project.workspace
+    use_remote = not local_only and not project.no_remote
+    if queries:
+        names = [project.resolve(q, remote=use_remote) for q in queries]
+    else:
+        names = list(ws.names().values())
+    for name in names:
+        local = ws.local_name(name)
+        if local and not remote_only:
+            yield local, "local", verify_local(ws.path(local)), None
+        if use_remote:
+            exp = project.remote.get(name)
+            if exp is not None:
+                problems, note = verify_remote(project, exp)
+                yield exp.name, "remote", problems, note
+            elif remote_only:
+                yield name, "remote", ["not on the remote"], None

@@ -1,0 +1,280 @@
+"""Push and pull as plan -> transfer -> result, with the dependency closure."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .archive import DEFAULT_DEFLATE_LIMIT, extract_archive
+from .errors import ArchiveError, ExperimentError, ResutilError
+from .metadata import hash_file, read_meta
+from .progress import NO_PROGRESS_FACTORY, CallbackFactory
+from .project import Project
+from .remote import RemoteExperiment
+
+
+@dataclass
+class SyncPlan:
+    """What a push or pull will move, and what it leaves alone and why."""
+
+    direction: str  # "push" | "pull"
+    items: list[str] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    missing: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class SyncResult:
+    """What a push or pull did."""
+
+    transferred: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    missing: list[tuple[str, str]] = field(default_factory=list)
+    bytes: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+# -- push ---------------------------------------------------------------------------------------
+def plan_push(
+    project: Project, queries: list[str], all_: bool = False, with_deps: bool = True
+) -> SyncPlan:
+    """Which local experiments to upload: the requested ones plus missing upstream ones."""
+    ws, remote = project.workspace, project.remote
+    local = ws.names()
+    on_remote = remote.experiments()
+    plan = SyncPlan("push")
+    todo: list[tuple[str, str]] = []
+    if all_:
+        for ident, name in local.items():
+            if ident in on_remote:
+                continue
+            status = read_meta(ws.path(name), with_manifest=False).status
+            if status == "running":
+                plan.skipped.append((name, "still running"))
+            else:
+                todo.append((name, "not on the remote"))
+    for query in queries:
+        name = ws.resolve(query)
+        todo.append((name, "requested"))
+    seen: set[str] = set()
+    while todo:
+        name, reason = todo.pop(0)
+        ident = name[:22]
+        if ident in seen:
+            continue
+        seen.add(ident)
+        plan.items.append(name)
+        plan.reasons[name] = reason
+        if not with_deps:
+            continue
+        for dep in read_meta(ws.path(name), with_manifest=False).dependencies:
+            if dep.identity in seen:
+                continue
+            if dep.identity in on_remote:
+                continue
+            if dep.identity in local:
+                todo.append((local[dep.identity], f"upstream of {name}"))
+            else:
+                seen.add(dep.identity)
+                plan.missing.append((dep.name, f"upstream of {name}, found neither locally nor on the remote"))
+    return plan
+
+
+def push(
+    project: Project,
+    plan: SyncPlan,
+    jobs: int = 4,
+    progress: CallbackFactory = NO_PROGRESS_FACTORY,
+) -> SyncResult:
+    """Upload the planned experiments, in parallel up to ``jobs``."""
+    ws, remote = project.workspace, project.remote
+    limit = None if project.config.storage_type != "local" else DEFAULT_DEFLATE_LIMIT
+
+    def one(name: str) -> int:
+        return remote.push(ws.path(name), progress(name), deflate_limit=limit).size
+
+    return _run(plan, one, jobs, remote.storage.max_workers)
+
+
+# -- pull ---------------------------------------------------------------------------------------
+def plan_pull(
+    project: Project, queries: list[str], all_: bool = False, with_deps: bool = True
+) -> SyncPlan:
+    """Which remote experiments to download: requested ones plus missing upstream ones."""
+    ws, remote = project.workspace, project.remote
+    local = ws.names()
+    on_remote = remote.experiments()
+    plan = SyncPlan("pull")
+    todo: list[tuple[RemoteExperiment, str]] = []
+    if all_:
+        todo += [(e, "not local") for i, e in on_remote.items() if i not in local]
+    for query in queries:
+        name = ws.resolve(query, [e.name for e in on_remote.values()])
+        exp = remote.get(name)
+        if name[:22] in local:
+            plan.skipped.append((local[name[:22]], "already local"))
+            if exp is None or not with_deps:
+                continue
+            todo_deps = read_meta(ws.path(local[name[:22]]), with_manifest=False).dependencies
+            _queue_deps(todo_deps, name, local, on_remote, todo, plan)
+            continue
+        if exp is None:
+            raise ExperimentError(f"{name} is not on the remote {remote.describe()}")
+        todo.append((exp, "requested"))
+    seen: set[str] = set()
+    while todo:
+        exp, reason = todo.pop(0)
+        if exp.identity in seen:
+            continue
+        seen.add(exp.identity)
+        plan.items.append(exp.name)
+        plan.reasons[exp.name] = reason
+        if with_deps:
+            _queue_deps(remote.meta(exp).dependencies, exp.name, local, on_remote, todo, plan)
+    return plan
+
+
+def _queue_deps(deps, name, local, on_remote, todo, plan) -> None:
+    for dep in deps:
+        if dep.identity in local:
+            continue
+        if dep.identity in on_remote:
+            todo.append((on_remote[dep.identity], f"upstream of {name}"))
+        elif all(dep.name != m[0] for m in plan.missing):
+            plan.missing.append((dep.name, f"upstream of {name}, not on the remote"))
+
+
+def pull(
+    project: Project,
+    plan: SyncPlan,
+    jobs: int = 4,
+    progress: CallbackFactory = NO_PROGRESS_FACTORY,
+) -> SyncResult:
+    """Download the planned experiments, each all-or-nothing."""
+
+    def one(name: str) -> int:
+        return pull_one(project, project.remote.require(name), progress)
+
+    return _run(plan, one, jobs, project.remote.storage.max_workers)
+
+
+def pull_one(project: Project, exp: RemoteExperiment, progress: CallbackFactory = NO_PROGRESS_FACTORY) -> int:
+    """Download and extract one archive into a scratch folder, check it, move it in place."""
+    ws, remote = project.workspace, project.remote
+    final = ws.path(exp.name)
+    tmp = ws.new_tmp(f"pull-{exp.identity}")
+    try:
+        target = tmp / exp.name
+        target.mkdir()
+        callback = progress(exp.name)
+        with remote.storage.fetched(remote.archive_folder, exp.archive.name, callback) as zpath:
+            expected = remote.expected_hash(exp)
+            with ThreadPoolExecutor(1) as pool:  # hash on the second core while extracting
+                hashing = pool.submit(hash_file, zpath) if expected else None
+                written = extract_archive(zpath, target)
+                actual = hashing.result() if hashing else None
+        if expected and actual != expected:
+            raise ArchiveError(
+                f"{exp.archive.name} on the remote does not match its recorded hash (corrupt, or its "
+                "push was interrupted); push it again from a machine that has it"
+            )
+        if ws.local_name(exp.name):
+            return 0  # pulled meanwhile by another process
+        os.rename(target, final)
+        return written
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise ResutilError(
+                f"no space left in {ws.root} while pulling {exp.name}; nothing was kept - free "
+                "some space and pull again"
+            ) from None
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- shared -------------------------------------------------------------------------------------
+def _run(plan: SyncPlan, one, jobs: int, max_workers: int) -> SyncResult:
+    result = SyncResult(skipped=list(plan.skipped), missing=list(plan.missing))
+    workers = max(1, min(jobs, max_workers, len(plan.items) or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        futures = {pool.submit(one, name): name for name in plan.items}
+        for fut in as_completed(futures):
+            name = futures[fut]
+            try:
+                result.bytes += fut.result()
+                result.transferred.append(name)
+            except ResutilError as e:
+                result.failed.append((name, str(e)))
+    order = {n: i for i, n in enumerate(plan.items)}
+    result.transferred.sort(key=order.__getitem__)
+    return result
+
+
+def unpushed(project: Project) -> list[str]:
+    """Local experiments the remote does not have (running ones excluded)."""
+    on_remote = project.remote.experiments()
+    return [n for i, n in project.workspace.names().items() if i not in on_remote]
+
+
+def ensure_local(project: Project, names: list[str], progress: CallbackFactory = NO_PROGRESS_FACTORY) -> SyncResult:
+    """Pull the named experiments (and their upstream closure) that are not local yet."""
+    missing = [n for n in names if not project.workspace.local_name(n)]
+    if not missing:
+        return SyncResult()
+    plan = plan_pull(project, missing)
+    result = pull(project, plan, progress=progress)
+    if result.failed:
+        name, why = result.failed[0]
+        raise ResutilError(f"could not pull upstream experiment {name}: {why}")
+    return result
+
+
+def verify_local(folder: Path) -> list[str]:
+    """Differences between a local experiment's files and its manifest ([] when intact)."""
+    from .metadata import compute_manifest
+
+    meta = read_meta(folder)
+    if meta.manifest is None:
+        return ["no manifest recorded (still running, or made by resutil 0.1.x)"]
+    now = compute_manifest(folder)
+    problems = []
+    for path, (size, digest) in sorted(meta.manifest.files.items()):
+        got = now.files.get(path)
+        if got is None:
+            problems.append(f"missing: {path}")
+        elif got != (size, digest):
+            problems.append(f"changed: {path}")
+    for path in sorted(set(now.files) - set(meta.manifest.files)):
+        problems.append(f"not in manifest: {path}")
+    return problems
+
+
+def verify_remote(project: Project, exp: RemoteExperiment) -> tuple[list[str], str | None]:
+    """Problems with a remote archive ([] when intact) and a note on what could be checked."""
+    import zipfile
+
+    remote = project.remote
+    expected = remote.expected_hash(exp)
+    note = None if expected else "no recorded hash (pushed by resutil 0.1.x?): checked the zip CRCs only"
+    problems = []
+    with remote.storage.fetched(remote.archive_folder, exp.archive.name) as path:
+        if expected and hash_file(path) != expected:
+            problems.append("archive does not match its recorded hash")
+        try:
+            with zipfile.ZipFile(path) as zf:
+                bad = zf.testzip()
+            if bad:
+                problems.append(f"corrupt member: {bad}")
+        except (zipfile.BadZipFile, OSError) as e:
+            problems.append(f"not a readable zip: {e}")
+    return problems, note

@@ -1,0 +1,142 @@
+"""Terminal front end shared by the CLI and the decorator: messages, prompts, progress.
+
+Everything goes to stderr so a script's own stdout stays clean. Progress bars appear only
+on a terminal; in CI logs and pipes there is at most one line per finished transfer.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Iterable
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from .progress import Callback, CallbackFactory
+
+console = Console(stderr=True, highlight=False)
+
+
+def interactive() -> bool:
+    """True when a person can answer prompts (a TTY and no RESUTIL_NO_INTERACTIVE)."""
+    if os.environ.get("RESUTIL_NO_INTERACTIVE"):
+        return False
+    try:
+        return sys.stdin.isatty() and sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def info(text: str) -> None:
+    console.print(text)
+
+
+def warn(text: str) -> None:
+    console.print(f"[yellow]Warning:[/yellow] {text}")
+
+
+def error(text: str) -> None:
+    console.print(f"[red]Error:[/red] {text}", soft_wrap=True)
+
+
+def confirm(question: str, default: bool = False) -> bool:
+    """Ask yes/no; without a person to ask, the default."""
+    if not interactive():
+        return default
+    from rich.prompt import Confirm
+
+    return Confirm.ask(question, default=default, console=console)
+
+
+def ask(question: str, default: str = "") -> str:
+    """Ask for a line of text; without a person to ask, the default."""
+    if not interactive():
+        return default
+    from rich.prompt import Prompt
+
+    return Prompt.ask(question, default=default or None, console=console) or ""
+
+
+def ask_comment(past: Iterable[str], problem_of) -> str:
+    """Prompt for an experiment comment with tab completion over past comments."""
+    from prompt_toolkit import prompt
+    from prompt_toolkit.completion import WordCompleter
+
+    completer = WordCompleter(sorted(set(past)), sentence=True)
+    while True:
+        comment = prompt(
+            "Comment for this experiment (Tab completes, Enter for none): ", completer=completer
+        ).strip()
+        problem = problem_of(comment)
+        if not problem:
+            return comment
+        error(problem)
+
+
+class _Task(Callback):
+    def __init__(self, bar: RichProgress, description: str) -> None:
+        self.bar = bar
+        self.description = description
+        self.task = None
+        self.lock = threading.Lock()
+
+    def set_total(self, total: int | None) -> None:
+        with self.lock:
+            if self.task is None:
+                self.task = self.bar.progress.add_task(self.description, total=total)
+            else:
+                self.bar.progress.update(self.task, total=total)
+
+    def advance(self, n: int) -> None:
+        if self.task is None:
+            self.set_total(None)
+        self.bar.progress.advance(self.task, n)  # type: ignore[arg-type]
+
+    def message(self, text: str) -> None:
+        self.bar.progress.console.print(f"[yellow]{text}[/yellow]")
+
+
+class RichProgress(CallbackFactory):
+    """Progress bars (bytes, rate, ETA) for transfers, shown only on a terminal."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}", style="bold"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=False,
+            disable=not console.is_terminal,
+        )
+
+    def __call__(self, description: str) -> Callback:
+        return _Task(self, description)
+
+    def __enter__(self) -> RichProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.progress.__exit__(*exc)
+
+
+class QuietMessages(CallbackFactory):
+    """No bars, but retry messages still reach the user (non-terminal output)."""
+
+    class _Cb(Callback):
+        def message(self, text: str) -> None:
+            warn(text)
+
+    def __call__(self, description: str) -> Callback:
+        return self._Cb()
