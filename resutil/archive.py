@@ -12,13 +12,16 @@ import os
 import stat
 import zipfile
 import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 from .errors import ArchiveError
 from .metadata import EXP_FILE, Manifest, new_hasher, walk_files
 from .progress import NO_PROGRESS, Callback
+from .zipstream import DEFLATED, STORED, ZipStreamWriter, deflate_raw
 
 CHUNK = 4 << 20
 SAMPLE = 64 << 10
@@ -29,6 +32,7 @@ STORED_SUFFIXES = frozenset(
     ".feather .arrow .orc .h5 .hdf5 .jar .whl .pdf .docx .xlsx .pptx".split()
 )
 DEFAULT_DEFLATE_LIMIT = 64 << 20
+SMALL_FILE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class ArchiveInfo:
 
 
 class _HashingWriter:
-    """A write-only, unseekable stream: zipfile then writes data descriptors, in order."""
+    """Hashes and counts everything written to the archive file."""
 
     def __init__(self, raw: BinaryIO, callback: Callback) -> None:
         self.raw = raw
@@ -59,24 +63,53 @@ class _HashingWriter:
     def flush(self) -> None:
         self.raw.flush()
 
-    def tell(self) -> int:  # zipfile asks once, at the start
-        return self.size
-
-    def seekable(self) -> bool:
-        return False
 
 
-def choose_compression(path: Path, size: int, deflate_limit: int | None) -> int:
-    """ZIP_STORED or ZIP_DEFLATED for one file, whichever costs less."""
+def choose_compression(path: Path, size: int, deflate_limit: int | None, head: bytes | None = None) -> int:
+    """ZIP_STORED or ZIP_DEFLATED for one file, whichever costs less.
+
+    ``head`` is the file's first bytes when the caller has read them already.
+    """
     if size < 256 or path.suffix.lower() in STORED_SUFFIXES:
         return zipfile.ZIP_STORED
     if deflate_limit is not None and size > deflate_limit:
         return zipfile.ZIP_STORED
-    with open(path, "rb") as f:
-        sample = f.read(SAMPLE)
-    if len(zlib.compress(sample, 1)) > 0.9 * len(sample):
+    if head is None:
+        with open(path, "rb") as f:
+            head = f.read(SAMPLE)
+    sample = head[:SAMPLE]
+    if sample[:4096].isascii():  # text (CSV, JSON, logs) deflates well; skip the trial
+        return zipfile.ZIP_DEFLATED
+    if len(zlib.compress(sample[:16384], 1)) > 0.9 * len(sample[:16384]):
         return zipfile.ZIP_STORED
     return zipfile.ZIP_DEFLATED
+
+
+def _prepare_small(path: Path, deflate_limit: int | None) -> tuple[int, str, int, int, bytes]:
+    """Read, hash, checksum and (maybe) deflate one small file: (size, hash, crc, method, payload).
+
+    Runs in worker threads; zlib, xxhash and file reads release the GIL.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    method = choose_compression(path, len(data), deflate_limit, data)
+    payload = deflate_raw(data) if method == DEFLATED else data
+    if method == DEFLATED and len(payload) >= len(data):
+        method, payload = STORED, data
+    return len(data), new_hasher(data).hexdigest(), zlib.crc32(data), method, payload
+
+
+def _batches(items: list, stats: list, limit: int = 4 << 20, count: int = 256) -> Iterator[list]:
+    batch: list = []
+    size = 0
+    for item, st in zip(items, stats):
+        batch.append(item)
+        size += st.st_size
+        if size >= limit or len(batch) >= count:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
 
 
 def build_archive(
@@ -88,47 +121,70 @@ def build_archive(
 ) -> ArchiveInfo:
     """Zip ``folder`` into ``out``; ``finish_meta(manifest)`` supplies the metadata file.
 
-    The metadata file is written last so that it can carry the manifest of every other
-    file, computed while they were being archived.
+    Small files are prepared by two worker threads (read, hash, deflate) while this thread
+    writes; large files are streamed. The metadata file is written last so that it can
+    carry the manifest of every other file, computed in the same pass.
     """
     files = [(rel, p) for rel, p in walk_files(folder) if rel != EXP_FILE]
-    total = 0
-    stats = []
-    for rel, p in files:
-        st = p.stat()
-        stats.append(st)
-        total += st.st_size
-    callback.set_total(total)
+    stats = [p.stat() for _, p in files]
+    callback.set_total(sum(st.st_size for st in stats))
     writer = _HashingWriter(out, callback)
+    zw = ZipStreamWriter(writer)  # type: ignore[arg-type]
     manifest: dict[str, tuple[int, str]] = {}
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    with zipfile.ZipFile(writer, "w", allowZip64=True) as zf:  # type: ignore[arg-type]
-        for (rel, path), st in zip(files, stats):
-            info = zipfile.ZipInfo(rel, _date_time(st.st_mtime))
-            info.external_attr = (stat.S_IMODE(st.st_mode) | stat.S_IFREG) << 16
-            info.file_size = st.st_size
-            info.compress_type = choose_compression(path, st.st_size, deflate_limit)
-            info._compresslevel = 1  # type: ignore[attr-defined]  # read by ZipFile.open
-            h = new_hasher()
-            size = 0
-            with open(path, "rb", buffering=0) as src, zf.open(info, "w") as dst:
-                while n := src.readinto(buf):
-                    chunk = view[:n]
-                    h.update(chunk)
-                    dst.write(chunk)
-                    size += n
-                    callback.advance(n)
-            manifest[rel] = (size, h.hexdigest())
-        man = Manifest(manifest)
-        meta_bytes = finish_meta(man) if finish_meta else _existing(folder / EXP_FILE)
-        if meta_bytes is not None:
-            info = zipfile.ZipInfo(EXP_FILE, _date_time(None))
-            info.external_attr = 0o644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, meta_bytes)
+    meta_of = {rel: st for (rel, _), st in zip(files, stats)}
+    small = [(rel, p) for (rel, p), st in zip(files, stats) if st.st_size <= SMALL_FILE]
+    small_stats = [meta_of[rel] for rel, _ in small]
+
+    def prepare(batch: list) -> list:
+        return [(rel, _prepare_small(p, deflate_limit)) for rel, p in batch]
+
+    with ThreadPoolExecutor(2) as pool:
+        pending: deque = deque()
+        batches = _batches(small, small_stats)
+        for batch in batches:  # keep a bounded number of batches in flight
+            pending.append(pool.submit(prepare, batch))
+            if len(pending) >= 8:
+                _write_prepared(zw, pending.popleft().result(), meta_of, manifest, callback)
+        while pending:
+            _write_prepared(zw, pending.popleft().result(), meta_of, manifest, callback)
+    for (rel, path), st in zip(files, stats):
+        if st.st_size <= SMALL_FILE:
+            continue
+        method = DEFLATED if choose_compression(path, st.st_size, deflate_limit) == zipfile.ZIP_DEFLATED else STORED
+        h = new_hasher()
+        chunks = _read_chunks(path, h, callback)
+        size, _ = zw.add_stream(rel, _date_time(st.st_mtime), _mode(st), method, chunks)
+        manifest[rel] = (size, h.hexdigest())
+    man = Manifest(manifest)
+    meta_bytes = finish_meta(man) if finish_meta else _existing(folder / EXP_FILE)
+    if meta_bytes is not None:
+        payload = deflate_raw(meta_bytes)
+        zw.add(EXP_FILE, _date_time(None), 0o100644, DEFLATED, zlib.crc32(meta_bytes),
+               len(meta_bytes), payload)
+    zw.close()
     writer.flush()
     return ArchiveInfo(man, writer.size, writer.hash.hexdigest())
+
+
+def _mode(st: os.stat_result) -> int:
+    return stat.S_IMODE(st.st_mode) | stat.S_IFREG
+
+
+def _write_prepared(zw: ZipStreamWriter, prepared: list, meta_of: dict, manifest: dict,
+                    callback: Callback) -> None:
+    for rel, (size, digest, crc, method, payload) in prepared:
+        st = meta_of[rel]
+        zw.add(rel, _date_time(st.st_mtime), _mode(st), method, crc, size, payload)
+        manifest[rel] = (size, digest)
+        callback.advance(size)
+
+
+def _read_chunks(path: Path, h, callback: Callback) -> Iterator[bytes]:
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            callback.advance(len(chunk))
+            yield chunk
 
 
 def _existing(path: Path) -> bytes | None:

@@ -31,9 +31,9 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
-def new_hasher() -> Any:
+def new_hasher(data: bytes = b"") -> Any:
     """The content hash used in manifests and for archives."""
-    return xxhash.xxh3_128()
+    return xxhash.xxh3_128(data)
 
 
 def hash_file(path: Path, bufsize: int = 8 << 20) -> str:
