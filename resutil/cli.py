@@ -309,6 +309,97 @@ def completion(shell: str) -> None:
     click.echo(comp.source())
 
 
+# -- graph / lineage ----------------------------------------------------------------------------
+@cli.command()
+@click.argument("experiments", nargs=-1, **EXP)
+@click.option("--ancestors", "direction", flag_value="ancestors",
+              help="Only the named experiments and their upstream experiments.")
+@click.option("--descendants", "direction", flag_value="descendants",
+              help="Only the named experiments and those built from them.")
+@click.option("-f", "--format", "fmt", type=click.Choice(["dot", "svg", "png", "mermaid", "json"]),
+              help="Output format (default: from the -o file's suffix, else dot).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to FILE instead of stdout (required for svg and png).")
+@click.option("--local", "local_only", is_flag=True, help="Do not contact the remote.")
+def graph(experiments, direction, fmt, output, local_only) -> None:
+    """Draw the lineage of experiments (all, or the named ones with their up- and downstream).
+
+    A node shows comment, date, status and commit (* = uncommitted changes); its colour says
+    local, remote or both; a dashed node is a missing upstream experiment. An edge says how
+    the dependency was found (argv, observed, declared, manual).
+
+    Example: resutil graph aapiyl --ancestors -o lineage.svg
+    """
+    from .graph_export import export, format_for_path
+    from .lineage import lineage_view
+
+    fmt = fmt or (format_for_path(output.name) if output else None) or "dot"
+    if fmt in ("svg", "png") and output is None:
+        raise click.UsageError(f"--format {fmt} needs -o FILE")
+    if direction and not experiments:
+        raise click.UsageError(f"--{direction} needs the experiments to start from")
+    view = lineage_view(_project(), experiments, direction, remote=not local_only)
+    for problem in view.problems.messages(view.graph):
+        ui.warn(problem)
+    data = export(view.graph, fmt)
+    if output is None:
+        click.echo(data, nl=False)
+        return
+    if isinstance(data, bytes):
+        output.write_bytes(data)
+    else:
+        output.write_text(data, encoding="utf-8")
+    ui.info(f"Wrote {output} ({view.graph.number_of_nodes()} experiments)")
+
+
+@cli.command()
+@click.argument("experiment", **EXP)
+@click.option("-d", "--downstream", is_flag=True,
+              help="Show the experiments built from EXP instead of those it was built from.")
+@click.option("--local", "local_only", is_flag=True, help="Do not contact the remote.")
+def lineage(experiment: str, downstream: bool, local_only: bool) -> None:
+    """Show an experiment's upstream experiments as a tree (downstream with -d).
+
+    Example: resutil lineage aapiyl --downstream
+    """
+    from .lineage import lineage_tree, lineage_view
+
+    direction = "descendants" if downstream else "ancestors"
+    view = lineage_view(_project(), [experiment], direction, remote=not local_only)
+    for problem in view.problems.messages(view.graph):
+        ui.warn(problem)
+    _render_tree(lineage_tree(view.graph, view.roots[0], downstream))
+
+
+def _render_tree(top: Any) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    def line(node: Any) -> str:
+        a = node.attrs
+        text = f"[bold]{escape(a.get('name', node.identity))}[/bold]"
+        if a.get("kind") == "missing":
+            text += "  [red]missing[/red]"
+        else:
+            code = (a.get("commit") or "no commit") + ("*" if a.get("dirty") else "")
+            where = {"both": "local + remote"}.get(a["kind"], a["kind"])
+            text += f"  {escape(a['status'])} · {a['date']} · {code}  [dim]{where}[/dim]"
+        if node.via:
+            text += f"  [cyan]({escape(node.via)})[/cyan]"
+        if node.repeat:
+            text += f"  [{'red' if node.repeat == 'cycle' else 'dim'}]({node.repeat})[/]"
+        return text
+
+    root = Tree(line(top))
+    stack = [(root, top)]
+    while stack:  # iterative: lineages can be thousands deep
+        branch, node = stack.pop()
+        for child in node.children:
+            stack.append((branch.add(line(child)), child))
+    Console(highlight=False, soft_wrap=True).print(root)
+
+
 def _render_show(info: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table

@@ -88,8 +88,8 @@ class GCSStorage(Storage):
         self.key_file = settings.path("key_file_path", required=False)
         self.endpoint: str | None = settings.get("endpoint")
         self.retry_timeout = _number(settings, "retry_timeout", 10.0)
-        self.timeout = (min(10.0, _number(settings, "timeout", 60.0)),
-                        _number(settings, "timeout", 60.0))
+        read_timeout = _number(settings, "timeout", 60.0)
+        self.timeout = (min(10.0, read_timeout), read_timeout)  # (connect, read) seconds
         chunk = int(_number(settings, "chunk_size_mb", 16.0) * (1 << 20))
         self.chunk_size = max(CHUNK_ALIGN, chunk // CHUNK_ALIGN * CHUNK_ALIGN)
         self._lock = threading.Lock()
@@ -99,6 +99,16 @@ class GCSStorage(Storage):
 
     def describe(self) -> str:
         return f"gs://{self.bucket_name}"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable for process pools: the copy makes its own client on first use.
+        state = self.__dict__.copy()
+        state.update(_lock=None, _client=None, _bucket=None, _credentials=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     # -- client ----------------------------------------------------------------------
     def _get_bucket(self) -> storage.Bucket:
@@ -203,8 +213,8 @@ class GCSStorage(Storage):
         out = []
         # delimiter="/" keeps "Proj.resutil/..." and deeper "Proj/sub/..." out; the
         # iterator follows nextPageToken through every page.
-        for blob in self._client.list_blobs(  # type: ignore[union-attr]
-            bucket, prefix=prefix, delimiter="/", retry=self._retry(), timeout=self.timeout
+        for blob in bucket.list_blobs(
+            prefix=prefix, delimiter="/", retry=self._retry(), timeout=self.timeout
         ):
             name = blob.name[len(prefix):]
             if not name or name.startswith("."):  # folder marker, hidden/probe files
@@ -250,10 +260,16 @@ class GCSStorage(Storage):
             raise self._missing(e, folder, name) from None
         callback.set_total(blob.size)
         with open(dest, "wb") as f:
-            blob.download_to_file(
-                _ProgressWriter(f, callback), checksum="auto",
-                retry=self._retry(callback), timeout=self.timeout,
-            )
+            try:
+                blob.download_to_file(
+                    _ProgressWriter(f, callback), checksum="auto",
+                    retry=self._retry(callback), timeout=self.timeout,
+                )
+            except api_exceptions.NotFound:
+                # That generation was replaced or removed since the GET above: start over.
+                raise Transient(StorageError(
+                    f"{self.describe()}: {folder}/{name} changed while downloading"
+                )) from None
 
     def _delete(self, folder: str, name: str) -> None:
         blob = self._get_bucket().blob(self._key(folder, name))
@@ -339,18 +355,23 @@ class GCSStorage(Storage):
         if isinstance(exc, InvalidResponse):  # a raw media-layer error; classify by status
             exc = api_exceptions.from_http_response(exc.response)
         if isinstance(exc, auth_exceptions.RefreshError):
+            if getattr(exc, "retryable", False):  # the token endpoint answered 5xx
+                raise Transient(StorageUnavailable(
+                    f"{where}: cannot {action} {target}: the Google token endpoint failed "
+                    f"({_first_line(exc)}); try again later"
+                ))
             return self._refresh_error(exc)
         if isinstance(exc, api_exceptions.RetryError):
             # The SDK already retried for retry_timeout seconds: report, don't retry again.
             cause = exc.cause or exc
             return StorageUnavailable(
-                f"{where}: cannot {action} {target}: {self._unreachable(cause)} "
-                f"(gave up after {self.retry_timeout:g} s of retries); {self._advice()}"
+                f"{where}: cannot {action} {target}: {self._unreachable(cause)}; gave up "
+                f"after retrying for {self.retry_timeout:g} s; {self._advice(cause)}"
             )
         if isinstance(exc, auth_exceptions.TransportError):
             raise Transient(StorageUnavailable(
-                f"{where}: cannot {action} {target}: cannot reach the Google token endpoint "
-                f"({_reason(exc)}); {self._advice()}"
+                f"{where}: cannot {action} {target}: {self._unreachable(exc)}; "
+                f"{self._advice(exc)}"
             ))
         if isinstance(exc, DataCorruption):
             raise Transient(StorageError(
@@ -363,7 +384,7 @@ class GCSStorage(Storage):
                 return self._bucket_not_found()
             return StorageError(f"{where}: cannot {action} {target}: {_reason(exc)}")
         if isinstance(exc, api_exceptions.Forbidden):
-            return StoragePermission(self._forbidden(exc, action))
+            return StoragePermission(self._forbidden(exc, action, target))
         if isinstance(exc, api_exceptions.Unauthorized):
             return StoragePermission(
                 f"{where}: Google rejected the credentials of the {self._principal()} "
@@ -372,7 +393,7 @@ class GCSStorage(Storage):
         if isinstance(exc, api_exceptions.GoogleAPICallError):
             if exc.code in (408, 429) or (exc.code or 0) >= 500:
                 raise Transient(StorageUnavailable(
-                    f"{where}: cannot {action} {target}: {_reason(exc)}"
+                    f"{where}: cannot {action} {target}: {_reason(exc)}; {self._advice(exc)}"
                 ))
             return StorageError(f"{where}: cannot {action} {target}: {_reason(exc)}")
         if _should_retry(exc):  # connection errors the SDK did not retry itself
@@ -385,10 +406,15 @@ class GCSStorage(Storage):
         if isinstance(exc, api_exceptions.GoogleAPICallError):
             return _reason(exc)
         if isinstance(exc, auth_exceptions.TransportError):
-            return f"cannot reach the Google token endpoint ({_reason(exc)})"
-        return f"cannot reach {self._host()} ({_reason(exc)})"
+            token_uri = getattr(self._credentials, "_token_uri", None) or "the token endpoint"
+            return f"cannot reach the Google token endpoint {token_uri}: {_reason(exc)}"
+        return f"cannot reach {self._host()}: {_reason(exc)}"
 
-    def _advice(self) -> str:
+    def _advice(self, cause: BaseException | None = None) -> str:
+        if isinstance(cause, api_exceptions.GoogleAPICallError):
+            return "the service is overloaded or failing; try again later"
+        if isinstance(cause, auth_exceptions.TransportError):
+            return "check the network connection"
         if self.endpoint:
             return "check the network and storage_config.endpoint"
         return "check the network connection"
@@ -407,7 +433,19 @@ class GCSStorage(Storage):
             f"{text}"
         )
 
-    def _forbidden(self, exc: api_exceptions.Forbidden, action: str) -> str:
+    def _forbidden(self, exc: api_exceptions.Forbidden, action: str, target: str) -> str:
+        text = (exc.message or "").lower()
+        if "retention" in text or "hold" in text:
+            return (
+                f"{self.describe()}: cannot {action} {target}: it is protected by the bucket's "
+                "retention policy or an object hold; wait for it to expire or ask the "
+                "bucket's owner"
+            )
+        if "billing" in text:
+            return (
+                f"{self.describe()}: cannot {action} {target}: billing is disabled for the "
+                "bucket's Google Cloud project; re-enable it in the console"
+            )
         m = re.search(r"storage\.[a-zA-Z]+\.[a-zA-Z]+", exc.message or "")
         permission = m.group(0) if m else PERMISSIONS.get(action, "access")
         return (
@@ -483,7 +521,10 @@ def _mentions_bucket(exc: api_exceptions.GoogleAPICallError) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc.args[0]) if isinstance(exc, auth_exceptions.RefreshError) and exc.args else str(exc)
+    if isinstance(exc, auth_exceptions.RefreshError) and exc.args:
+        text = str(exc.args[0])  # args[1] is the raw response body
+    else:
+        text = str(exc)
     text = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return text if len(text) <= 200 else text[:197] + "..."
 
