@@ -113,7 +113,7 @@ def experiment_rows(project: Project, remote: bool = True) -> list[dict[str, Any
         else:
             exp = remote_exps[ident]
             name = exp.name
-            side = project.remote.sidecar(exp) if exp.sidecar else None
+            side = project.remote.sidecar(exp, fetch=False)
             status = ((side or {}).get("meta") or {}).get("status", "") if side else ""
         rows.append({"name": name, "identity": ident, "local": ident in local,
                      "remote": ident in remote_exps, "status": status})

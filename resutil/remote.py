@@ -97,13 +97,16 @@ class Remote:
         return exp
 
     # -- metadata -----------------------------------------------------------------------
-    def sidecar(self, exp: RemoteExperiment) -> dict[str, Any] | None:
-        """The sidecar content, from the local cache when it is current."""
+    def sidecar(self, exp: RemoteExperiment, fetch: bool = True) -> dict[str, Any] | None:
+        """The sidecar content, from the local cache when it is current.
+
+        With ``fetch=False`` only the cache is consulted (listing stays one request).
+        """
         if exp.sidecar is None:
             return None
         key = f"{exp.identity}-{exp.sidecar.size}-{int(exp.sidecar.mtime or 0)}.json"
         cached = self._cache_read(key)
-        if cached is not None:
+        if cached is not None or not fetch:
             return cached
         try:
             data = json.loads(self.storage.read_bytes(self.meta_folder, exp.sidecar.name))
@@ -160,6 +163,7 @@ class Remote:
         """
         name = folder.name
         meta = read_meta(folder, with_manifest=False)
+        old = self.get(name)
 
         def finish(manifest: Manifest) -> bytes:
             meta.manifest = manifest
@@ -173,7 +177,6 @@ class Remote:
                 out.flush()
                 os.fsync(out.fileno())
         self.write_sidecar(meta, info, archive_name)
-        old = self.get(name)
         if old is not None and old.name != name:  # renamed elsewhere: drop the old label
             self.storage.delete(self.archive_folder, old.archive.name)
         self._listing = None
