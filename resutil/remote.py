@@ -171,9 +171,12 @@ class Remote:
             return meta.to_text().encode("utf-8")
 
         archive_name = name + ARCHIVE_SUFFIX
+        # Progress counts bytes once: while archiving when that writes to the storage
+        # itself (local folder), else while uploading the finished archive.
+        build_cb = callback if self.storage.writes_in_place else NO_PROGRESS
         with self.storage.staged_upload(self.archive_folder, archive_name, callback) as part:
             with open(part, "wb") as out:
-                info = build_archive(folder, out, finish, callback, deflate_limit)
+                info = build_archive(folder, out, finish, build_cb, deflate_limit)
                 out.flush()
                 os.fsync(out.fileno())
         self.write_sidecar(meta, info, archive_name)

@@ -13,6 +13,8 @@ import pytest
 from resutil.storage import StorageSettings
 
 BACKENDS = ["local", "gcs", "gdrive", "box"]
+# Read before the autouse fixture below clears RESUTIL_* variables.
+BIG_MB = int(os.environ.get("RESUTIL_TEST_BIG_MB", "24"))
 pytest_plugins = [
     f"tests.backend_{b}" for b in BACKENDS if (Path(__file__).parent / f"backend_{b}.py").exists()
 ]
@@ -45,7 +47,7 @@ def storage_settings(request, storage_type, tmp_path) -> StorageSettings:
 @pytest.fixture
 def big_file_mb() -> int:
     """Size of the file used to exercise chunked/resumable uploads (RESUTIL_TEST_BIG_MB)."""
-    return int(os.environ.get("RESUTIL_TEST_BIG_MB", "24"))
+    return BIG_MB
 
 
 def has_module(name: str) -> bool:

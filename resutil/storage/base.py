@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Mapping, TypeVar
 
-from ..errors import ConfigError, StorageError, StorageNotFound, StorageUnavailable
+from ..errors import ConfigError, ResutilError, StorageError, StorageNotFound, StorageUnavailable
 from ..progress import NO_PROGRESS, Callback
 
 T = TypeVar("T")
@@ -56,9 +56,13 @@ class StorageSettings:
         """A required value, or ConfigError naming the key and the file."""
         value = self.get(key, *aliases)
         if value is None:
+            import difflib
+
             where = self.config_path or "the config"
+            close = difflib.get_close_matches(key, [str(k) for k in self.values], n=1, cutoff=0.7)
+            hint = f" (found '{close[0]}': misspelt?)" if close else ""
             raise ConfigError(
-                f"{where}: storage_config needs '{key}' for storage_type {self.storage_type}"
+                f"{where}: storage_config needs '{key}' for storage_type {self.storage_type}{hint}"
             )
         return value
 
@@ -87,6 +91,7 @@ class Storage(ABC):
     type_name: ClassVar[str] = ""
     extra: ClassVar[str | None] = None  # the pip extra this backend needs
     max_workers: ClassVar[int] = 4  # parallel transfers this backend handles well
+    writes_in_place: ClassVar[bool] = False  # staged_upload writes straight to the storage
 
     def __init__(self, settings: StorageSettings) -> None:
         """Read settings only; never touch the network here (see ``check``)."""
@@ -117,12 +122,12 @@ class Storage(ABC):
     def _rename(self, folder: str, name: str, new_name: str) -> None:
         """Rename ``folder/name`` to ``folder/new_name``, replacing an existing one."""
 
-    def _translate(self, exc: BaseException, action: str, target: str) -> StorageError | None:
-        """Turn a backend/SDK exception into a StorageError (wrap in Transient to retry).
+    def _translate(self, exc: BaseException, action: str, target: str) -> ResutilError | None:
+        """Turn a backend/SDK exception into a ResutilError (raise Transient to retry).
 
         Return None for exceptions that are bugs; they propagate with their traceback.
         """
-        if isinstance(exc, StorageError):
+        if isinstance(exc, ResutilError):
             return exc
         if isinstance(exc, (ConnectionError, TimeoutError)):
             raise Transient(StorageUnavailable(f"{self.describe()}: cannot {action} {target}: {exc}"))
@@ -220,7 +225,7 @@ class Storage(ABC):
             try:
                 try:
                     return fn()
-                except (StorageError, Transient):
+                except (ResutilError, Transient):
                     raise
                 except Exception as exc:  # noqa: BLE001 - the backend classifies it
                     err = self._translate(exc, action, target)  # may raise Transient

@@ -22,6 +22,7 @@ class LocalStorage(Storage):
 
     type_name = "local"
     max_workers = 4
+    writes_in_place = True
 
     def __init__(self, settings: StorageSettings) -> None:
         super().__init__(settings)
