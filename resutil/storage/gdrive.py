@@ -24,6 +24,12 @@ Setting ``storage_config.endpoint`` points the service at a Drive-API-compatible
 with google-api-python-client with ``rootUrl``/``baseUrl`` rewritten (``client_options``
 alone is not enough: media-upload URLs would keep ``https``).
 
+Uploads over ``RESUMABLE_THRESHOLD`` use a resumable session in ``CHUNK_SIZE`` pieces; the
+file appears only when the last piece is in, and a broken connection resumes the same
+session (asking Drive how much arrived) instead of starting over. Deletes are permanent;
+where only trashing is allowed (a Shared Drive's Content manager) the file is trashed,
+which hides it from resutil and 0.1.x alike.
+
 Errors become one-line ``StorageError``s naming Google Drive, the folder or file and what
 to do; network failures, 5xx and rate limits are ``Transient`` so the base retries them.
 Connections time out after ``CONNECT_TIMEOUT`` seconds and reads after ``READ_TIMEOUT``.
@@ -41,7 +47,7 @@ import ssl
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import httplib2
@@ -61,8 +67,6 @@ from ..errors import (
 )
 from ..progress import Callback
 from .base import ObjectInfo, Storage, StorageSettings, Transient, not_found
-
-T = TypeVar("T")
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
 GOOGLE_APPS_MIME = "application/vnd.google-apps."
@@ -98,16 +102,19 @@ NETWORK_ERRNOS = {
 class _ConnectTimeout:
     """Connect (and TLS handshake) with CONNECT_TIMEOUT, then use the read timeout."""
 
+    timeout: float | None
+    sock: Any
+
     def connect(self) -> None:
-        read_timeout = self.timeout  # type: ignore[attr-defined]
-        self.timeout = CONNECT_TIMEOUT if read_timeout is None else min(  # type: ignore
+        read_timeout = self.timeout
+        self.timeout = CONNECT_TIMEOUT if read_timeout is None else min(
             CONNECT_TIMEOUT, read_timeout)
         try:
             super().connect()  # type: ignore[misc]
         finally:
-            self.timeout = read_timeout  # type: ignore[attr-defined]
-        if self.sock is not None:  # type: ignore[attr-defined]
-            self.sock.settimeout(read_timeout)  # type: ignore[attr-defined]
+            self.timeout = read_timeout
+        if self.sock is not None:
+            self.sock.settimeout(read_timeout)
 
 
 class _HTTPConnection(_ConnectTimeout, httplib2.HTTPConnectionWithTimeout):
@@ -314,6 +321,7 @@ class GDriveStorage(Storage):
         otherwise resend a whole chunk after a 401)."""
         auth, _ = self._session()
         creds = auth.credentials
+
         def expiring() -> bool:
             expiry = getattr(creds, "token_expiry", None)  # naive UTC in oauth2client
             now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
@@ -326,12 +334,18 @@ class GDriveStorage(Storage):
 
     @property
     def client_email(self) -> str:
+        """The service account's address (from the key), for messages."""
         if not self._client_email:
             try:
                 self._client_email = self._read_key()["client_email"]
             except ResutilError:
                 return "the service account"
         return self._client_email
+
+    @property
+    def identity(self) -> str:
+        """Who Drive sees: the delegated user, else the service account."""
+        return self.user_email or self.client_email
 
     # -- folders -----------------------------------------------------------------------
     def _base(self) -> str:
@@ -352,7 +366,7 @@ class GDriveStorage(Storage):
                     raise
                 raise StorageNotFound(
                     f"Google Drive folder {self.base_folder_id} not found or not shared with "
-                    f"{self.client_email}; share it with that address (as Content manager of "
+                    f"{self.identity}; share it with that address (as Content manager of "
                     "its Shared Drive) or fix storage_config.base_folder_id"
                 ) from None
             if meta.get("mimeType") != FOLDER_MIME:
@@ -380,12 +394,11 @@ class GDriveStorage(Storage):
         if self._drive_id:
             params.update(corpora="drive", driveId=self._drive_id)
         items: list[dict] = []
-        token = None
         while True:
-            page = self._execute(lambda f: f.list(pageToken=token, **params))
+            page = self._execute(lambda f: f.list(**params))
             items.extend(page.get("items") or [])
-            token = page.get("nextPageToken")
-            if not token:
+            params["pageToken"] = page.get("nextPageToken")
+            if not params["pageToken"]:
                 return items
 
     def _find_folders(self, folder: str) -> list[dict]:
@@ -471,6 +484,22 @@ class GDriveStorage(Storage):
         return self._info(f) if f else None
 
     def _upload(self, src: Path, folder: str, name: str, callback: Callback) -> None:
+        try:
+            self._upload_once(src, folder, name, callback)
+        except HttpError as e:
+            if _http_error_details(e)[0] not in (404, 410):
+                raise
+            # The folder or the file being replaced was removed since we looked it up (e.g.
+            # in the web UI during a long pipeline run), or the upload session expired:
+            # look everything up again and retry.
+            with self._lock:
+                self._folders.pop(folder, None)
+                self._base_checked = False
+            raise Transient(StorageUnavailable(
+                f"{self.describe()}: cannot upload {folder}/{name}: the folder changed or the "
+                "upload session expired; starting over")) from None
+
+    def _upload_once(self, src: Path, folder: str, name: str, callback: Callback) -> None:
         size = src.stat().st_size
         callback.set_total(size)
         folder_id = self._folder_id(folder, create=True)
@@ -508,6 +537,8 @@ class GDriveStorage(Storage):
             except Exception as exc:  # noqa: BLE001 - classified below
                 if request.resumable_uri is None:  # no session yet: the caller retries
                     raise
+                if isinstance(exc, HttpError) and _http_error_details(exc)[0] in (404, 410):
+                    raise  # the session expired: _upload starts a new one
                 self._retry_or_raise(exc, "upload", target, failures, callback)
                 failures += 1
                 request._in_error_state = True  # ask the server what it has
@@ -580,6 +611,7 @@ class GDriveStorage(Storage):
             raise not_found(self, folder, name)
         if new_name == name:
             return
+        assert folder_id is not None
         # Replace the target: remove it first, so the renamed file is the only one with
         # that title (a crash in between loses the old target, never the renamed file).
         for f in self._files(folder_id, new_name):
@@ -594,18 +626,25 @@ class GDriveStorage(Storage):
     def _host(self) -> str:
         return urlsplit(self.endpoint).netloc if self.endpoint else DEFAULT_HOST
 
-    def _translate(self, exc: BaseException, action: str, target: str) -> StorageError | None:
+    def _translate(self, exc: BaseException, action: str, target: str) -> ResutilError | None:
         if isinstance(exc, ResutilError):  # ConfigError from the key check, and our own
-            return exc  # type: ignore[return-value]
+            return exc
         where = f"{self.describe()}: cannot {action} {target}"
-        email = self.client_email
         if isinstance(exc, AccessTokenRefreshError):
+            email = self.client_email
             status = getattr(exc, "status", None) or 0
             text = str(exc.args[0] if exc.args else exc)
             if status >= 500 or status == 429:
                 raise Transient(StorageUnavailable(
                     f"{where}: Google's token service is unavailable (HTTP {status}); "
                     "try again later"))
+            if "unauthorized_client" in text and self.user_email:
+                return StoragePermission(
+                    f"Google Drive refused to let {email} act as {self.user_email} ({text}); "
+                    "a Workspace admin must authorise the service account's client id for "
+                    f"the scope {DRIVE_SCOPE} (Admin console > Security > API controls > "
+                    "Domain-wide delegation), or remove storage_config.client_user_email"
+                )
             if "invalid_grant" in text:
                 return StoragePermission(
                     f"Google Drive rejected the service-account key {self.key_file} ({text}): "
@@ -617,9 +656,9 @@ class GDriveStorage(Storage):
                 "check that the key and its service account still exist"
             )
         if isinstance(exc, HttpError):
-            return self._http_error(exc, where, email)
+            return self._http_error(exc, where, self.identity)
         if isinstance(exc, ValueError) and exc.args[:1] == ("Unexpected credentials type",):
-            return ConfigError(  # type: ignore[return-value]
+            return ConfigError(
                 f"Google Drive key file {self.key_file} is not a service-account key; create "
                 "a JSON key for a service account and set storage_config.key_file_path to it")
         if _is_network_error(exc):
@@ -637,6 +676,10 @@ class GDriveStorage(Storage):
     def _http_error(self, exc: HttpError, where: str, email: str) -> StorageError:
         status, reason, message = _http_error_details(exc)
         detail = f"HTTP {status} {reason}".strip() + (f": {message}" if message else "")
+        if status == 403 and reason == "storageQuotaExceeded" and self.user_email:
+            return StoragePermission(
+                f"{where}: the Drive storage of {self.user_email} is full; free some space or "
+                "move the base folder into a Shared Drive")
         if status == 403 and reason == "storageQuotaExceeded":
             return StoragePermission(
                 f"{where}: service accounts have no Drive storage quota of their own, so "
