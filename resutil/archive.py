@@ -265,7 +265,7 @@ def extract_archive(archive: Path, dest: Path, callback: Callback = NO_PROGRESS)
                 try:
                     with zf.open(info) as src, open(targets[info.filename], "xb", buffering=0) as dst:
                         while n := src.readinto(buf):  # type: ignore[attr-defined]
-                            dst.write(view[:n])
+                            _write_all(dst.fileno(), view[:n])
                             written += n
                             callback.advance(n)
                 except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
@@ -297,11 +297,22 @@ def _extract_small(mm: mmap.mmap, info: zipfile.ZipInfo, target: str, label: str
     except FileExistsError:
         raise ArchiveError(f"{label} holds '{info.filename}' twice") from None
     try:
-        os.write(fd, data)
+        _write_all(fd, data)
     finally:
         os.close(fd)
     _chmod(target, info)
     return len(data)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write every byte: ``os.write`` may write less (a full disk reports it only on the
+    next call), which would leave a silently truncated file."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(28, "No space left on device")  # ENOSPC
+        view = view[n:]
 
 
 def _chmod(target: str, info: zipfile.ZipInfo) -> None:

@@ -85,7 +85,7 @@ def init(**opts: Any) -> None:
     from .initialize import InitOptions, init_project
 
     path = init_project(InitOptions(**opts), Path.cwd())
-    ui.info(f"[green]Initialized[/green] {path}")
+    ui.info(f"[green]Initialized[/green] {ui.esc(path)}")
 
 
 # -- list ---------------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def list_(as_json: bool, local_only: bool) -> None:
     for col in ("Remote", "Local", "Status", "Experiment"):
         table.add_column(col)
     for r in rows:
-        table.add_row("✓" if r["remote"] else "", "✓" if r["local"] else "", r["status"] or "", r["name"])
+        table.add_row("✓" if r["remote"] else "", "✓" if r["local"] else "", r["status"] or "", ui.esc(r["name"]))
     from rich.console import Console
 
     Console(highlight=False).print(table)
@@ -150,9 +150,9 @@ def _do_sync(direction: str, experiments, all_, no_dependency, dry_run, jobs) ->
         result = run(project, plan, jobs, progress)
     done = "Pushed" if direction == "push" else "Pulled"
     for name in result.transferred:
-        ui.info(f"{done} {name}")
+        ui.info(f"{done} {ui.esc(name)}")
     for name, why in result.skipped:
-        ui.info(f"Skipped {name}: {why}")
+        ui.info(f"Skipped {ui.esc(name)}: {ui.esc(why)}")
     if not plan.items and not result.skipped:
         ui.info(f"Nothing to {direction}.")
     for name, why in result.failed:
@@ -194,7 +194,7 @@ def add(comment: str, deps: tuple[str, ...]) -> None:
     from .experiments import add_experiment
 
     folder = add_experiment(_project(), comment, list(deps))
-    ui.info(f"Created {folder}")
+    ui.info(f"Created {ui.esc(folder)}")
     click.echo(str(folder))
 
 
@@ -238,7 +238,7 @@ def rm(experiments, local_only, remote_only, force) -> None:
                 did.append("remote")
         if not did:
             raise ExperimentNotFound(f"{name} is not {'local' if local_only else 'on the remote' if remote_only else 'anywhere'}")
-        ui.info(f"Removed {rec.name if rec else name} ({' and '.join(did)})")
+        ui.info(f"Removed {ui.esc(rec.name if rec else name)} ({' and '.join(did)})")
 
 
 @cli.command()
@@ -252,7 +252,7 @@ def comment(experiment: str, new_comment: str) -> None:
     from .experiments import change_comment
 
     new = change_comment(_project(), experiment, new_comment)
-    ui.info(f"Renamed to {new}")
+    ui.info(f"Renamed to {ui.esc(new)}")
 
 
 # -- show / verify ------------------------------------------------------------------------------
@@ -290,7 +290,7 @@ def verify(experiments, local_only, remote_only) -> None:
             bad += 1
             ui.error(f"{name} ({where}): " + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
         else:
-            ui.info(f"[green]ok[/green] {name} ({where})" + (f" - {note}" if note else ""))
+            ui.info(f"[green]ok[/green] {ui.esc(name)} ({where})" + (f" - {ui.esc(note)}" if note else ""))
     if bad:
         raise SystemExit(1)
 
@@ -330,7 +330,7 @@ def graph(experiments, direction, fmt, output, local_only) -> None:
 
     Example: resutil graph aapiyl --ancestors -o lineage.svg
     """
-    from .graph_export import export, format_for_path
+    from .graph_export import export, format_for_path, mermaid_warning
     from .lineage import lineage_view
 
     fmt = fmt or (format_for_path(output.name) if output else None) or "dot"
@@ -339,9 +339,10 @@ def graph(experiments, direction, fmt, output, local_only) -> None:
     if direction and not experiments:
         raise click.UsageError(f"--{direction} needs the experiments to start from")
     view = lineage_view(_project(), experiments, direction, remote=not local_only)
-    for problem in view.problems.messages(view.graph):
-        ui.warn(problem)
+    _warn_problems(view)
     data = export(view.graph, fmt)
+    if fmt == "mermaid" and (note := mermaid_warning(view.graph, data)):  # type: ignore[arg-type]
+        ui.warn(note)
     if output is None:
         click.echo(data, nl=False)
         return
@@ -366,9 +367,15 @@ def lineage(experiment: str, downstream: bool, local_only: bool) -> None:
 
     direction = "descendants" if downstream else "ancestors"
     view = lineage_view(_project(), [experiment], direction, remote=not local_only)
-    for problem in view.problems.messages(view.graph):
-        ui.warn(problem)
+    _warn_problems(view)
     _render_tree(lineage_tree(view.graph, view.roots[0], downstream))
+
+
+def _warn_problems(view: Any) -> None:
+    from rich.markup import escape
+
+    for problem in view.problems.messages(view.graph):
+        ui.warn(escape(problem))
 
 
 def _render_tree(top: Any) -> None:
@@ -397,7 +404,10 @@ def _render_tree(top: Any) -> None:
         branch, node = stack.pop()
         for child in node.children:
             stack.append((branch.add(line(child)), child))
-    Console(highlight=False, soft_wrap=True).print(root)
+    out = Console(highlight=False)
+    if not out.is_terminal:  # a pipe or file gets whole lines, not lines cut at 80 columns
+        out = Console(highlight=False, width=100_000)
+    out.print(root)
 
 
 def _render_show(info: dict[str, Any]) -> None:
@@ -405,23 +415,191 @@ def _render_show(info: dict[str, Any]) -> None:
     from rich.table import Table
 
     out = Console(highlight=False)
-    out.print(f"[bold]{info['name']}[/bold]  ({info['where']})")
+    out.print(f"[bold]{ui.esc(info['name'])}[/bold]  ({info['where']})")
     table = Table(box=None, show_header=False)
     table.add_column(style="bold")
     table.add_column()
     for key in ("status", "comment", "started_at", "ended_at", "args", "commit", "uncommitted",
                 "python", "host", "files", "size", "pipeline"):
         if info.get(key) not in (None, "", [], {}):
-            table.add_row(key, str(info[key]))
+            table.add_row(key, ui.esc(info[key]))
     out.print(table)
     if info["upstream"]:
         out.print("[bold]upstream[/bold]")
         for dep in info["upstream"]:
-            out.print(f"  {dep['name']}  [dim]({dep['source']})[/dim]")
+            out.print(f"  {ui.esc(dep['name'])}  [dim]({dep['source']})[/dim]")
     if info["downstream"]:
         out.print("[bold]downstream[/bold]")
         for name in info["downstream"]:
-            out.print(f"  {name}")
+            out.print(f"  {ui.esc(name)}")
+
+
+# -- pipeline / reproduce -----------------------------------------------------------------------
+def _pipeline_file(f):
+    return click.option("--file", "path", type=click.Path(dir_okay=False, path_type=Path),
+                        help="The pipeline file (default: resutil-pipeline.yaml here or beside "
+                        "resutil-conf.yaml).")(f)
+
+
+def _load_pipeline(path: Path | None):
+    from .pipeline import find_pipeline_file, load_pipeline
+
+    return load_pipeline(find_pipeline_file(path))
+
+
+def _columns(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)] if rows else []
+    for row in rows:
+        click.echo("  ".join([c.ljust(w) for c, w in zip(row, widths)] + [row[-1]]).rstrip())
+
+
+@cli.group()
+def pipeline() -> None:
+    """Run the steps of resutil-pipeline.yaml as experiments, reusing those up to date.
+
+    Example: resutil pipeline run -j 4
+    """
+
+
+@pipeline.command("run")
+@click.argument("steps", nargs=-1)
+@click.option("-j", "--jobs", default=1, show_default=True, help="Independent steps run at once.")
+@click.option("--force", multiple=True, metavar="STEP",
+              help="Rerun STEP (so also its downstream steps) even if up to date; repeatable.")
+@click.option("--dry-run", "-n", is_flag=True, help="Show what would run, be reused or pulled.")
+@click.option("-v", "--verbose", is_flag=True, help="Show the steps' output as they run.")
+@_pipeline_file
+def pipeline_run(steps, jobs, force, dry_run, verbose, path) -> None:
+    """Run the named steps (default: all) and what they need; up-to-date steps are reused.
+
+    Example: resutil pipeline run evaluate --force train -j 2
+    """
+    from rich.markup import escape
+
+    from .pipeline import log_tail, pipeline_status, run_pipeline
+
+    project, pipe = _project(), _load_pipeline(path)
+    if dry_run:
+        rows = []
+        for row in pipeline_status(project, pipe, steps, force):
+            rows += [("would pull", row.step, f"{name} (an input)") for name in row.pulls]
+            what = "; ".join(row.reasons) if row.action == "run" else f"{row.experiment} ({row.where})"
+            rows.append((f"would {row.action}", row.step, what))
+        _columns(rows)
+        return
+
+    def event(e) -> None:
+        if e.kind == "start":
+            ui.info(f"[bold]{e.step}[/bold]: running in {e.text}")
+        elif e.kind == "pull":
+            ui.info(f"{e.step}: pulling {e.text}")
+        elif e.kind == "warning":
+            ui.warn(f"{e.step}: {e.text}")
+        elif e.kind == "output" and verbose:
+            ui.info(f"[dim]{e.step} |[/dim] {escape(e.text)}")
+        elif e.kind == "done" and e.result.state in ("ran", "failed"):
+            ui.info(f"{e.step}: {e.result.state} ({e.result.seconds:.1f} s)")
+
+    report = run_pipeline(project, pipe, steps, jobs, force, event)
+    for warning in report.warnings:
+        ui.warn(warning)
+    rows = []
+    for r in report.steps:
+        detail = r.detail or (f"{r.seconds:.1f} s" if r.state == "ran" else r.where or "")
+        detail += ", pulled" if r.pulled else ""
+        rows.append((r.state, r.step, r.experiment or "-", detail))
+    _columns(rows)
+    counts = {s: len(report.having(s)) for s in ("ran", "reused", "failed", "skipped")}
+    click.echo(", ".join(f"{n} {s}" for s, n in counts.items()))
+    for r in report.having("failed"):
+        tail = log_tail(r.log)
+        ui.error(f"step {r.step} {r.detail}" + (f"; last lines of {r.log}:" if tail else ""))
+        for line in tail:
+            ui.info(f"  [dim]{escape(line)}[/dim]")
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@pipeline.command("status")
+@click.argument("steps", nargs=-1)
+@_pipeline_file
+def pipeline_status_(steps, path) -> None:
+    """Show which steps are up to date, stale or missing, and why.
+
+    Example: resutil pipeline status
+    """
+    from .pipeline import pipeline_status
+
+    rows = pipeline_status(_project(), _load_pipeline(path), steps)
+    _columns([(r.state, r.step, f"{r.experiment} ({r.where})" if r.state == "up to date"
+               else "; ".join(r.reasons)) for r in rows])
+
+
+@pipeline.command("graph")
+@click.option("-f", "--format", "fmt", type=click.Choice(["dot", "svg", "png", "mermaid", "json"]),
+              help="Output format (default: from the -o file's suffix, else dot).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to FILE instead of stdout (required for svg and png).")
+@_pipeline_file
+def pipeline_graph(fmt, output, path) -> None:
+    """Draw the step DAG: steps, input experiments, and what each step needs.
+
+    Example: resutil pipeline graph -f mermaid
+    """
+    from .graph_export import export, format_for_path
+
+    fmt = fmt or (format_for_path(output.name) if output else None) or "dot"
+    if fmt in ("svg", "png") and output is None:
+        raise click.UsageError(f"--format {fmt} needs -o FILE")
+    data = export(_load_pipeline(path).graph(), fmt)
+    if output is None:
+        click.echo(data, nl=False)
+    elif isinstance(data, bytes):
+        output.write_bytes(data)
+    else:
+        output.write_text(data, encoding="utf-8")
+
+
+@pipeline.command("init")
+@click.option("--force", is_flag=True, help="Overwrite an existing resutil-pipeline.yaml.")
+def pipeline_init(force: bool) -> None:
+    """Write a commented resutil-pipeline.yaml template into this folder.
+
+    Example: resutil pipeline init
+    """
+    from .pipeline import init_template
+
+    ui.info(f"Wrote {init_template(Path.cwd(), force)}")
+
+
+@cli.command("reproduce")
+@click.argument("experiment", **EXP)
+@click.option("--dry-run", "-n", is_flag=True, help="Show what would run and what differs; run nothing.")
+@click.option("-v", "--verbose", is_flag=True, help="Show the run's output as it runs.")
+def reproduce_(experiment: str, dry_run: bool, verbose: bool) -> None:
+    """Rerun a recorded experiment as a new one (<comment>-repro), after checking its code.
+
+    Example: resutil reproduce aapiyl --dry-run
+    """
+    from .reproduce import display, plan_reproduce, reproduce
+
+    project = _project()
+    plan = plan_reproduce(project, experiment)
+    for warning in plan.warnings:
+        ui.warn(warning)
+    rows = [("reproduces", plan.original), ("commit", f"{plan.commit or '-'} (HEAD: {plan.head or '-'})"),
+            ("command", display(plan.command(project))), ("in", str(plan.cwd))]
+    rows += [("pull", name) for name in plan.pulls]
+    _columns(rows)
+    if dry_run:
+        return
+    result = reproduce(project, plan, (lambda line: ui.info(line)) if verbose else (lambda line: None))
+    click.echo(f"{result.experiment}: {result.status} ({result.seconds:.1f} s)")
+    if result.push_error:
+        ui.warn(f"push failed: {result.push_error}; run 'resutil push {result.experiment}' later")
+    if result.status != "finished":
+        ui.error(f"the rerun {result.status} (exit code {result.returncode}); see {result.log}")
+        raise SystemExit(1)
 
 
 def main() -> None:

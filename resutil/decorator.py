@@ -81,9 +81,20 @@ class Run:
         self.meta = ExpMeta()
         self._output: OutputCapture | None = None
         self._observer: ReadObserver | None = None
+        self._created = False  # this run made its folder (so may remove it)
 
     # -- start --------------------------------------------------------------------------------
     def start(self) -> Params:
+        try:
+            return self._start()
+        except BaseException:
+            # A run that could not start (e.g. an upstream experiment is nowhere) leaves no
+            # half-made experiment folder behind.
+            if self._created and self.folder.is_dir():
+                shutil.rmtree(self.folder, ignore_errors=True)
+            raise
+
+    def _start(self) -> Params:
         ws = self.project.workspace
         if self.adopted:
             self.folder = Path(os.environ[ADOPT_ENV]).resolve()
@@ -99,6 +110,7 @@ class Run:
                 ui.info("Debug mode (RESUTIL_DEBUG): results go to a scratch folder, nothing is pushed")
             else:
                 self.folder = ws.path(ws.create(comment).name)
+                self._created = True
             self.meta = ExpMeta(name=self.folder.name, comment=comment)
         meta = self.meta
         meta.status = "running"
@@ -114,7 +126,7 @@ class Run:
         meta.uncommitted_files = copy_changed_files(
             git, self.folder, exclude=[*self.project.key_files(), self.project.config.results_dir]
         )
-        ui.info(f"Experiment [bold]{self.folder.name}[/bold]")
+        ui.info(f"Experiment [bold]{ui.esc(self.folder.name)}[/bold]")
         if meta.uncommitted_files:
             ui.info(f"  {len(meta.uncommitted_files)} uncommitted file(s) copied to uncommited_files/")
         for name in names_in_argv(sys.argv[1:], self.project.config.results_dir):
@@ -144,13 +156,13 @@ class Run:
         if local is None and not _flag("RESUTIL_NO_REMOTE"):
             from .sync import ensure_local
 
-            ui.info(f"  pulling upstream experiment {name}")
+            ui.info(f"  pulling upstream experiment {ui.esc(name)}")
             ensure_local(self.project, [name])
             local = ws.local_name(name)
         if local is None:
             raise ResutilError(f"upstream experiment {name} is not in {ws.root} (and RESUTIL_NO_REMOTE is set)")
         if self.meta.add_dependency(local, source, manifest_digest(ws.path(local))):
-            ui.info(f"  upstream ({source}): {local}")
+            ui.info(f"  upstream ({source}): {ui.esc(local)}")
         return ws.path(local)
 
     def declare(self, name: str) -> Path:
@@ -188,7 +200,7 @@ class Run:
         for name in list(self._observer.seen):
             digest = manifest_digest(self.project.workspace.path(name))
             if self.meta.add_dependency(name, "observed", digest):
-                ui.info(f"  upstream (observed read): {name}")
+                ui.info(f"  upstream (observed read): {ui.esc(name)}")
 
     def _push(self, final: bool) -> None:
         from .sync import unpushed
@@ -197,7 +209,7 @@ class Run:
             with ui.RichProgress() as bars:
                 self.project.remote.push(self.folder, bars(self.folder.name))
             if final:
-                ui.info(f"Pushed {self.folder.name} to {self.project.remote.describe()}")
+                ui.info(f"Pushed {ui.esc(self.folder.name)} to {ui.esc(self.project.remote.describe())}")
                 others = [n for n in unpushed(self.project) if n != self.folder.name]
                 if others:
                     ui.info(f"{len(others)} other experiment(s) are not pushed yet: resutil push -A")
@@ -209,7 +221,7 @@ class Run:
     def abandon(self) -> None:
         """Remove the folder of a failed run (only when the user asked for it)."""
         self.project.workspace.remove(self.folder.name)
-        ui.info(f"Deleted {self.folder.name}")
+        ui.info(f"Deleted {ui.esc(self.folder.name)}")
 
 
 @contextmanager
@@ -235,7 +247,7 @@ def experiment(comment: str | None = None) -> Iterator[Params]:
         raise
     else:
         run.finish("finished")
-        ui.info(f"[green]Done[/green]: {run.folder}")
+        ui.info(f"[green]Done[/green]: {ui.esc(run.folder)}")
 
 
 def _failed(run: Run, status: str, what: str) -> None:

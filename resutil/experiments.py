@@ -87,7 +87,9 @@ def describe_experiment(project: Project, query: str) -> dict[str, Any]:
         "files": len(man.files) if man else None,
         "size": _human(man.total_size) if man else None,
         "pipeline": meta.pipeline,
-        "upstream": [{"name": d.name, "source": d.source} for d in meta.dependencies],
+        # By identity: an upstream relabelled since is shown under its current name.
+        "upstream": [{"name": records[d.identity].name if d.identity in records else d.name,
+                      "source": d.source} for d in meta.dependencies],
         "downstream": downstream,
     }
 
@@ -135,7 +137,12 @@ def verify_many(
     for name in names:
         local = ws.local_name(name)
         if local and not remote_only:
-            yield local, "local", verify_local(ws.path(local)), None
+            folder = ws.path(local)
+            if read_meta(folder).manifest is None:  # nothing to check against: a note, not a fault
+                yield local, "local", [], ("no manifest recorded (still running, or made by "
+                                           "resutil 0.1.x): nothing to check")
+            else:
+                yield local, "local", verify_local(folder), None
         if use_remote:
             exp = project.remote.get(name)
             if exp is not None:

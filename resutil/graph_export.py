@@ -18,9 +18,8 @@ import networkx as nx
 from .errors import LineageError, MissingExtra
 
 FORMATS = ("dot", "svg", "png", "mermaid", "json")
-BINARY_FORMATS = frozenset({"png"})
 SUFFIXES = {".dot": "dot", ".gv": "dot", ".svg": "svg", ".png": "png", ".mmd": "mermaid",
-            ".mermaid": "mermaid", ".md": "mermaid", ".json": "json"}
+            ".mermaid": "mermaid", ".json": "json"}
 DOT_INSTALL_HINT = (
     "Graphviz's 'dot' program is not installed: apt-get install graphviz / "
     "brew install graphviz / conda install graphviz"
@@ -64,10 +63,12 @@ def format_for_path(path: str) -> str | None:
 
 
 # -- DOT ----------------------------------------------------------------------------------
+_DOT_ESCAPES = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": None})
+
+
 def _dot_str(text: Any) -> str:
     """A DOT double-quoted string; newlines become centred line breaks."""
-    s = str(text).replace("\\", "\\\\").replace('"', '\\"')
-    return '"' + s.replace("\r\n", "\n").replace("\n", "\\n") + '"'
+    return '"' + str(text).translate(_DOT_ESCAPES) + '"'
 
 
 def to_dot(g: nx.DiGraph) -> str:
@@ -120,15 +121,16 @@ def render_graphviz(dot: str, fmt: str) -> bytes:
 
 
 # -- Mermaid ------------------------------------------------------------------------------
-_MERMAID_ENTITIES = {"#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;", "&": "#amp;",
-                     "|": "#124;", "`": "#96;"}
-_MERMAID_RE = re.compile('[#"<>&|`]')
+# Mermaid entity codes for the characters that end or confuse a quoted label.
+_MERMAID_ESCAPES = str.maketrans({
+    "#": "#35;", '"': "#quot;", "<": "#lt;", ">": "#gt;", "&": "#amp;", "|": "#124;",
+    "`": "#96;", "\n": "<br>", "\r": None,
+})
 
 
 def _mermaid_text(text: Any) -> str:
     """Text safe inside a quoted Mermaid label; newlines become ``<br>``."""
-    s = _MERMAID_RE.sub(lambda m: _MERMAID_ENTITIES[m.group(0)], str(text))
-    return s.replace("\r\n", "\n").replace("\n", "<br>")
+    return str(text).translate(_MERMAID_ESCAPES)
 
 
 def to_mermaid(g: nx.DiGraph) -> str:
@@ -160,6 +162,22 @@ def to_mermaid(g: nx.DiGraph) -> str:
         for i in range(0, len(members), 500):
             append(f"  class {','.join(members[i:i + 500])} {cls}")
     return "\n".join(lines) + "\n"
+
+
+# Mermaid's defaults (config maxEdges, maxTextSize): past them it draws an error, not a graph.
+MERMAID_MAX_EDGES = 500
+MERMAID_MAX_TEXT = 50_000
+
+
+def mermaid_warning(g: nx.DiGraph, text: str) -> str | None:
+    """Why a Mermaid renderer with default settings will refuse ``text``, if it will."""
+    if g.number_of_edges() <= MERMAID_MAX_EDGES and len(text) <= MERMAID_MAX_TEXT:
+        return None
+    return (
+        f"Mermaid draws at most {MERMAID_MAX_EDGES} edges and {MERMAID_MAX_TEXT:,} characters by "
+        f"default (this graph: {g.number_of_edges()} edges, {len(text):,} characters); raise "
+        "maxEdges/maxTextSize in the renderer, draw fewer experiments, or use --format svg"
+    )
 
 
 # -- JSON ---------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import xxhash
 import yaml
 
 from .errors import ExperimentError
-from .naming import identity_of
+from .naming import identity_of, parse_name
 
 EXP_FILE = "resutil-exp.yaml"
 UNCOMMITTED_DIR = "uncommited_files"  # 0.1.x spelling, kept for compatibility
@@ -149,6 +149,13 @@ class ExpMeta:
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def set_name(self, name: str) -> None:
+        """Take the name (and so the comment) the folder or archive is known by now."""
+        self.name = name
+        parsed = parse_name(name)
+        if parsed is not None:
+            self.comment = parsed.comment
+
     def add_dependency(self, name: str, source: str, manifest: str | None = None) -> bool:
         """Record an upstream experiment once (by identity); True if it was new."""
         ident = identity_of(name)
@@ -279,7 +286,7 @@ def read_meta(folder: Path, with_manifest: bool = True) -> ExpMeta:
         meta = parse_meta(text, with_manifest)
     except (yaml.YAMLError, ValueError, TypeError) as e:
         raise ExperimentError(f"{path} is not valid metadata ({e.__class__.__name__}); fix it by hand") from None
-    meta.name = folder.name  # the folder name is the authority (comment may have changed)
+    meta.set_name(folder.name)  # the folder name is the authority (comment may have changed)
     return meta
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .archive import DEFAULT_DEFLATE_LIMIT, ArchiveInfo, build_archive
-from .errors import ArchiveError, ExperimentNotFound
+from .errors import ArchiveError, ExperimentError, ExperimentNotFound
 from .metadata import EXP_FILE, ExpMeta, Manifest, parse_meta, read_meta, write_meta
 from .naming import parse_name
 from .progress import NO_PROGRESS, Callback
@@ -120,7 +120,7 @@ class Remote:
         side = self.sidecar(exp)
         if side is not None and isinstance(side.get("meta"), dict):
             meta = ExpMeta.from_dict(side["meta"])
-            meta.name = exp.name
+            meta.set_name(exp.name)
             return meta
         key = f"{exp.identity}-archive-{exp.archive.size}-{int(exp.archive.mtime or 0)}.json"
         cached = self._cache_read(key)
@@ -128,7 +128,7 @@ class Remote:
             cached = {"meta": self._meta_from_archive(exp).head_dict()}
             self._cache_write(key, cached)
         meta = ExpMeta.from_dict(cached["meta"])
-        meta.name = exp.name
+        meta.set_name(exp.name)
         return meta
 
     def _meta_from_archive(self, exp: RemoteExperiment) -> ExpMeta:
@@ -164,6 +164,8 @@ class Remote:
         name = folder.name
         meta = read_meta(folder, with_manifest=False)
         old = self.get(name)
+        if old is not None:
+            self._refuse_other_run(meta, old)
 
         def finish(manifest: Manifest) -> bytes:
             meta.manifest = manifest
@@ -184,6 +186,25 @@ class Remote:
             self.storage.delete(self.archive_folder, old.archive.name)
         self._listing = None
         return info
+
+    def _refuse_other_run(self, meta: ExpMeta, old: RemoteExperiment) -> None:
+        """Never replace (or drop the label of) a different run that has the same identity.
+
+        Identities are times to the second, so two machines can make the same one. A
+        relabel, a checkpoint or a pulled copy keeps its start time and host; another
+        run of the same second does not.
+        """
+        side = self.sidecar(old) or {}
+        theirs = side.get("meta") if isinstance(side.get("meta"), dict) else {}
+        mine = (meta.started_at, (meta.environment or {}).get("host"))
+        other = (theirs.get("started_at"), (theirs.get("environment") or {}).get("host"))
+        if None in mine or None in other or mine == other:
+            return
+        raise ExperimentError(
+            f"the remote already holds {old.name}, a different run with the same identity "
+            f"(started {other[0]} on {other[1]}); {meta.name} was not pushed - give it a new "
+            "identity (move the folder to a new <prefix>_<timestamp> name) and push again"
+        )
 
     def write_sidecar(self, meta: ExpMeta, info: ArchiveInfo, archive_name: str) -> None:
         head = meta.head_dict()

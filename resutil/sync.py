@@ -197,7 +197,11 @@ def pull_one(project: Project, exp: RemoteExperiment, progress: CallbackFactory 
                 f"no space left in {ws.root} while pulling {exp.name}; nothing was kept - free "
                 "some space and pull again"
             ) from None
-        raise
+        # A file system refusal (name too long, permissions, I/O error) is not a bug.
+        where = f" ({os.path.basename(str(e.filename))})" if e.filename else ""
+        raise ResutilError(
+            f"cannot pull {exp.name} into {ws.root}: {e.strerror or e}{where}; nothing was kept"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -262,6 +266,7 @@ def verify_local(folder: Path) -> list[str]:
 def verify_remote(project: Project, exp: RemoteExperiment) -> tuple[list[str], str | None]:
     """Problems with a remote archive ([] when intact) and a note on what could be checked."""
     import zipfile
+    import zlib
 
     remote = project.remote
     expected = remote.expected_hash(exp)
@@ -277,4 +282,6 @@ def verify_remote(project: Project, exp: RemoteExperiment) -> tuple[list[str], s
                 problems.append(f"corrupt member: {bad}")
         except (zipfile.BadZipFile, OSError) as e:
             problems.append(f"not a readable zip: {e}")
+        except (zlib.error, EOFError) as e:  # a damaged deflate stream, not just a bad CRC
+            problems.append(f"corrupt compressed data: {e}")
     return problems, note

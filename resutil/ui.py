@@ -12,6 +12,8 @@ import threading
 from typing import Iterable
 
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -36,16 +38,24 @@ def interactive() -> bool:
         return False
 
 
+def esc(text: object) -> str:
+    """``text`` shown literally inside markup (a comment like ``lr[0.1]``, ``resutil[gcs]``)."""
+    return escape(str(text))
+
+
 def info(text: str) -> None:
+    """A message that may use rich markup; pass names and paths through ``esc``."""
     console.print(text)
 
 
 def warn(text: str) -> None:
-    console.print(f"[yellow]Warning:[/yellow] {text}")
+    """A plain-text warning (shown literally, brackets included)."""
+    console.print(Text.assemble(("Warning:", "yellow"), " ", text))
 
 
 def error(text: str) -> None:
-    console.print(f"[red]Error:[/red] {text}", soft_wrap=True)
+    """A plain-text error on one line (shown literally, brackets included)."""
+    console.print(Text.assemble(("Error:", "red"), " ", text), soft_wrap=True)
 
 
 def confirm(question: str, default: bool = False) -> bool:

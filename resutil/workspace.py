@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -14,6 +15,7 @@ from .naming import ExpName, check_comment, make_name, parse_name
 
 INTERNAL_DIR = ".resutil"  # scratch space and caches; hidden so 0.1.x ignores it
 DEBUG_NAME = "_debug"  # RESUTIL_DEBUG's scratch folder, as in 0.1.x
+STALE_TMP_AGE = 3600.0  # scratch untouched this long was left by a killed process
 
 
 class Workspace:
@@ -61,11 +63,13 @@ class Workspace:
         return self.names().get(parsed.identity) if parsed else None
 
     def create(self, comment: str = "", when: datetime | None = None) -> ExpName:
-        """Make a new, empty experiment folder; never reuses an existing one.
+        """Make a new, empty experiment folder; never reuses an existing one or its identity.
 
-        Two processes starting in the same second both succeed: each ``mkdir`` is
-        exclusive, and if another folder already holds the same identity the one with the
-        larger name steps one second forward and tries again.
+        The identity is claimed first with an exclusive ``mkdir`` of the bare
+        ``<prefix>_<timestamp>`` folder, which is then renamed to the full name. A process
+        that cannot claim it, or finds a folder of that identity made earlier (with any
+        comment), steps one second forward and tries again; so two processes starting in
+        the same second both succeed, with different identities.
         """
         check_comment(comment)
         try:
@@ -75,18 +79,24 @@ class Workspace:
         when = (when or datetime.now()).replace(microsecond=0)
         for _ in range(1000):
             name = make_name(when, comment)
+            claim = self.root / name.identity
             try:
-                os.mkdir(self.root / name.name)
+                os.mkdir(claim)
             except FileExistsError:
                 when += timedelta(seconds=1)
                 continue
             except OSError as e:
                 raise ResutilError(f"cannot create {self.root / name.name}: {e.strerror}") from None
-            rivals = [n for n in self._same_identity(name.identity) if n != name.name]
-            if any(r < name.name for r in rivals):
-                os.rmdir(self.root / name.name)
+            if any(n != name.identity for n in self._same_identity(name.identity)):
+                os.rmdir(claim)  # an earlier experiment holds this identity
                 when += timedelta(seconds=1)
                 continue
+            if name.name != name.identity:
+                try:
+                    os.rename(claim, self.root / name.name)
+                except OSError as e:
+                    os.rmdir(claim)
+                    raise ResutilError(f"cannot create {self.root / name.name}: {e.strerror}") from None
             return name
         raise ResutilError(f"could not create a new experiment folder in {self.root}")
 
@@ -139,8 +149,43 @@ class Workspace:
         shutil.rmtree(trash, ignore_errors=True)
 
     def new_tmp(self, label: str) -> Path:
-        """A fresh scratch folder under the results folder."""
+        """A fresh scratch folder under the results folder (stale ones are removed first)."""
+        self.clean_stale_tmp()
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         path = self.tmp_dir / f"{label}-{uuid.uuid4().hex[:12]}"
         path.mkdir()
         return path
+
+    def clean_stale_tmp(self, max_age: float = STALE_TMP_AGE) -> None:
+        """Remove pull and rm scratch folders left by killed processes (nothing in them
+        changed for ``max_age`` s). Staged upload files are left alone: an upload may read
+        one for longer than that."""
+        try:
+            entries = list(os.scandir(self.tmp_dir))
+        except OSError:
+            return
+        cutoff = time.time() - max_age
+        for entry in entries:
+            if not entry.name.startswith(("pull-", "rm-")):
+                continue
+            try:
+                if _touched_since(Path(entry.path), cutoff):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                continue
+
+
+def _touched_since(path: Path, cutoff: float) -> bool:
+    """Whether ``path`` or anything under it was modified after ``cutoff``."""
+    if path.lstat().st_mtime >= cutoff:
+        return True
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            for n in (*dirs, *files):
+                if os.lstat(os.path.join(root, n)).st_mtime >= cutoff:
+                    return True
+    return False

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -15,6 +16,8 @@ from ..progress import NO_PROGRESS, Callback, copy_stream
 from .base import ObjectInfo, Storage, StorageSettings, not_found
 
 PART_MARK = ".part-"
+# A part file nobody has written to for this long was left by a killed push.
+STALE_PART_AGE = 3600.0
 
 
 class LocalStorage(Storage):
@@ -71,6 +74,7 @@ class LocalStorage(Storage):
             d.mkdir(exist_ok=True)
         except OSError as e:
             raise self._os_error(e, "write", folder) from None
+        _remove_stale_parts(d)
         part = d / f".{name}{PART_MARK}{uuid.uuid4().hex[:12]}"
         try:
             yield part
@@ -78,7 +82,10 @@ class LocalStorage(Storage):
         except OSError as e:
             raise self._os_error(e, "write", f"{folder}/{name}") from None
         finally:
-            part.unlink(missing_ok=True)
+            try:
+                part.unlink(missing_ok=True)
+            except OSError:
+                pass  # e.g. a read-only mount (EROFS even for a missing file): keep the real error
 
     @contextlib.contextmanager
     def fetched(self, folder: str, name: str, callback: Callback = NO_PROGRESS) -> Iterator[Path]:
@@ -132,6 +139,20 @@ class LocalStorage(Storage):
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             return StorageError(f"cannot {action} {where}: no space left on the storage")
         return StorageUnavailable(f"cannot {action} {where}: {e.strerror or e}")
+
+
+def _remove_stale_parts(folder: Path) -> None:
+    """Delete part files of killed pushes (an active push keeps its part file's mtime fresh)."""
+    cutoff = time.time() - STALE_PART_AGE
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.name.startswith(".") and PART_MARK in entry.name:
+                    with contextlib.suppress(OSError):
+                        if entry.stat().st_mtime < cutoff:
+                            os.unlink(entry.path)
+    except OSError:
+        pass  # cleaning up is best effort
 
 
 def remove_tree(path: Path) -> None:

@@ -1,0 +1,707 @@
+"""Box as storage: a folder in a Box account, reached with the Box SDK (``boxsdk`` 10.x,
+whose only package is ``box_sdk_gen``).
+
+``storage_config.folder_id`` names the Box folder acting as the root; each resutil folder
+(``<project>``, ``<project>.resutil``) is a subfolder of it, created on demand. Files below
+20 MiB go up in one request; larger ones through a chunked upload session (8 MiB parts,
+SHA-1 checked per part and for the whole file). Replacing a file uploads a new *version* of
+the same Box file, so the old content stays current until the new one is committed.
+
+Authentication, in this order:
+  1. ``storage_config.key_file_path``: a Box JWT ``config.json`` (server authentication).
+  2. ``BOX_CLIENT_ID`` + ``BOX_CLIENT_SECRET`` + ``BOX_ENTERPRISE_ID`` (or ``BOX_USER_ID``):
+     server authentication with the client credentials grant (CCG).
+  3. ``BOX_DEVELOPER_TOKEN``: a 60-minute developer token, for trying things out.
+
+``storage_config.endpoint`` (optional) points the SDK at another API server (tests, proxies):
+API calls go to ``<endpoint>/2.0/...``, uploads to ``<endpoint>/api/2.0/...``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+from urllib.parse import urlsplit
+
+import requests
+from box_sdk_gen import (
+    BaseUrls,
+    BoxAPIError,
+    BoxCCGAuth,
+    BoxClient,
+    BoxDeveloperTokenAuth,
+    BoxJWTAuth,
+    BoxRetryStrategy,
+    BoxSDKError,
+    CCGConfig,
+    CreateFolderParent,
+    JWTConfig,
+    NetworkSession,
+    TimeoutConfig,
+    UploadFileAttributes,
+    UploadFileAttributesParentField,
+    UploadFileVersionAttributes,
+)
+
+from ..errors import (
+    ConfigError,
+    MissingExtra,
+    ResutilError,
+    StorageError,
+    StorageNotFound,
+    StoragePermission,
+    StorageUnavailable,
+)
+from ..progress import Callback
+from .base import ObjectInfo, Storage, StorageSettings, Transient, not_found
+
+T = TypeVar("T")
+
+CHUNKED_MIN = 20 * 1024 * 1024  # Box: upload sessions need >= 20 MB; simple uploads <= 50 MB
+PAGE_SIZE = 1000  # the most items Box returns per page
+READ_SIZE = 64 * 1024  # download read size (the SDK's stream buffers 1 KiB pieces)
+CONNECT_TIMEOUT_MS = 5_000
+READ_TIMEOUT_MS = 60_000
+ITEM_FIELDS = ["type", "id", "name", "size", "modified_at", "sha1"]
+JWT_KEYS = [
+    ("boxAppSettings", "clientID"),
+    ("boxAppSettings", "clientSecret"),
+    ("boxAppSettings", "appAuth", "publicKeyID"),
+    ("boxAppSettings", "appAuth", "privateKey"),
+    ("boxAppSettings", "appAuth", "passphrase"),
+    ("enterpriseID",),
+]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A file as last seen in a folder listing."""
+
+    id: str
+    name: str
+    size: int
+    mtime: float | None
+    sha1: str | None
+
+
+class _RetryStrategy(BoxRetryStrategy):
+    """The SDK's strategy with few attempts (resutil retries with backoff on top), except
+    that a ``202 + Retry-After`` (a commit still being processed) is polled patiently."""
+
+    def should_retry(self, fetch_options, fetch_response, attempt_number: int) -> bool:
+        if fetch_response.status == 202 and "Retry-After" in (fetch_response.headers or {}):
+            return attempt_number < 60
+        return super().should_retry(fetch_options, fetch_response, attempt_number)
+
+
+class _Progress:
+    """Reports bytes to a Callback once each, however often the SDK rewinds and re-reads."""
+
+    def __init__(self, callback: Callback) -> None:
+        self.callback = callback
+        self.high = 0
+
+    def reached(self, pos: int) -> None:
+        if pos > self.high:
+            self.callback.advance(pos - self.high)
+            self.high = pos
+
+
+class _CountingReader:
+    """A seekable binary stream that reports how far it has been read."""
+
+    def __init__(self, f, progress: _Progress) -> None:
+        self._f = f
+        self._progress = progress
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = self._f.read(-1 if size is None else size)
+        self._progress.reached(self._f.tell())
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+
+def _status(exc: BaseException) -> int:
+    return exc.response_info.status_code if isinstance(exc, BoxAPIError) else 0
+
+
+def _conflict_id(exc: BoxAPIError, kind: str) -> str | None:
+    """The id of the item a 409 ``item_name_in_use`` names, if it is a ``kind``."""
+    conflicts = (exc.response_info.context_info or {}).get("conflicts")
+    items = conflicts if isinstance(conflicts, list) else [conflicts] if conflicts else []
+    for item in items:
+        if isinstance(item, dict) and item.get("type") == kind and item.get("id"):
+            return str(item["id"])
+    return None
+
+
+def _raised_in_sdk(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "box_sdk_gen" in tb.tb_frame.f_code.co_filename
+
+
+def _kind(entry: Any) -> str:
+    return str(getattr(entry.type, "value", entry.type))
+
+
+def _network_reason(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, requests.Timeout) or "timed out" in text.lower():
+        return "timed out"
+    for needle, reason in [
+        ("Connection refused", "connection refused"),
+        ("Name or service not known", "host name not found"),
+        ("nodename nor servname", "host name not found"),
+        ("getaddrinfo failed", "host name not found"),
+        ("Temporary failure in name resolution", "host name not found"),
+        ("Network is unreachable", "network unreachable"),
+        ("No route to host", "no route to host"),
+        ("Connection reset", "connection reset"),
+        ("Broken pipe", "connection dropped"),
+        ("RemoteDisconnected", "connection dropped"),
+        ("Connection aborted", "connection dropped"),
+        ("IncompleteRead", "connection dropped mid-transfer"),
+        ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"),
+        ("ProxyError", "proxy error"),
+    ]:
+        if needle in text:
+            return reason
+    return type(exc).__name__
+
+
+class BoxStorage(Storage):
+    """Files in subfolders of the Box folder ``storage_config.folder_id``."""
+
+    type_name = "box"
+    extra = "box"
+    max_workers = 4
+
+    def __init__(self, settings: StorageSettings) -> None:
+        super().__init__(settings)
+        raw = str(settings.require("folder_id")).strip()
+        m = re.fullmatch(r"(?:https?://\S*?/folder/)?(\d+)/?", raw)
+        if not m:
+            raise ConfigError(
+                f"{settings.config_path or 'the config'}: storage_config.folder_id must be the "
+                f"number at the end of the Box folder's URL (https://app.box.com/folder/<id>), "
+                f"not '{raw}'"
+            )
+        self.folder_id = m.group(1)
+        self.key_file = settings.path("key_file_path", required=False)
+        endpoint = settings.get("endpoint")
+        self.endpoint = str(endpoint).rstrip("/") if endpoint else None
+        if self.endpoint and not re.match(r"https?://[^/]", self.endpoint):
+            raise ConfigError(
+                f"{settings.config_path or 'the config'}: storage_config.endpoint must be an "
+                f"http(s) URL, not '{endpoint}'"
+            )
+        self._lock = threading.RLock()
+        self._resolve_lock = threading.Lock()
+        self._client_obj: BoxClient | None = None
+        self._auth_kind = ""  # "jwt" | "ccg" | "token", set when the client is built
+        self._auth_desc = "the Box app"
+        self._folders: dict[str, str] = {}  # resutil folder -> Box folder id
+        self._files: dict[str, dict[str, _Entry]] = {}  # Box folder id -> name -> entry
+        self._login: str | None = None
+        self._login_known = False
+
+    def describe(self) -> str:
+        return f"Box folder {self.folder_id}"
+
+    # -- the SDK client, built on first use ----------------------------------------------
+    def _client(self) -> BoxClient:
+        client = self._client_obj
+        if client is None:
+            with self._lock:
+                if self._client_obj is None:
+                    self._client_obj = self._build_client()
+                client = self._client_obj
+        return client
+
+    def _build_client(self) -> BoxClient:
+        if self.endpoint:
+            urls = BaseUrls(base_url=self.endpoint, upload_url=f"{self.endpoint}/api",
+                            oauth_2_url=f"{self.endpoint}/oauth2")
+        else:
+            urls = BaseUrls()
+        session = NetworkSession(
+            base_urls=urls,
+            retry_strategy=_RetryStrategy(
+                max_attempts=2,  # one SDK retry (also what a 401 token refresh needs)
+                max_retries_on_exception=1,  # e.g. a dropped upload part is re-sent once
+                retry_base_interval=min(1.0, max(0.0, self.settings.retry_wait)),
+            ),
+            timeout_config=TimeoutConfig(connection_timeout_ms=CONNECT_TIMEOUT_MS,
+                                         read_timeout_ms=READ_TIMEOUT_MS),
+        )
+        return BoxClient(auth=self._auth(), network_session=session)
+
+    def _auth(self):
+        env = os.environ
+        if self.key_file is not None:
+            self._auth_kind = "jwt"
+            return BoxJWTAuth(config=self._jwt_config(self.key_file))
+        if env.get("BOX_CLIENT_ID") or env.get("BOX_CLIENT_SECRET"):
+            missing = [k for k in ("BOX_CLIENT_ID", "BOX_CLIENT_SECRET") if not env.get(k)]
+            if not (env.get("BOX_ENTERPRISE_ID") or env.get("BOX_USER_ID")):
+                missing.append("BOX_ENTERPRISE_ID (or BOX_USER_ID)")
+            if missing:
+                raise ConfigError(
+                    f"Box client-credentials sign-in needs the environment variable(s) "
+                    f"{', '.join(missing)}"
+                )
+            self._auth_kind = "ccg"
+            self._auth_desc = f"client-credentials app {env['BOX_CLIENT_ID']} (BOX_CLIENT_ID)"
+            return BoxCCGAuth(config=CCGConfig(
+                client_id=env["BOX_CLIENT_ID"], client_secret=env["BOX_CLIENT_SECRET"],
+                enterprise_id=env.get("BOX_ENTERPRISE_ID") or None,
+                user_id=None if env.get("BOX_ENTERPRISE_ID") else env.get("BOX_USER_ID"),
+            ))
+        if env.get("BOX_DEVELOPER_TOKEN"):
+            self._auth_kind = "token"
+            self._auth_desc = "the developer token in BOX_DEVELOPER_TOKEN"
+            return BoxDeveloperTokenAuth(token=env["BOX_DEVELOPER_TOKEN"])
+        raise ConfigError(
+            f"{self.settings.config_path or 'the config'}: storage_type box needs "
+            "storage_config.key_file_path (the app's JWT config.json), or the environment "
+            "variables BOX_CLIENT_ID, BOX_CLIENT_SECRET and BOX_ENTERPRISE_ID (client "
+            "credentials), or BOX_DEVELOPER_TOKEN"
+        )
+
+    def _jwt_config(self, path: Path) -> JWTConfig:
+        """Read and check a JWT config.json ourselves: the SDK's errors are a TypeError or a
+        ValueError at the first request."""
+        if not (importlib.util.find_spec("jwt") and importlib.util.find_spec("cryptography")):
+            raise MissingExtra("Box JWT authentication", "box")
+        where = f"Box key file {path} (storage_config.key_file_path)"
+        redo = "download the app's config.json again from the Box Developer Console"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{where} does not exist; {redo}") from None
+        except (UnicodeDecodeError, IsADirectoryError, PermissionError) as e:
+            raise ConfigError(f"{where} cannot be read ({e.__class__.__name__}); {redo}") from None
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{where} is not valid JSON (line {e.lineno}); {redo}") from None
+        missing = []
+        for keys in JWT_KEYS:
+            value: Any = data
+            for k in keys:
+                value = value.get(k) if isinstance(value, dict) else None
+            if not isinstance(value, (str, int)) or value == "":
+                missing.append(".".join(keys))
+        if missing:
+            raise ConfigError(
+                f"{where} is not a Box JWT config.json (missing: {', '.join(missing)}); {redo} "
+                "(Configuration > Add and Manage Public Keys > Generate a Public/Private Keypair)"
+            )
+        settings, app = data["boxAppSettings"], data["boxAppSettings"]["appAuth"]
+        try:
+            from cryptography.hazmat.primitives import serialization
+
+            serialization.load_pem_private_key(
+                str(app["privateKey"]).encode(), password=str(app["passphrase"]).encode()
+            )
+        except (ValueError, TypeError):
+            raise ConfigError(
+                f"{where}: cannot decrypt boxAppSettings.appAuth.privateKey: the passphrase is "
+                f"wrong or the key is damaged; {redo}"
+            ) from None
+        self._auth_desc = f"JWT app {settings['clientID']} ({path})"
+        return JWTConfig(
+            client_id=str(settings["clientID"]), client_secret=str(settings["clientSecret"]),
+            jwt_key_id=str(app["publicKeyID"]), private_key=str(app["privateKey"]),
+            private_key_passphrase=str(app["passphrase"]),
+            enterprise_id=str(data["enterpriseID"]),
+        )
+
+    def _service_login(self) -> str | None:
+        """The login of the account we act as (for messages); None when it cannot be read."""
+        if not self._login_known:
+            try:
+                self._login = self._client().users.get_user_me(fields=["login"]).login
+            except Exception:  # noqa: BLE001 - only used to word a message
+                self._login = None
+            self._login_known = True
+        return self._login
+
+    def _host(self) -> str:
+        return urlsplit(self.endpoint or "https://api.box.com").netloc
+
+    def _root_missing(self) -> StorageNotFound:
+        login = self._service_login()
+        who = f" ({login})" if login else ""
+        return StorageNotFound(
+            f"Box folder {self.folder_id} not found or not shared with the app's service "
+            f"account{who}; check storage_config.folder_id and invite the service account "
+            "as Editor on the folder"
+        )
+
+    # -- folders ----------------------------------------------------------------------------
+    def _items(self, folder_id: str, root: bool = False) -> Iterator[Any]:
+        """Every item in a Box folder, page by page (marker pagination)."""
+        client = self._client()
+        marker = None
+        while True:
+            try:
+                page = client.folders.get_folder_items(
+                    folder_id, fields=ITEM_FIELDS, usemarker=True, marker=marker, limit=PAGE_SIZE
+                )
+            except BoxAPIError as e:
+                if root and _status(e) == 404:
+                    raise self._root_missing() from None
+                raise
+            yield from page.entries or []
+            marker = page.next_marker
+            if not marker:
+                return
+
+    def _subfolder(self, folder: str, create: bool) -> str | None:
+        """The Box id of a resutil folder (a subfolder of the root), or None if absent."""
+        if not folder or "/" in folder or "\\" in folder or folder in (".", ".."):
+            raise StorageError(f"{self.describe()}: invalid folder name {folder!r}")
+        with self._lock:
+            if folder in self._folders:
+                return self._folders[folder]
+        with self._resolve_lock:  # threads of this process resolve a folder once
+            with self._lock:
+                if folder in self._folders:
+                    return self._folders[folder]
+            want = folder.casefold()  # Box names are case-insensitive
+            fid = next((str(e.id) for e in self._items(self.folder_id, root=True)
+                        if _kind(e) == "folder" and e.name.casefold() == want), None)
+            if fid is None and create:
+                fid = self._create_subfolder(folder)
+            if fid is not None:
+                with self._lock:
+                    self._folders[folder] = fid
+            return fid
+
+    def _create_subfolder(self, folder: str) -> str:
+        try:
+            return str(self._client().folders.create_folder(
+                folder, CreateFolderParent(id=self.folder_id), fields=["id"]).id)
+        except BoxAPIError as e:
+            if _status(e) == 409:  # created meanwhile by another process or thread
+                fid = _conflict_id(e, "folder")
+                if fid:
+                    return fid
+                raise StorageError(
+                    f"{self.describe()}: cannot create folder {folder}: a file with that name "
+                    "is in the way; rename or remove it in Box"
+                ) from None
+            if _status(e) == 404:
+                raise self._root_missing() from None
+            raise
+
+    def _in_folder(self, folder: str, create: bool, fn: Callable[[str | None], T]) -> T:
+        """Run ``fn(folder id)``; if the folder vanished meanwhile, look it up again once."""
+        for attempt in (0, 1):
+            fid = self._subfolder(folder, create)
+            if fid is None:
+                return fn(None)
+            try:
+                return fn(fid)
+            except BoxAPIError as e:
+                if attempt or _status(e) != 404 or self._folder_exists(fid):
+                    raise
+                with self._lock:
+                    self._folders.pop(folder, None)
+                    self._files.pop(fid, None)
+        raise AssertionError("unreachable")
+
+    def _folder_exists(self, fid: str) -> bool:
+        try:
+            self._client().folders.get_folder_by_id(fid, fields=["id"])
+            return True
+        except BoxAPIError as e:
+            if _status(e) == 404:
+                return False
+            raise
+
+    # -- files ------------------------------------------------------------------------------
+    def _scan(self, fid: str) -> dict[str, _Entry]:
+        """List a Box folder's files afresh and remember them."""
+        entries = {}
+        for e in self._items(fid):
+            if _kind(e) == "file":
+                mtime = e.modified_at.timestamp() if getattr(e, "modified_at", None) else None
+                entries[e.name] = _Entry(str(e.id), e.name, int(e.size or 0), mtime,
+                                         getattr(e, "sha_1", None))
+        with self._lock:
+            self._files[fid] = entries
+        return entries
+
+    def _find(self, fid: str, name: str, fresh: bool = False) -> tuple[_Entry | None, bool]:
+        """``(entry, from_cache)``: a remembered entry, else one from a fresh listing."""
+        if not fresh:
+            with self._lock:
+                entry = self._files.get(fid, {}).get(name)
+            if entry is not None:
+                return entry, True
+        return self._scan(fid).get(name), False
+
+    def _remember(self, fid: str, name: str, info: Any) -> None:
+        with self._lock:
+            files = self._files.get(fid)
+            if files is None:
+                return
+            files.pop(name, None)
+            if info is not None:
+                mtime = info.modified_at.timestamp() if getattr(info, "modified_at", None) else None
+                files[info.name] = _Entry(str(info.id), info.name, int(info.size or 0), mtime,
+                                          getattr(info, "sha_1", None))
+
+    def _with_file(self, folder: str, name: str, fn: Callable[[str, _Entry], T]) -> T:
+        """Run ``fn(folder id, entry)`` for an existing file; retry once if the remembered
+        entry turns out stale (404)."""
+        def in_folder(fid: str | None) -> T:
+            if fid is None:
+                raise not_found(self, folder, name)
+            entry, cached = self._find(fid, name)
+            if entry is None:
+                raise not_found(self, folder, name)
+            try:
+                return fn(fid, entry)
+            except BoxAPIError as e:
+                if not cached or _status(e) != 404:
+                    raise
+            entry, _ = self._find(fid, name, fresh=True)
+            if entry is None:
+                raise not_found(self, folder, name)
+            return fn(fid, entry)
+
+        return self._in_folder(folder, False, in_folder)
+
+    # -- primitives ---------------------------------------------------------------------------
+    def _list(self, folder: str) -> list[ObjectInfo]:
+        entries = self._in_folder(folder, False, lambda fid: self._scan(fid) if fid else {})
+        return [ObjectInfo(e.name, e.size, e.mtime) for e in entries.values()
+                if not e.name.startswith(".")]  # like the local backend: hide dot files
+
+    def _upload(self, src: Path, folder: str, name: str, callback: Callback) -> None:
+        size = src.stat().st_size
+        callback.set_total(size)
+        progress = _Progress(callback)
+        sha1 = _file_sha1(src) if size < CHUNKED_MIN else None
+
+        def in_folder(fid: str | None) -> None:
+            assert fid is not None
+            with self._lock:
+                known = self._files.get(fid)
+                entry = known.get(name) if known is not None else None
+            if known is None:  # never listed: look; else trust the listing (409 if stale)
+                entry = self._scan(fid).get(name)
+            with open(src, "rb") as f:
+                stream = _CountingReader(f, progress)
+                try:
+                    info = self._put(fid, name, entry.id if entry else None, stream, size, sha1)
+                except BoxAPIError as e:
+                    if _status(e) == 409 and entry is None:  # appeared meanwhile: version it
+                        file_id = _conflict_id(e, "file")
+                        if file_id is None:
+                            raise StorageError(
+                                f"{self.describe()}: cannot upload {folder}/{name}: a folder "
+                                "with that name is in the way; rename or remove it in Box"
+                            ) from None
+                    elif _status(e) == 404 and entry is not None:  # deleted meanwhile
+                        file_id = None
+                    else:
+                        raise
+                    stream.seek(0)
+                    info = self._put(fid, name, file_id, stream, size, sha1)
+            self._remember(fid, name, info)
+
+        self._in_folder(folder, True, in_folder)
+
+    def _put(self, fid: str, name: str, file_id: str | None, stream: _CountingReader,
+             size: int, sha1: str | None) -> Any:
+        """One upload: a new file or a new version of ``file_id``; returns its FileFull (None
+        when Box reports that a new version is identical to the current one)."""
+        client = self._client()
+        if size < CHUNKED_MIN:
+            if file_id is None:
+                parent = UploadFileAttributesParentField(id=fid)
+                attrs = UploadFileAttributes(name=name, parent=parent)
+                files = client.uploads.upload_file(attrs, stream, content_md_5=sha1)
+            else:
+                files = client.uploads.upload_file_version(
+                    file_id, UploadFileVersionAttributes(name=name), stream, content_md_5=sha1)
+            return files.entries[0]
+        if file_id is not None:
+            return client.chunked_uploads.upload_big_file_version(file_id, stream, size,
+                                                                 file_name=name)
+        try:
+            return client.chunked_uploads.upload_big_file(stream, name, size, fid)
+        except AttributeError as e:  # the commit answered 202 without Retry-After
+            if "entries" not in str(e):
+                raise
+            raise Transient(StorageUnavailable(
+                f"{self.describe()}: Box did not confirm the upload of {name}; retrying")) from None
+
+    def _download(self, folder: str, name: str, dest: Path, callback: Callback) -> None:
+        def fetch(fid: str, entry: _Entry) -> None:
+            callback.set_total(entry.size)
+            stream = self._client().downloads.download_file(entry.id)
+            if stream is None:  # 202: Box is not ready to serve the file yet
+                raise Transient(StorageUnavailable(
+                    f"{self.describe()}: {folder}/{name} is not ready for download yet"))
+            digest = hashlib.sha1()
+            with open(dest, "wb") as out:
+                while chunk := stream.read(READ_SIZE):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    callback.advance(len(chunk))
+            if entry.sha1 and digest.hexdigest() != entry.sha1:
+                fresh, _ = self._find(fid, name, fresh=True)  # replaced since we listed it?
+                if fresh is None or fresh.sha1 != digest.hexdigest():
+                    raise Transient(StorageUnavailable(
+                        f"{self.describe()}: {folder}/{name} arrived damaged (SHA-1 mismatch)"))
+
+        self._with_file(folder, name, fetch)
+
+    def _delete(self, folder: str, name: str) -> None:
+        def delete(fid: str, entry: _Entry) -> None:
+            self._client().files.delete_file_by_id(entry.id)  # Box moves it to the trash
+            self._remember(fid, name, None)
+
+        self._with_file(folder, name, delete)
+
+    def _rename(self, folder: str, name: str, new_name: str) -> None:
+        """Rename in place; an existing ``new_name`` is deleted (to the Box trash) first."""
+        def rename(fid: str, entry: _Entry) -> None:
+            if new_name == name:
+                return
+            client = self._client()
+            target, _ = self._find(fid, new_name)
+            if target is not None and target.id != entry.id:
+                client.files.get_file_by_id(entry.id, fields=["id"])  # 404 before deleting
+            for attempt in (0, 1):
+                if target is not None and target.id != entry.id:
+                    try:
+                        client.files.delete_file_by_id(target.id)
+                    except BoxAPIError as e:
+                        if _status(e) != 404:
+                            raise
+                try:
+                    info = client.files.update_file_by_id(entry.id, name=new_name,
+                                                          fields=ITEM_FIELDS)
+                    break
+                except BoxAPIError as e:
+                    conflict = _conflict_id(e, "file") if _status(e) == 409 else None
+                    if attempt or conflict is None:
+                        raise
+                    target = _Entry(conflict, new_name, 0, None, None)  # appeared meanwhile
+            self._remember(fid, name, None)
+            self._remember(fid, new_name, info)
+
+        self._with_file(folder, name, rename)
+
+    # -- errors ------------------------------------------------------------------------------
+    def _translate(self, exc: BaseException, action: str, target: str) -> ResutilError | None:
+        if isinstance(exc, ResutilError):  # ours, incl. ConfigError from the key-file check
+            return exc
+        head = f"{self.describe()}: cannot {action} {target}"
+        if isinstance(exc, BoxAPIError):
+            return self._api_error(exc, head)
+        if isinstance(exc, BoxSDKError):
+            if isinstance(exc.error, requests.RequestException):
+                raise Transient(self._network_error(exc.error, head))
+            message = (exc.message or "").strip().splitlines()[0] if exc.message else ""
+            if "Developer token has expired" in message:
+                return StoragePermission(
+                    f"{head}: the Box developer token (BOX_DEVELOPER_TOKEN) has expired; "
+                    "developer tokens last 60 minutes: create a new one, or use JWT or "
+                    "client-credentials authentication"
+                )
+            return StorageError(f"{head}: {message or 'Box SDK error'}")
+        if isinstance(exc, requests.RequestException):  # e.g. mid-download, outside the SDK
+            raise Transient(self._network_error(exc, head))
+        if isinstance(exc, AssertionError) and _raised_in_sdk(exc):
+            # the SDK asserts that Box's answer for each upload part (offset, size, SHA-1)
+            # matches what it sent: a part was damaged or mangled on the way
+            raise Transient(StorageUnavailable(
+                f"{head}: Box acknowledged an upload part that differs from the one sent"))
+        return super()._translate(exc, action, target)
+
+    def _network_error(self, exc: BaseException, head: str) -> StorageUnavailable:
+        return StorageUnavailable(
+            f"{head}: cannot reach {self._host()} ({_network_reason(exc)}); "
+            "check the network connection or proxy"
+        )
+
+    def _api_error(self, exc: BoxAPIError, head: str) -> StorageError:
+        info = exc.response_info
+        status, body = info.status_code, info.body if isinstance(info.body, dict) else {}
+        code = str(info.code or body.get("error") or "")
+        text = str(body.get("message") or body.get("error_description") or "").strip()
+        detail = ": ".join(x for x in (code, text) if x)
+        detail = f" ({detail})" if detail else ""
+        url = getattr(exc.request_info, "url", "") or ""
+        if url.endswith("/oauth2/token") or "error" in body:  # signing in
+            if status == 429 or status >= 500:
+                raise Transient(StorageUnavailable(
+                    f"{head}: the Box sign-in service answered {status}; try again later"))
+            if code == "invalid_client":
+                return StoragePermission(
+                    f"{head}: Box rejected {self._auth_desc}: wrong client id/secret or the app "
+                    "is not authorised by the enterprise admin (Box Admin Console, "
+                    "Platform Apps)"
+                )
+            if code == "invalid_grant" and self._auth_kind == "jwt":
+                return StoragePermission(
+                    f"{head}: Box sign-in failed, JWT rejected: check the key id and the "
+                    f"machine clock (publicKeyID in {self.key_file} must be a key of the app; "
+                    f"the clock must be right to a few seconds){detail}"
+                )
+            if code == "invalid_grant":
+                return StoragePermission(
+                    f"{head}: Box rejected {self._auth_desc}: check BOX_ENTERPRISE_ID / "
+                    f"BOX_USER_ID and that the app is authorised by the enterprise admin{detail}"
+                )
+            return StoragePermission(f"{head}: Box sign-in failed{detail}")
+        if status == 401:
+            return StoragePermission(
+                f"{head}: Box rejected the access token of {self._auth_desc} even after "
+                "renewing it; check the app's authorisation in the Box Admin Console"
+            )
+        if status == 403:
+            if code == "storage_limit_exceeded":
+                return StorageError(f"{head}: the Box account is out of storage space")
+            login = self._service_login()
+            who = f"the service account {login}" if login else "the app's service account"
+            return StoragePermission(
+                f"{head}: {who} is not a collaborator (Editor) on folder {self.folder_id}; "
+                f"invite it as Editor on the folder in the Box web app{detail}"
+            )
+        if status == 404:
+            return StorageNotFound(f"{head}: it does not exist on Box")
+        if status == 429 or status >= 500:
+            later = "" if "try again" in detail else "; try again later"
+            raise Transient(StorageUnavailable(f"{head}: Box answered {status}{detail}{later}"))
+        return StorageError(f"{head}: Box answered {status}{detail}")
+
+
+def _file_sha1(path: Path) -> str:
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,246 @@
+"""Shared helpers for the core-loop tests: a real project made by ``resutil init``, scripts
+run as real subprocesses, the CLI invoked in-process through click's CliRunner."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import textwrap
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import yaml
+from click.testing import CliRunner, Result
+
+from resutil.cli import cli
+from resutil.metadata import EXP_FILE, ExpMeta, compute_manifest, write_meta
+from resutil.workspace import Workspace
+
+REPO = Path(__file__).resolve().parents[1]
+NAME_RE = re.compile(r"^[a-z]{6}_\d{8}T\d{6}(_.*)?$")
+SDK_MODULES = ("google.", "box_sdk_gen", "boxsdk", "pydrive2", "googleapiclient")
+
+
+@dataclass
+class Proj:
+    """A project folder made by ``resutil init`` with a local storage folder."""
+
+    root: Path
+    remote: Path  # the storage root (storage_config.path)
+    name: str = "Proj"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def archive_dir(self) -> Path:
+        """REMOTE/<project>: where the archives live (the 0.1.x layout)."""
+        return self.remote / self.name
+
+    @property
+    def sidecar_dir(self) -> Path:
+        return self.remote / f"{self.name}.resutil"
+
+    def exp_dirs(self) -> list[Path]:
+        """Local experiment folders (not _debug, not .resutil)."""
+        if not self.results.is_dir():
+            return []
+        return sorted(p for p in self.results.iterdir() if p.is_dir() and NAME_RE.match(p.name))
+
+    def only_exp(self) -> Path:
+        dirs = self.exp_dirs()
+        assert len(dirs) == 1, [d.name for d in dirs]
+        return dirs[0]
+
+    def remote_zips(self) -> list[str]:
+        if not self.archive_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.archive_dir.iterdir())
+
+    def zip_of(self, name: str) -> Path:
+        return self.archive_dir / f"{name}.zip"
+
+
+@contextlib.contextmanager
+def chdir(path: Path) -> Iterator[None]:
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
+def run_cli(*args: str, input: str | None = None) -> Result:
+    """``resutil ARGS`` in-process; stdout and stderr are kept apart."""
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+def make_project(base: Path, name: str = "Proj", git: bool = False) -> Proj:
+    """``resutil init`` in ``base/proj`` with a local storage at ``base/remote``."""
+    root = base / "proj"
+    root.mkdir(parents=True)
+    remote = base / "remote"
+    if git:
+        init_git(root)
+    with chdir(root):
+        r = run_cli("init", "--project", name, "--results-dir", "results", "--storage", "local",
+                    "--path", str(remote), "--yes")
+    assert r.exit_code == 0, r.stderr
+    return Proj(root, remote, name)
+
+
+def init_git(root: Path) -> None:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=root, check=True, env=env)
+    subprocess.run(["git", "config", "user.name", "t"], cwd=root, check=True)
+    subprocess.run(["git", "config", "user.email", "t@example.com"], cwd=root, check=True)
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=root, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def write_script(proj: Proj, body: str, name: str = "s.py") -> Path:
+    """A script in the project folder; ``body`` is dedented."""
+    path = proj.root / name
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+def run_script(
+    proj: Proj,
+    script: str | Path = "s.py",
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess:
+    """Run a script as a user would: real interpreter, project as cwd, no TTY on stdin."""
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
+    return subprocess.run(
+        [sys.executable, str(script), *args], cwd=proj.root, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=timeout, env=full_env,
+    )
+
+
+def popen_script(proj: Proj, script: str | Path = "s.py", args: Sequence[str] = (),
+                 env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
+    return subprocess.Popen([sys.executable, str(script), *args], cwd=proj.root,
+                            stdin=subprocess.DEVNULL, env=full_env, **kw)
+
+
+def read_exp(folder: Path) -> dict:
+    """The parsed ``resutil-exp.yaml`` of a local folder."""
+    return yaml.safe_load((folder / EXP_FILE).read_text(encoding="utf-8"))
+
+
+def read_exp_in_zip(zip_path: Path) -> dict:
+    with zipfile.ZipFile(zip_path) as zf:
+        return yaml.safe_load(zf.read(EXP_FILE).decode("utf-8"))
+
+
+def make_exp(
+    proj: Proj,
+    comment: str = "",
+    files: dict[str, bytes | str] | None = None,
+    deps: Sequence[str] = (),
+    when: datetime | None = None,
+    status: str = "finished",
+    source: str = "manual",
+    host: str = "testhost",
+    root: Path | None = None,
+) -> Path:
+    """A finished experiment folder made with the library's own building blocks (fast setup
+    for CLI tests; the decorator itself is exercised in test_decorator.py)."""
+    ws = Workspace(root or proj.results)
+    name = ws.create(comment, when).name
+    folder = ws.path(name)
+    for rel, content in (files or {"out.txt": "result\n"}).items():
+        p = folder / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(content.encode() if isinstance(content, str) else content)
+    started = ws.path(name).stat().st_mtime
+    meta = ExpMeta(name=name, comment=comment, status=status, args="s.py",
+                   result_dir=f"results/{name}", environment={"host": host},
+                   started_at=datetime.fromtimestamp(started).isoformat(timespec="microseconds"))
+    for dep in deps:
+        meta.add_dependency(dep, source)
+    meta.manifest = compute_manifest(folder)
+    write_meta(folder, meta)
+    return folder
+
+
+def assert_one_error_line(stderr: str, *needles: str) -> str:
+    """stderr is exactly one line, ``Error: ...``, with no traceback; returns it."""
+    lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, stderr
+    line = lines[0]
+    assert line.startswith("Error:"), stderr
+    assert "Traceback" not in stderr
+    for needle in needles:
+        assert needle.lower() in line.lower(), (needle, line)
+    return line
+
+
+def tree(root: Path) -> set[str]:
+    """Every path under ``root`` (relative, posix), for before/after comparisons."""
+    if not root.exists():
+        return set()
+    return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+def _mount(*args: str) -> bool:
+    if os.geteuid() != 0:
+        return False
+    try:
+        r = subprocess.run(["mount", *args], capture_output=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return r.returncode == 0
+
+
+def umount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=20)
+
+
+@contextlib.contextmanager
+def readonly_mount(path: Path) -> Iterator[None]:
+    """Make the existing folder ``path`` read-only even for root (a read-only bind mount).
+
+    Skips the test when mounting is not possible (not root, no CAP_SYS_ADMIN)."""
+    import pytest
+
+    if not _mount("--bind", str(path), str(path)):
+        pytest.skip("cannot bind-mount (needs root with CAP_SYS_ADMIN); root ignores chmod")
+    try:
+        if not _mount("-o", "remount,bind,ro", str(path)):
+            pytest.skip("cannot remount read-only")
+        yield
+    finally:
+        umount(path)
+
+
+@contextlib.contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[None]:
+    """Mount a tiny tmpfs at ``path`` (to run out of space); skips when not possible."""
+    import pytest
+
+    path.mkdir(parents=True, exist_ok=True)
+    if not _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)):
+        pytest.skip("cannot mount a tmpfs (needs root with CAP_SYS_ADMIN)")
+    try:
+        yield
+    finally:
+        umount(path)

@@ -1,0 +1,187 @@
+"""Archives: standard zips anyone can open, sensible compression, and 0.1.x archives
+(plain zips with no sidecar) that still list, pull and show their lineage."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import zipfile
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import xxhash
+import yaml
+
+from .helpers import make_exp, make_project, read_exp, run_cli
+
+T0 = datetime(2024, 7, 6, 6, 43, 39)
+
+
+@pytest.fixture
+def proj(tmp_path, monkeypatch):
+    p = make_project(tmp_path)
+    monkeypatch.chdir(p.root)
+    return p
+
+
+def ok(*args: str):
+    r = run_cli(*args)
+    assert r.exit_code == 0, (args, r.stdout, r.stderr)
+    return r
+
+
+def _files() -> dict[str, bytes]:
+    rnd = os.urandom(300_000)
+    return {
+        "metrics.csv": "".join(f"{i},{1 / (i + 1):.6f}\n" for i in range(5000)).encode(),
+        "weights.bin": rnd,  # incompressible, no telling suffix
+        "plot.png": os.urandom(5000),  # compressed format: stored by suffix
+        "big/stream.bin": os.urandom(1 << 20) * 3,  # > 1 MB: the streamed path
+        "big/log.txt": b"step ok\n" * 300_000,  # > 1 MB text: streamed and deflated
+        "tiny.txt": b"hi",
+        "empty.dat": b"",
+        "nested/deeper/日本語 name.txt": "unicode path ✓\n".encode(),
+    }
+
+
+def test_archive_is_a_standard_zip_with_sensible_compression(proj):
+    files = _files()
+    exp = make_exp(proj, "arch", files, when=T0)
+    script = exp / "run.sh"
+    script.write_text("#!/bin/sh\necho hi\n" * 20)
+    script.chmod(0o755)
+    ok("push", exp.name)
+    zpath = proj.zip_of(exp.name)
+    with zipfile.ZipFile(zpath) as zf:
+        assert zf.testzip() is None
+        infos = {i.filename: i for i in zf.infolist()}
+        assert set(infos) == set(files) | {"run.sh", "resutil-exp.yaml"}
+        for rel, data in files.items():
+            assert zf.read(rel) == data, rel
+        assert infos["weights.bin"].compress_type == zipfile.ZIP_STORED
+        assert infos["plot.png"].compress_type == zipfile.ZIP_STORED
+        assert infos["big/stream.bin"].compress_type == zipfile.ZIP_STORED
+        assert infos["metrics.csv"].compress_type == zipfile.ZIP_DEFLATED
+        assert infos["big/log.txt"].compress_type == zipfile.ZIP_DEFLATED
+        assert infos["big/log.txt"].compress_size < infos["big/log.txt"].file_size / 10
+        assert stat.S_IMODE(infos["run.sh"].external_attr >> 16) & 0o111
+        inside = yaml.safe_load(zf.read("resutil-exp.yaml"))
+    # The metadata inside the archive carries the manifest of every other file.
+    assert set(inside["manifest"]["files"]) == set(files) | {"run.sh"}
+    for rel, data in files.items():
+        assert inside["manifest"]["files"][rel] == [len(data), xxhash.xxh3_128(data).hexdigest()]
+    # The sidecar records the archive's own hash.
+    side = json.loads((proj.sidecar_dir / f"{exp.name[:22]}.json").read_text())
+    assert side["archive"]["hash"] == xxhash.xxh3_128(zpath.read_bytes()).hexdigest()
+    assert side["archive"]["size"] == zpath.stat().st_size
+
+    if shutil.which("unzip"):
+        r = subprocess.run(["unzip", "-t", str(zpath)], capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "No errors detected" in r.stdout
+
+    # Round trip: pull on a "fresh machine" gives the same bytes and the executable bit.
+    shutil.rmtree(exp)
+    ok("pull", exp.name)
+    for rel, data in files.items():
+        assert (exp / rel).read_bytes() == data, rel
+    assert os.access(exp / "run.sh", os.X_OK)
+    assert "ok" in ok("verify", "--local", exp.name).stderr
+
+
+def test_an_experiment_with_only_metadata_round_trips(proj):
+    exp = make_exp(proj, "empty", {}, when=T0)
+    ok("push", exp.name)
+    shutil.rmtree(exp)
+    ok("pull", exp.name)
+    assert read_exp(exp)["status"] == "finished"
+
+
+# -- resutil 0.1.x archives --------------------------------------------------------------------
+def _old_archive(proj, name: str, files: dict[str, str], deps: list[str]) -> Path:
+    """An archive as resutil 0.1.x wrote it: zipfile.ZIP_DEFLATED of the folder, its own
+    resutil-exp.yaml (dependency entries are results/<name> paths), and no sidecar."""
+    src = proj.root.parent / "old-machine" / name
+    src.mkdir(parents=True)
+    for rel, text in files.items():
+        (src / rel).write_text(text)
+    (src / "resutil-exp.yaml").write_text(yaml.safe_dump({
+        "args": "train.py --epochs 3",
+        "result_dir": f"results/{name}",
+        "dependency": deps,
+        "git": {"commit_hash": "0123456789abcdef0123456789abcdef01234567",
+                "uncommited_files": []},
+    }))
+    proj.archive_dir.mkdir(parents=True, exist_ok=True)
+    zpath = proj.zip_of(name)
+    with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as zf:
+        for root, _, names in os.walk(src):
+            for n in names:
+                p = Path(root) / n
+                zf.write(p, os.path.relpath(p, src))
+    return zpath
+
+
+def test_0_1_x_archives_list_pull_and_show_lineage(proj):
+    up = "aanohv_20240614T091534_raw-data"
+    down = "aapiyl_20240706T064339_experiment_1"
+    _old_archive(proj, up, {"data.csv": "a,b\n1,2\n"}, [])
+    _old_archive(proj, down, {"result.txt": "0.91\n"}, [f"results/{up}"])
+    assert not proj.sidecar_dir.exists() or not list(proj.sidecar_dir.iterdir())
+
+    rows = {r["name"]: r for r in json.loads(ok("list", "--json").stdout)}
+    assert set(rows) == {up, down}
+    assert all(r["remote"] and not r["local"] for r in rows.values())
+
+    info = json.loads(ok("show", "--json", "aapiyl").stdout)
+    assert info["where"] == "remote only"
+    assert info["commit"] == "0123456789abcdef0123456789abcdef01234567"
+    assert info["args"] == "train.py --epochs 3"
+    assert [u["name"] for u in info["upstream"]] == [up]
+
+    r = ok("pull", "aapiyl")
+    local = proj.results
+    assert (local / down / "result.txt").read_text() == "0.91\n"
+    assert (local / up / "data.csv").read_text() == "a,b\n1,2\n"  # pulled as its upstream
+    assert f"Pulled {up}" in r.stderr
+
+    info = json.loads(ok("show", "--json", up).stdout)
+    assert info["downstream"] == [down]
+    info = json.loads(ok("show", "--json", down).stdout)
+    assert [u["name"] for u in info["upstream"]] == [up]
+
+    # Without a recorded hash, verify still checks the zip's CRCs and says so; a pulled
+    # 0.1.x folder has no manifest, which is a note, not a failure.
+    r = ok("verify", "--remote", down)
+    assert "ok" in r.stderr and "0.1.x" in r.stderr
+    r = ok("verify", "--local", down, up)
+    assert r.stderr.count("0.1.x") == 2
+
+
+def test_0_1_x_archive_without_metadata_still_lists_and_pulls(proj):
+    name = "aapiyl_20240706T064339"
+    proj.archive_dir.mkdir(parents=True)
+    with zipfile.ZipFile(proj.zip_of(name), "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("out.txt", "bare\n")
+    assert [r["name"] for r in json.loads(ok("list", "--json").stdout)] == [name]
+    ok("pull", name)
+    assert (proj.results / name / "out.txt").read_text() == "bare\n"
+
+
+def test_a_new_push_is_readable_the_0_1_x_way(proj):
+    """0.1.x pulls with zipfile.extractall into results/<name>/ and reads resutil-exp.yaml."""
+    up = make_exp(proj, "up", when=T0)
+    down = make_exp(proj, "down", when=T0.replace(hour=9), deps=[up.name])
+    ok("push", down.name)
+    target = proj.root.parent / "old-client" / down.name
+    with zipfile.ZipFile(proj.zip_of(down.name)) as zf:
+        zf.extractall(target)
+    meta = yaml.safe_load((target / "resutil-exp.yaml").read_text())
+    assert meta["dependency"] == [up.name]
+    assert meta["result_dir"] == f"results/{down.name}"
+    assert set(meta["git"]) == {"commit_hash", "uncommited_files"}
+    assert (target / "out.txt").read_text() == "result\n"
