@@ -120,6 +120,7 @@ class Run:
             meta.result_dir = str(self.folder.relative_to(self.project.config.root))
         except ValueError:
             meta.result_dir = str(self.folder)
+        write_meta(self.folder, meta)  # marks the folder 'running' at once (push -A skips it)
         meta.environment = environment()
         git = git_state()
         meta.commit_hash = git.commit

@@ -45,12 +45,12 @@ def esc(text: object) -> str:
 
 def info(text: str) -> None:
     """A message that may use rich markup; pass names and paths through ``esc``."""
-    console.print(text)
+    console.print(text, soft_wrap=True)
 
 
 def warn(text: str) -> None:
     """A plain-text warning (shown literally, brackets included)."""
-    console.print(Text.assemble(("Warning:", "yellow"), " ", text))
+    console.print(Text.assemble(("Warning:", "yellow"), " ", text), soft_wrap=True)
 
 
 def error(text: str) -> None:
