@@ -372,10 +372,8 @@ def lineage(experiment: str, downstream: bool, local_only: bool) -> None:
 
 
 def _warn_problems(view: Any) -> None:
-    from rich.markup import escape
-
     for problem in view.problems.messages(view.graph):
-        ui.warn(escape(problem))
+        ui.warn(problem)
 
 
 def _render_tree(top: Any) -> None:
@@ -483,7 +481,9 @@ def pipeline_run(steps, jobs, force, dry_run, verbose, path) -> None:
         rows = []
         for row in pipeline_status(project, pipe, steps, force):
             rows += [("would pull", row.step, f"{name} (an input)") for name in row.pulls]
-            what = "; ".join(row.reasons) if row.action == "run" else f"{row.experiment} ({row.where})"
+            what = f"{row.experiment} ({row.where})"
+            if row.action == "run":
+                what = "; ".join(row.reasons)
             rows.append((f"would {row.action}", row.step, what))
         _columns(rows)
         return
@@ -500,7 +500,11 @@ def pipeline_run(steps, jobs, force, dry_run, verbose, path) -> None:
         elif e.kind == "done" and e.result.state in ("ran", "failed"):
             ui.info(f"{e.step}: {e.result.state} ({e.result.seconds:.1f} s)")
 
-    report = run_pipeline(project, pipe, steps, jobs, force, event)
+    try:
+        report = run_pipeline(project, pipe, steps, jobs, force, event)
+    except KeyboardInterrupt:
+        ui.error("interrupted; the folders of the steps that were running are kept, marked so")
+        raise SystemExit(130) from None
     for warning in report.warnings:
         ui.warn(warning)
     rows = []
@@ -554,10 +558,12 @@ def pipeline_graph(fmt, output, path) -> None:
     data = export(_load_pipeline(path).graph(), fmt)
     if output is None:
         click.echo(data, nl=False)
-    elif isinstance(data, bytes):
+        return
+    if isinstance(data, bytes):
         output.write_bytes(data)
     else:
         output.write_text(data, encoding="utf-8")
+    ui.info(f"Wrote {output}")
 
 
 @pipeline.command("init")
@@ -574,26 +580,29 @@ def pipeline_init(force: bool) -> None:
 
 @cli.command("reproduce")
 @click.argument("experiment", **EXP)
-@click.option("--dry-run", "-n", is_flag=True, help="Show what would run and what differs; run nothing.")
+@click.option("--dry-run", "-n", is_flag=True, help="Show what would run and what differs.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the run's output as it runs.")
 def reproduce_(experiment: str, dry_run: bool, verbose: bool) -> None:
     """Rerun a recorded experiment as a new one (<comment>-repro), after checking its code.
 
     Example: resutil reproduce aapiyl --dry-run
     """
+    from rich.markup import escape
+
     from .reproduce import display, plan_reproduce, reproduce
 
     project = _project()
     plan = plan_reproduce(project, experiment)
     for warning in plan.warnings:
         ui.warn(warning)
-    rows = [("reproduces", plan.original), ("commit", f"{plan.commit or '-'} (HEAD: {plan.head or '-'})"),
+    rows = [("reproduces", plan.original),
+            ("commit", f"{plan.commit or '-'} (HEAD: {plan.head or '-'})"),
             ("command", display(plan.command(project))), ("in", str(plan.cwd))]
     rows += [("pull", name) for name in plan.pulls]
     _columns(rows)
     if dry_run:
         return
-    result = reproduce(project, plan, (lambda line: ui.info(line)) if verbose else (lambda line: None))
+    result = reproduce(project, plan, lambda line: ui.info(escape(line)) if verbose else None)
     click.echo(f"{result.experiment}: {result.status} ({result.seconds:.1f} s)")
     if result.push_error:
         ui.warn(f"push failed: {result.push_error}; run 'resutil push {result.experiment}' later")

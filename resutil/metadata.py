@@ -17,7 +17,7 @@ import xxhash
 import yaml
 
 from .errors import ExperimentError
-from .naming import identity_of, parse_name
+from .naming import NAME_IN_TEXT_RE, identity_of, parse_name
 
 EXP_FILE = "resutil-exp.yaml"
 UNCOMMITTED_DIR = "uncommited_files"  # 0.1.x spelling, kept for compatibility
@@ -219,7 +219,8 @@ class ExpMeta:
                 continue
             seen.add(ident)
             src = sources.get(ident, {})
-            name = Path(str(entry)).name if "/" in str(entry) else str(entry)
+            found = NAME_IN_TEXT_RE.search(str(entry))  # 0.1.x wrote results/<name>
+            name = found.group(0) if found else str(entry)
             deps.append(Dependency(name, str(src.get("source", "recorded")), src.get("manifest")))
         return cls(
             name=str(data.get("name") or ""),

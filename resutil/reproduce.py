@@ -46,7 +46,7 @@ class ReproducePlan:
     def command(self, project: Project, out: Path = NEW_FOLDER) -> str | list[str]:
         """The command line, with ``out`` as the new experiment folder."""
         if self.step is None:
-            return [sys.executable, *shlex.split(self.args)]
+            return [sys.executable, *_split(self.args)]
         ws = project.workspace
         recorded = self.step.get("needs") or {}
         needs = {k: ws.path(ws.local_name(str(v)) or str(v)) for k, v in recorded.items()}
@@ -83,7 +83,7 @@ def plan_reproduce(project: Project, query: str) -> ReproducePlan:
         meta = project.remote.meta(exp)
     name = local or name
     old_comment = meta.comment or (parse_name(name).comment if parse_name(name) else "")
-    comment = (f"{old_comment}-repro" if old_comment else "repro")[-MAX_COMMENT_LEN:]
+    comment = f"{old_comment[:MAX_COMMENT_LEN - 6]}-repro" if old_comment else "repro"
     root = project.config.root
     plan = ReproducePlan(name, comment, root, commit=meta.commit_hash,
                          dependencies=list(meta.dependencies))
@@ -93,7 +93,7 @@ def plan_reproduce(project: Project, query: str) -> ReproducePlan:
         plan.cwd = (root / str(info.get("file") or "x")).parent
     else:
         plan.args = meta.args
-        tokens = shlex.split(meta.args) if meta.args else []
+        tokens = _split(meta.args)
         if not tokens:
             raise ResutilError(f"{name} recorded no command to rerun (no args in its metadata)")
         if Path(tokens[0]).name == "resutil":
@@ -105,10 +105,18 @@ def plan_reproduce(project: Project, query: str) -> ReproducePlan:
     on_remote = project.remote.experiments() if plan.pulls and not project.no_remote else {}
     plan.missing = [n for n in plan.pulls if n[:22] not in on_remote]
     plan.pulls = [n for n in plan.pulls if n not in plan.missing]
-    for name in plan.missing:
-        plan.warnings.append(f"upstream {name} is neither local nor on the remote")
+    for dep in plan.missing:
+        plan.warnings.append(f"upstream {dep} is neither local nor on the remote")
     _compare_code(project, plan, meta, ws.path(local) if local else None)
     return plan
+
+
+def _split(args: str) -> list[str]:
+    """A recorded ``args`` (argv joined by spaces, as 0.1.x wrote it) as a command line."""
+    try:
+        return shlex.split(args)
+    except ValueError:  # an argument held a lone quote
+        return args.split()
 
 
 def _compare_code(

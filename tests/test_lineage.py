@@ -420,3 +420,9 @@ def test_self_loop_inside_a_larger_cycle_is_reported_once_each():
     g = nx.DiGraph([("a", "b"), ("b", "a"), ("a", "a")])
     cycles = lineage.find_problems(g).cycles
     assert ["a"] in cycles and len(cycles) == len({tuple(c) for c in cycles})
+
+
+def test_warnings_show_names_literally(proj):
+    ghost = "zzzzzz_20991231T235959_[bold]x"
+    craft(proj, 0, "a", [(ghost, "argv")])
+    assert ghost in run("graph").stderr
