@@ -21,7 +21,8 @@ from .capture import git_state
 from .errors import ExperimentNotFound, ResutilError
 from .metadata import UNCOMMITTED_DIR, Dependency, ExpMeta, manifest_digest, read_meta
 from .naming import MAX_COMMENT_LEN, parse_name
-from .pipeline import STEP_LOG, execute, expand, push_folder
+from .pipeline import STEP_LOG, expand
+from .runner import execute, push_folder
 from .project import Project
 
 NEW_FOLDER = Path("<new experiment>")  # stands for {out} in a plan's command

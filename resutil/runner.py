@@ -1,0 +1,357 @@
+"""``resutil pipeline run``: run the stale steps of a pipeline as experiments, in parallel.
+
+The decisions (which steps are up to date, and why) come from ``pipeline``; this module
+creates each step's folder, runs its command there, records the outcome and pushes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+
+from .errors import PipelineError, ResutilError
+from .metadata import (
+    ExpMeta, compute_manifest, manifest_digest, read_meta, write_meta,
+)
+from .project import Project
+
+if TYPE_CHECKING:
+    pass
+
+from .pipeline import ADOPT_ENV, STEP_LOG, Candidate, Pipeline, Step, _Context, expand
+
+
+# -- running ----------------------------------------------------------------------------------
+@dataclass
+class StepResult:
+    """What ``pipeline run`` did with one step."""
+
+    step: str
+    state: str  # "ran" | "reused" | "failed" | "skipped"
+    experiment: str | None = None
+    detail: str = ""
+    seconds: float = 0.0
+    returncode: int | None = None
+    log: Path | None = None
+    where: str | None = None  # for reused steps: local, remote, local and remote
+    pulled: bool = False
+    pushed: bool = False
+    push_error: str | None = None
+
+
+@dataclass
+class RunReport:
+    """Every step of a run, in pipeline order."""
+
+    steps: list[StepResult] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def having(self, state: str) -> list[StepResult]:
+        return [r for r in self.steps if r.state == state]
+
+    @property
+    def ok(self) -> bool:
+        return not self.having("failed")
+
+
+@dataclass
+class Event:
+    """Progress of a run, for the front end: a step starts, pulls, prints, finishes."""
+
+    kind: str  # "start" | "pull" | "push" | "output" | "done" | "warning"
+    step: str
+    text: str = ""
+    result: StepResult | None = None
+
+
+def _noop(_event: Event) -> None:
+    pass
+
+
+class _Runner:
+    def __init__(self, project: Project, pipeline: Pipeline, names: list[str], force: set[str],
+                 on_event: Callable[[Event], None]) -> None:
+        self.project = project
+        self.pipeline = pipeline
+        self.names = names
+        self.force = force
+        self.on_event = on_event
+        self.ctx = _Context(project, pipeline, names)
+        self.known = self.ctx.known
+        self.made: dict[str, str] = {}
+        self.results: dict[str, StepResult] = {}
+        self.pull_lock = threading.Lock()
+
+    def run(self, jobs: int) -> RunReport:
+        pending = deque(self.names)
+        running: dict[Future[StepResult], str] = {}
+        with ThreadPoolExecutor(max(1, jobs)) as pool:
+            while pending or running:
+                for name in list(pending):
+                    ups = self.pipeline.steps[name].upstream_steps
+                    if any(u not in self.results for u in ups):
+                        continue
+                    pending.remove(name)
+                    bad = [u for u in ups if self.results[u].state in ("failed", "skipped")]
+                    if bad:
+                        why = "failed" if self.results[bad[0]].state == "failed" else "was skipped"
+                        detail = f"upstream step {bad[0]} {why}"
+                        self._done(StepResult(name, "skipped", detail=detail))
+                        continue
+                    running[pool.submit(self._step, name)] = name
+                if not running:
+                    continue
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    name = running.pop(fut)
+                    try:
+                        result = fut.result()
+                    except ResutilError as e:
+                        result = StepResult(name, "failed", detail=str(e))
+                    self._done(result)
+        self._pull_final()
+        report = RunReport([self.results[n] for n in self.names])
+        if self.known.remote_error:
+            report.warnings.append(
+                f"the remote could not be reached ({self.known.remote_error}); worked locally"
+            )
+        return report
+
+    def _done(self, result: StepResult) -> None:
+        self.results[result.step] = result
+        if result.experiment and result.state in ("ran", "reused"):
+            self.made[result.step] = result.experiment
+        self.on_event(Event("done", result.step, result=result))
+
+    def _step(self, name: str) -> StepResult:
+        step = self.pipeline.steps[name]
+        needs = self.ctx.upstream(step, self.made)
+        assert needs is not None  # the scheduler waits for upstream steps
+        info = self.ctx.info(step, needs)
+        if name not in self.force:
+            found = self.known.find(info["fingerprint"])
+            if found is not None:
+                return self._reuse(name, found)
+        self._ensure_local(name, list(needs.values()))
+        return self._execute(step, info, needs)
+
+    def _reuse(self, name: str, found: Candidate) -> StepResult:
+        unpushed = (found.local and self.known.use_remote
+                    and found.name[:22] not in self.known.listing())
+        result = StepResult(name, "reused", found.name, where=found.where)
+        if unpushed:
+            self._push(name, self.project.workspace.path(found.name), result)
+        return result
+
+    def _ensure_local(self, name: str, names: list[str]) -> None:
+        ws = self.project.workspace
+        missing = [n for n in names if not ws.local_name(n)]
+        if not missing:
+            return
+        if not self.known.use_remote:
+            raise PipelineError(
+                f"step '{name}': upstream {missing[0]} is not local and the remote is off"
+            )
+        from .sync import ensure_local
+
+        with self.pull_lock:
+            for n in missing:
+                self.on_event(Event("pull", name, n))
+            ensure_local(self.project, missing)
+            for result in list(self.results.values()):
+                if result.experiment in missing:
+                    result.pulled = True
+
+    def _pull_final(self) -> None:
+        """Reused steps only on the remote are pulled when nothing in this run needed them
+        but they are its end results (no step of the run is built from them)."""
+        used = {u for n in self.names for u in self.pipeline.steps[n].upstream_steps}
+        for name in self.names:
+            r = self.results[name]
+            if name not in used and r.state == "reused" and r.where == "remote" and not r.pulled:
+                try:
+                    self._ensure_local(name, [r.experiment])  # type: ignore[list-item]
+                except ResutilError as e:
+                    r.detail = f"could not pull: {e}"
+
+    def _execute(self, step: Step, info: dict[str, Any], needs: dict[str, str]) -> StepResult:
+        ws = self.project.workspace
+        folder = ws.path(ws.create(step.comment).name)
+        meta = ExpMeta(name=folder.name, comment=step.comment, status="running", pipeline=info)
+        for name in needs.values():
+            local = ws.local_name(name) or name
+            meta.add_dependency(local, "declared", manifest_digest(ws.path(local)))
+        paths = {k: ws.path(ws.local_name(v) or v) for k, v in needs.items()}
+        command = expand(step.run, step.name, folder, paths, step.params, self.pipeline.root)
+        info["command"] = command
+        self.on_event(Event("start", step.name, folder.name))
+        env = {"RESUTIL_PIPELINE_STEP": step.name,
+               "RESUTIL_PARAMS": json.dumps(step.params, default=str), **step.env}
+        outcome = execute(self.project, folder, meta, command, self.pipeline.root, env,
+                          lambda line: self.on_event(Event("output", step.name, line)))
+        result = StepResult(step.name, "ran" if outcome.status == "finished" else "failed",
+                            folder.name, seconds=outcome.seconds, returncode=outcome.returncode,
+                            log=folder / STEP_LOG)
+        if outcome.status != "finished":
+            result.detail = f"{outcome.status} (exit code {outcome.returncode})"
+        if self.known.use_remote:
+            self._push(step.name, folder, result)
+        return result
+
+    def _push(self, name: str, folder: Path, result: StepResult) -> None:
+        self.on_event(Event("push", name, folder.name))
+        error = push_folder(self.project, folder)
+        result.pushed = error is None
+        result.push_error = error
+        if error:
+            self.on_event(Event("warning", name, f"push of {folder.name} failed: {error}"))
+
+
+def run_pipeline(
+    project: Project,
+    pipeline: Pipeline,
+    targets: list[str] | tuple[str, ...] = (),
+    jobs: int = 1,
+    force: list[str] | tuple[str, ...] = (),
+    on_event: Callable[[Event], None] = _noop,
+) -> RunReport:
+    """Run the steps that are not up to date (and their upstream closure), reuse the rest."""
+    names = pipeline.closure(targets)
+    pipeline.check_names(force)
+    return _Runner(project, pipeline, names, set(force), on_event).run(jobs)
+
+
+# -- one command in an experiment folder (shared with reproduce) -------------------------------
+@dataclass
+class Outcome:
+    status: str  # "finished" | "failed" | "interrupted"
+    returncode: int
+    seconds: float
+
+
+@lru_cache(maxsize=1)
+def _environment() -> dict[str, Any]:
+    from .capture import environment
+
+    return environment()
+
+
+def execute(
+    project: Project,
+    folder: Path,
+    meta: ExpMeta,
+    command: str | list[str],
+    cwd: Path,
+    env: dict[str, str],
+    on_output: Callable[[str], None],
+) -> Outcome:
+    """Run ``command`` as the experiment in ``folder`` (made by the caller) and record it.
+
+    The process finds the folder in RESUTIL_EXPERIMENT_DIR, so a script using
+    ``@resutil.main()`` adopts it instead of making its own; its whole output goes to
+    ``resutil-step.log`` in the folder and, line by line, to ``on_output``.
+    """
+    from .capture import copy_changed_files, git_state
+
+    cfg = project.config
+    meta.started_at = datetime.now().astimezone().isoformat(timespec="seconds")
+    meta.args = command if isinstance(command, str) else shlex.join(command)
+    try:
+        meta.result_dir = folder.relative_to(cfg.root).as_posix()
+    except ValueError:
+        meta.result_dir = str(folder)
+    meta.environment = _environment()
+    git = git_state(cwd)
+    meta.commit_hash = git.commit
+    meta.uncommitted_files = copy_changed_files(
+        git, folder, exclude=[*project.key_files(), cfg.results_dir]
+    )
+    write_meta(folder, meta)
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("RESUTIL_DEBUG", "RESUTIL_COMMENT")}
+    full_env.update(env)
+    full_env[ADOPT_ENV] = str(folder)
+    full_env["RESUTIL_CONFIG"] = str(cfg.path)
+    full_env["RESUTIL_NO_INTERACTIVE"] = "1"
+    # As in an activated venv: `python` in a step is the Python running resutil.
+    full_env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + full_env.get("PATH", "")
+    started = time.monotonic()
+    with open(folder / STEP_LOG, "w", encoding="utf-8", errors="replace") as log:
+        try:
+            proc = subprocess.Popen(
+                command, shell=isinstance(command, str), cwd=cwd, env=full_env,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                text=True, errors="replace", bufsize=1,
+            )
+        except OSError as e:
+            log.write(f"cannot start: {e}\n")
+            returncode = 127
+        else:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                on_output(line.rstrip("\n"))
+            returncode = proc.wait()
+    seconds = time.monotonic() - started
+    if returncode == 0:
+        status = "finished"
+    elif returncode in (-signal.SIGINT, 130, -signal.SIGTERM):
+        status = "interrupted"
+    else:
+        status = "failed"
+    after = read_meta(folder, with_manifest=False)  # the script may have added to it
+    after.pipeline = meta.pipeline
+    after.extra = {**meta.extra, **after.extra}
+    after.status = status
+    after.ended_at = datetime.now().astimezone().isoformat(timespec="seconds")
+    after.manifest = None
+    write_meta(folder, after)
+    if project.no_remote:
+        after.manifest = compute_manifest(folder)
+        write_meta(folder, after)
+    return Outcome(status, returncode, seconds)
+
+
+def push_folder(project: Project, folder: Path) -> str | None:
+    """Push one experiment folder; the error message when it failed (kept locally then)."""
+    from .archive import DEFAULT_DEFLATE_LIMIT
+
+    limit = None if project.config.storage_type != "local" else DEFAULT_DEFLATE_LIMIT
+    try:
+        project.remote.push(folder, deflate_limit=limit)
+    except ResutilError as e:
+        meta = read_meta(folder, with_manifest=False)
+        if meta.manifest is None:
+            meta.manifest = compute_manifest(folder)
+            write_meta(folder, meta)
+        return str(e)
+    return None
+
+
+def log_tail(path: Path | None, lines: int = 15) -> list[str]:
+    """The last lines of a step's log (to show why it failed)."""
+    if path is None:
+        return []
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return text.splitlines()[-lines:]
+
