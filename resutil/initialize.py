@@ -101,8 +101,13 @@ def init_project(opts: InitOptions, here: Path) -> Path:
         gi = config.results_dir / ".gitignore"
         if not gi.exists():
             gi.write_text(RESULTS_GITIGNORE)
-        if key_path is not None and key_path.is_relative_to(here):
-            _append_gitignore(here / ".gitignore", str(key_path.relative_to(here)))
+    if key_path is not None and key_path.is_relative_to(here):
+        rel = str(key_path.relative_to(here))
+        add_key = opts.gitignore
+        if add_key is None:
+            add_key = ui.confirm(f"Add {rel} to .gitignore?", default=True) if ask else True
+        if add_key:
+            _append_gitignore(here / ".gitignore", rel)
     save_config(target, data)
     return target
 
