@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import getpass
 import io
 import os
@@ -78,8 +79,9 @@ def copy_changed_files(state: GitState, dest: Path, exclude: Iterable[Path] = ()
 
 
 # -- environment ----------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
 def environment() -> dict[str, Any]:
-    """Python, packages, platform and host of this process."""
+    """Python, packages, platform and host of this process (read once per process)."""
     from importlib import metadata
 
     packages = {}

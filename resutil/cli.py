@@ -7,8 +7,6 @@ only here; any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 

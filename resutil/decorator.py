@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 from . import ui
-from .capture import OutputCapture, ReadObserver, copy_changed_files, environment, git_state
+from .capture import OutputCapture, ReadObserver
+from .experiments import record_start
 from .errors import ResutilError
 from .metadata import ExpMeta, compute_manifest, manifest_digest, read_meta, write_meta
 from .naming import check_comment, comment_problem, names_in_argv, parse_name
@@ -114,19 +115,8 @@ class Run:
             self.meta = ExpMeta(name=self.folder.name, comment=comment)
         meta = self.meta
         meta.status = "running"
-        meta.started_at = datetime.now().astimezone().isoformat(timespec="seconds")
-        meta.args = " ".join(sys.argv)
-        try:
-            meta.result_dir = str(self.folder.relative_to(self.project.config.root))
-        except ValueError:
-            meta.result_dir = str(self.folder)
         write_meta(self.folder, meta)  # marks the folder 'running' at once (push -A skips it)
-        meta.environment = environment()
-        git = git_state()
-        meta.commit_hash = git.commit
-        meta.uncommitted_files = copy_changed_files(
-            git, self.folder, exclude=[*self.project.key_files(), self.project.config.results_dir]
-        )
+        record_start(self.project, self.folder, meta, " ".join(sys.argv))
         ui.info(f"Experiment [bold]{ui.esc(self.folder.name)}[/bold]")
         if meta.uncommitted_files:
             ui.info(f"  {len(meta.uncommitted_files)} uncommitted file(s) copied to uncommited_files/")

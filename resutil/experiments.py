@@ -7,11 +7,40 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from .capture import environment
+from .capture import copy_changed_files, environment, git_state
 from .errors import ExperimentNotFound
 from .metadata import ExpMeta, manifest_digest, read_meta, write_meta
 from .naming import check_comment, parse_name
 from .project import Project
+
+
+def now_iso() -> str:
+    """The local time with its offset, to the second, as metadata records it."""
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def record_start(
+    project: Project, folder: Path, meta: ExpMeta, args: str, cwd: Path | None = None,
+    code: bool = True,
+) -> None:
+    """Fill in what every new experiment records when it starts.
+
+    The start time, the command, the folder, the environment and (with ``code``) the git
+    commit plus copies of changed tracked files; key files and results never get copied.
+    """
+    meta.started_at = now_iso()
+    meta.args = args
+    try:
+        meta.result_dir = folder.relative_to(project.config.root).as_posix()
+    except ValueError:
+        meta.result_dir = str(folder)
+    meta.environment = environment()
+    if code:
+        git = git_state(cwd)
+        meta.commit_hash = git.commit
+        meta.uncommitted_files = copy_changed_files(
+            git, folder, exclude=[*project.key_files(), project.config.results_dir]
+        )
 
 
 def add_experiment(project: Project, comment: str, deps: list[str]) -> Path:
@@ -21,10 +50,9 @@ def add_experiment(project: Project, comment: str, deps: list[str]) -> Path:
     ws = project.workspace
     name = ws.create(comment).name
     folder = ws.path(name)
-    now = datetime.now().astimezone().isoformat(timespec="seconds")
-    meta = ExpMeta(name=name, comment=comment, status="finished", args=" ".join(sys.argv),
-                   started_at=now, ended_at=now, environment=environment())
-    meta.result_dir = str(folder.relative_to(project.config.root)) if folder.is_relative_to(project.config.root) else str(folder)
+    meta = ExpMeta(name=name, comment=comment, status="finished")
+    record_start(project, folder, meta, " ".join(sys.argv), code=False)
+    meta.ended_at = meta.started_at
     for dep in resolved:
         local = ws.local_name(dep)
         meta.add_dependency(dep, "manual", manifest_digest(ws.path(local)) if local else None)

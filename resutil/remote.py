@@ -154,13 +154,15 @@ class Remote:
         self,
         folder: Path,
         callback: Callback = NO_PROGRESS,
-        deflate_limit: int | None = DEFAULT_DEFLATE_LIMIT,
     ) -> ArchiveInfo:
         """Archive a local experiment folder and store it, with its sidecar.
 
         The archive goes first and appears all at once; the sidecar follows. The local
-        metadata gets the manifest computed while archiving.
+        metadata gets the manifest computed while archiving. Large compressible files are
+        deflated only for remote storage: a local folder or NAS has disk to spare and no
+        bandwidth to save, so there CPU time is the cost that counts.
         """
+        deflate_limit = DEFAULT_DEFLATE_LIMIT if self.storage.writes_in_place else None
         name = folder.name
         meta = read_meta(folder, with_manifest=False)
         old = self.get(name)

@@ -18,7 +18,6 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -243,13 +242,6 @@ class Outcome:
     seconds: float
 
 
-@lru_cache(maxsize=1)
-def _environment() -> dict[str, Any]:
-    from .capture import environment
-
-    return environment()
-
-
 def execute(
     project: Project,
     folder: Path,
@@ -265,21 +257,10 @@ def execute(
     ``@resutil.main()`` adopts it instead of making its own; its whole output goes to
     ``resutil-step.log`` in the folder and, line by line, to ``on_output``.
     """
-    from .capture import copy_changed_files, git_state
+    from .experiments import record_start
 
     cfg = project.config
-    meta.started_at = datetime.now().astimezone().isoformat(timespec="seconds")
-    meta.args = command if isinstance(command, str) else shlex.join(command)
-    try:
-        meta.result_dir = folder.relative_to(cfg.root).as_posix()
-    except ValueError:
-        meta.result_dir = str(folder)
-    meta.environment = _environment()
-    git = git_state(cwd)
-    meta.commit_hash = git.commit
-    meta.uncommitted_files = copy_changed_files(
-        git, folder, exclude=[*project.key_files(), cfg.results_dir]
-    )
+    record_start(project, folder, meta, command if isinstance(command, str) else shlex.join(command), cwd)
     write_meta(folder, meta)
     full_env = {k: v for k, v in os.environ.items()
                 if k not in ("RESUTIL_DEBUG", "RESUTIL_COMMENT")}
@@ -328,11 +309,8 @@ def execute(
 
 def push_folder(project: Project, folder: Path) -> str | None:
     """Push one experiment folder; the error message when it failed (kept locally then)."""
-    from .archive import DEFAULT_DEFLATE_LIMIT
-
-    limit = None if project.config.storage_type != "local" else DEFAULT_DEFLATE_LIMIT
     try:
-        project.remote.push(folder, deflate_limit=limit)
+        project.remote.push(folder)
     except ResutilError as e:
         meta = read_meta(folder, with_manifest=False)
         if meta.manifest is None:

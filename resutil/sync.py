@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .archive import DEFAULT_DEFLATE_LIMIT, extract_archive
+from .archive import extract_archive
 from .errors import ArchiveError, ExperimentError, ResutilError
 from .metadata import hash_file, read_meta
 from .progress import NO_PROGRESS_FACTORY, CallbackFactory
@@ -97,10 +97,9 @@ def push(
 ) -> SyncResult:
     """Upload the planned experiments, in parallel up to ``jobs``."""
     ws, remote = project.workspace, project.remote
-    limit = None if project.config.storage_type != "local" else DEFAULT_DEFLATE_LIMIT
 
     def one(name: str) -> int:
-        return remote.push(ws.path(name), progress(name), deflate_limit=limit).size
+        return remote.push(ws.path(name), progress(name)).size
 
     return _run(plan, one, jobs, remote.storage.max_workers)
 
