@@ -341,14 +341,8 @@ def graph(experiments, direction, fmt, output, local_only) -> None:
     data = export(view.graph, fmt)
     if fmt == "mermaid" and (note := mermaid_warning(view.graph, data)):  # type: ignore[arg-type]
         ui.warn(note)
-    if output is None:
-        click.echo(data, nl=False)
-        return
-    if isinstance(data, bytes):
-        output.write_bytes(data)
-    else:
-        output.write_text(data, encoding="utf-8")
-    ui.info(f"Wrote {output} ({view.graph.number_of_nodes()} experiments)")
+    if _emit(data, output):
+        ui.info(f"Wrote {ui.esc(str(output))} ({view.graph.number_of_nodes()} experiments)")
 
 
 @cli.command()
@@ -404,6 +398,18 @@ def _render_tree(top: Any) -> None:
     if not out.is_terminal:  # a pipe or file gets whole lines, not lines cut at 80 columns
         out = Console(highlight=False, width=100_000)
     out.print(root)
+
+
+def _emit(data: str | bytes, output: Path | None) -> bool:
+    """Write a rendered graph to ``output``, or to stdout without one; True if a file."""
+    if output is None:
+        click.echo(data, nl=False)
+        return False
+    if isinstance(data, bytes):
+        output.write_bytes(data)
+    else:
+        output.write_text(data, encoding="utf-8")
+    return True
 
 
 def _render_show(info: dict[str, Any]) -> None:
@@ -555,14 +561,8 @@ def pipeline_graph(fmt, output, path) -> None:
     if fmt in ("svg", "png") and output is None:
         raise click.UsageError(f"--format {fmt} needs -o FILE")
     data = export(_load_pipeline(path).graph(), fmt)
-    if output is None:
-        click.echo(data, nl=False)
-        return
-    if isinstance(data, bytes):
-        output.write_bytes(data)
-    else:
-        output.write_text(data, encoding="utf-8")
-    ui.info(f"Wrote {output}")
+    if _emit(data, output):
+        ui.info(f"Wrote {ui.esc(str(output))}")
 
 
 @pipeline.command("init")

@@ -33,6 +33,16 @@ def _clean_env(monkeypatch):
     monkeypatch.setenv("RESUTIL_NO_INTERACTIVE", "1")
 
 
+@pytest.fixture
+def proj(tmp_path, monkeypatch):
+    """A project made by ``resutil init`` on the local backend; the cwd is its folder."""
+    from .helpers import make_project
+
+    p = make_project(tmp_path)
+    monkeypatch.chdir(p.root)
+    return p
+
+
 @pytest.fixture(params=available_backends())
 def storage_type(request) -> str:
     return request.param

@@ -83,6 +83,20 @@ def run_cli(*args: str, input: str | None = None) -> Result:
     return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
 
 
+def cli_ok(*args: str) -> Result:
+    """``resutil ARGS`` that must succeed."""
+    r = run_cli(*args)
+    assert r.exit_code == 0, (args, r.stdout, r.stderr)
+    return r
+
+
+def cli_fails(*args: str, needles: Sequence[str] = ()) -> str:
+    """``resutil ARGS`` that must fail with exactly one ``Error:`` line naming ``needles``."""
+    r = run_cli(*args)
+    assert r.exit_code == 1, (args, r.stdout, r.stderr)
+    return assert_one_error_line(r.stderr, *needles)
+
+
 def make_project(base: Path, name: str = "Proj", git: bool = False) -> Proj:
     """``resutil init`` in ``base/proj`` with a local storage at ``base/remote``."""
     root = base / "proj"

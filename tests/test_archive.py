@@ -12,26 +12,12 @@ import zipfile
 from datetime import datetime
 from pathlib import Path
 
-import pytest
 import xxhash
 import yaml
 
-from .helpers import make_exp, make_project, read_exp, run_cli
+from .helpers import cli_ok as ok, make_exp, read_exp
 
 T0 = datetime(2024, 7, 6, 6, 43, 39)
-
-
-@pytest.fixture
-def proj(tmp_path, monkeypatch):
-    p = make_project(tmp_path)
-    monkeypatch.chdir(p.root)
-    return p
-
-
-def ok(*args: str):
-    r = run_cli(*args)
-    assert r.exit_code == 0, (args, r.stdout, r.stderr)
-    return r
 
 
 def _files() -> dict[str, bytes]:

@@ -9,34 +9,20 @@ import zipfile
 from datetime import datetime
 
 import click
-import pytest
 import yaml
 
 from resutil.cli import cli
 
 from .helpers import (
+    cli_ok as ok,
     assert_one_error_line,
     make_exp,
-    make_project,
     read_exp,
     read_exp_in_zip,
     run_cli,
 )
 
 T0 = datetime(2024, 7, 6, 6, 43, 39)  # prefix aapiyl
-
-
-@pytest.fixture
-def proj(tmp_path, monkeypatch):
-    p = make_project(tmp_path)
-    monkeypatch.chdir(p.root)
-    return p
-
-
-def ok(*args: str):
-    r = run_cli(*args)
-    assert r.exit_code == 0, (args, r.stdout, r.stderr)
-    return r
 
 
 def fails(*args: str, needles=()):

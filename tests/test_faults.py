@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from .helpers import (
+    cli_fails as fails,
+    cli_ok as ok,
     REPO,
     assert_one_error_line,
     make_exp,
-    make_project,
     read_exp,
     readonly_mount,
     run_cli,
@@ -31,25 +32,6 @@ from .helpers import (
 )
 
 T0 = datetime(2024, 7, 6, 6, 43, 39)
-
-
-@pytest.fixture
-def proj(tmp_path, monkeypatch):
-    p = make_project(tmp_path)
-    monkeypatch.chdir(p.root)
-    return p
-
-
-def ok(*args: str):
-    r = run_cli(*args)
-    assert r.exit_code == 0, (args, r.stdout, r.stderr)
-    return r
-
-
-def fails(*args: str, needles=()):
-    r = run_cli(*args)
-    assert r.exit_code == 1, (args, r.stdout, r.stderr)
-    return assert_one_error_line(r.stderr, *needles)
 
 
 def local_names(proj) -> set[str]:

@@ -12,6 +12,7 @@ from datetime import datetime
 import pytest
 
 from .helpers import (
+    cli_ok as ok,
     NAME_RE,
     assert_one_error_line,
     make_exp,
@@ -25,13 +26,6 @@ T0 = datetime(2024, 7, 6, 6, 43, 39)
 
 
 @pytest.fixture
-def proj(tmp_path, monkeypatch):
-    p = make_project(tmp_path)
-    monkeypatch.chdir(p.root)
-    return p
-
-
-@pytest.fixture
 def chain(proj):
     """raw <- feat <- model, plus an unrelated experiment."""
     raw = make_exp(proj, "raw", {"data.csv": "x\n" * 500}, when=T0)
@@ -41,12 +35,6 @@ def chain(proj):
                      deps=[f"results/{feat.name}"], source="observed")
     other = make_exp(proj, "other", when=T0.replace(hour=9))
     return raw, feat, model, other
-
-
-def ok(*args: str):
-    r = run_cli(*args)
-    assert r.exit_code == 0, (args, r.stdout, r.stderr)
-    return r
 
 
 def pushed(proj) -> set[str]:
