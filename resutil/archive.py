@@ -8,6 +8,7 @@ rejects any member that would land outside the target folder.
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 import stat
@@ -154,8 +155,11 @@ def build_archive(
             continue
         method = DEFLATED if choose_compression(path, st.st_size, deflate_limit) == zipfile.ZIP_DEFLATED else STORED
         h = new_hasher()
-        chunks = _read_chunks(path, h, callback)
-        size, _ = zw.add_stream(rel, _date_time(st.st_mtime), _mode(st), method, chunks)
+        if method == STORED and _has_fd(out):
+            size = _append_stored(zw, writer, out, rel, st, path, h, callback)
+        else:
+            chunks = _read_chunks(path, h, callback)
+            size, _ = zw.add_stream(rel, _date_time(st.st_mtime), _mode(st), method, chunks)
         manifest[rel] = (size, h.hexdigest())
     man = Manifest(manifest)
     meta_bytes = finish_meta(man) if finish_meta else _existing(folder / EXP_FILE)
@@ -166,6 +170,77 @@ def build_archive(
     zw.close()
     writer.flush()
     return ArchiveInfo(man, writer.size, writer.hash.hexdigest())
+
+
+def _has_fd(out: BinaryIO) -> bool:
+    try:
+        out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False
+    return True
+
+
+def _append_stored(zw: ZipStreamWriter, writer: _HashingWriter, out: BinaryIO, rel: str,
+                   st: os.stat_result, path: Path, h, callback: Callback) -> int:
+    """Store a large file: the kernel copies it (copy_file_range) while this thread reads
+    the same pages from a memory map for the CRC and hashes. Returns its size."""
+    e = zw.begin_stream(rel, _date_time(st.st_mtime), _mode(st), STORED)
+    out.flush()
+    size = st.st_size
+    crc = 0
+    with open(path, "rb") as src, ThreadPoolExecutor(1) as pool:
+        copying = pool.submit(copy_range, src.fileno(), out.fileno(), size, 0, None)
+        if size:
+            with mmap.mmap(src.fileno(), size, access=mmap.ACCESS_READ) as mm, memoryview(mm) as mv:
+                for off in range(0, size, CHUNK):
+                    chunk = mv[off:off + CHUNK]
+                    crc = zlib.crc32(chunk, crc)
+                    h.update(chunk)
+                    writer.hash.update(chunk)
+                    callback.advance(len(chunk))
+                    chunk.release()
+        copying.result()
+    out.seek(0, os.SEEK_END)
+    writer.size += size
+    zw.appended(size)
+    zw.end_stream(e, crc, size, size)
+    return size
+
+
+def copy_range(src_fd: int, dst_fd: int, count: int, src_off: int, dst_off: int | None) -> None:
+    """Copy ``count`` bytes between files in the kernel, falling back to read/write.
+
+    ``dst_off=None`` writes at (and advances) the destination's file position.
+    """
+    done = 0
+    while done < count:
+        try:
+            n = os.copy_file_range(src_fd, dst_fd, count - done, src_off + done,
+                                   None if dst_off is None else dst_off + done)
+        except (OSError, AttributeError) as e:
+            if done or (isinstance(e, OSError) and e.errno not in _NO_COPY_RANGE):
+                raise
+            break  # not supported here (other filesystem, old kernel): copy by hand
+        if n == 0:
+            raise OSError(errno.EIO, "file shrank while it was being copied")
+        done += n
+    while done < count:
+        data = os.pread(src_fd, min(CHUNK, count - done), src_off + done)
+        if not data:
+            raise OSError(errno.EIO, "file shrank while it was being copied")
+        if dst_off is None:
+            _write_all(dst_fd, data)
+        else:
+            written = 0
+            while written < len(data):
+                n = os.pwrite(dst_fd, memoryview(data)[written:], dst_off + done + written)
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                written += n
+        done += len(data)
+
+
+_NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
 
 
 def _mode(st: os.stat_result) -> int:
@@ -262,6 +337,11 @@ def extract_archive(archive: Path, dest: Path, callback: Callback = NO_PROGRESS)
             buf = bytearray(CHUNK)
             view = memoryview(buf)
             for info in large:
+                if info.compress_type == zipfile.ZIP_STORED and mm is not None:
+                    written += _extract_stored(mm, raw.fileno(), info, targets[info.filename],
+                                               archive.name, callback)
+                    _chmod(targets[info.filename], info)
+                    continue
                 try:
                     with zf.open(info) as src, open(targets[info.filename], "xb", buffering=0) as dst:
                         while n := src.readinto(buf):  # type: ignore[attr-defined]
@@ -279,13 +359,50 @@ def extract_archive(archive: Path, dest: Path, callback: Callback = NO_PROGRESS)
     return written
 
 
-def _extract_small(mm: mmap.mmap, info: zipfile.ZipInfo, target: str, label: str) -> int:
+def _data_offset(mm: mmap.mmap, info: zipfile.ZipInfo) -> int:
+    """Where a member's data starts (after its local header); ValueError if malformed."""
     off = info.header_offset
+    if mm[off:off + 4] != b"PK\x03\x04":
+        raise ValueError("bad local header")
+    name_len, extra_len = struct.unpack_from("<HH", mm, off + 26)
+    start = off + 30 + name_len + extra_len
+    if start + info.compress_size > len(mm):
+        raise ValueError("member runs past the end of the archive")
+    return start
+
+
+def _extract_stored(mm: mmap.mmap, archive_fd: int, info: zipfile.ZipInfo, target: str,
+                    label: str, callback: Callback) -> int:
+    """A large stored member: the kernel copies it while this thread checks its CRC."""
     try:
-        if mm[off:off + 4] != b"PK\x03\x04":
-            raise ValueError("bad local header")
-        name_len, extra_len = struct.unpack_from("<HH", mm, off + 26)
-        start = off + 30 + name_len + extra_len
+        start = _data_offset(mm, info)
+    except (ValueError, struct.error) as e:
+        raise ArchiveError(f"{label} is corrupt at '{info.filename}' ({e})") from None
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise ArchiveError(f"{label} holds '{info.filename}' twice") from None
+    size = info.file_size
+    crc = 0
+    try:
+        with ThreadPoolExecutor(1) as pool, memoryview(mm) as mv:
+            copying = pool.submit(copy_range, archive_fd, fd, size, start, 0)
+            for off in range(start, start + size, CHUNK):
+                chunk = mv[off:min(off + CHUNK, start + size)]
+                crc = zlib.crc32(chunk, crc)
+                callback.advance(len(chunk))
+                chunk.release()
+            copying.result()
+    finally:
+        os.close(fd)
+    if crc != info.CRC or info.compress_size != size:
+        raise ArchiveError(f"{label} is corrupt at '{info.filename}' (CRC mismatch)")
+    return size
+
+
+def _extract_small(mm: mmap.mmap, info: zipfile.ZipInfo, target: str, label: str) -> int:
+    try:
+        start = _data_offset(mm, info)
         payload = mm[start:start + info.compress_size]
         data = zlib.decompress(payload, -15) if info.compress_type == 8 else payload
         if len(data) != info.file_size or zlib.crc32(data) != info.CRC:

@@ -70,17 +70,32 @@ class ZipStreamWriter:
         self._write(payload)
         self.entries.append(e)
 
-    def add_stream(self, name: str, dt, mode: int, method: int, chunks: Iterable[bytes]) -> tuple[int, int]:
-        """A member whose content arrives in chunks (large files); returns (usize, crc).
-
-        Sizes follow in a zip64 data descriptor, so nothing is held in memory.
-        """
+    def begin_stream(self, name: str, dt, mode: int, method: int) -> _Entry:
+        """Write the local header of a member whose sizes follow in a data descriptor."""
         e = _Entry(name, method, dt, mode, self.pos, _DESCRIPTOR)
         extra = struct.pack("<HHQQ", 1, 16, 0, 0)
         self._write(struct.pack(
             "<IHHHHHIIIHH", 0x04034B50, 45, e.flags, method, e.time, e.date, 0, _U32, _U32,
             len(e.name), len(extra),
         ) + e.name + extra)
+        return e
+
+    def appended(self, n: int) -> None:
+        """``n`` bytes of member data were written to the output by someone else."""
+        self.pos += n
+
+    def end_stream(self, e: _Entry, crc: int, csize: int, usize: int) -> None:
+        """Finish a member begun with ``begin_stream`` (zip64 data descriptor)."""
+        e.crc, e.csize, e.usize = crc, csize, usize
+        self._write(struct.pack("<IIQQ", 0x08074B50, crc, csize, usize))
+        self.entries.append(e)
+
+    def add_stream(self, name: str, dt, mode: int, method: int, chunks: Iterable[bytes]) -> tuple[int, int]:
+        """A member whose content arrives in chunks (large files); returns (usize, crc).
+
+        Sizes follow in a zip64 data descriptor, so nothing is held in memory.
+        """
+        e = self.begin_stream(name, dt, mode, method)
         comp = zlib.compressobj(1, zlib.DEFLATED, -15) if method == DEFLATED else None
         crc = usize = csize = 0
         for chunk in chunks:
@@ -94,9 +109,7 @@ class ZipStreamWriter:
             tail = comp.flush()
             self._write(tail)
             csize += len(tail)
-        e.crc, e.csize, e.usize = crc, csize, usize
-        self._write(struct.pack("<IIQQ", 0x08074B50, crc, csize, usize))
-        self.entries.append(e)
+        self.end_stream(e, crc, csize, usize)
         return usize, crc
 
     def close(self) -> None:
