@@ -9,10 +9,12 @@ rejects any member that would land outside the target folder.
 from __future__ import annotations
 
 import errno
+import functools
 import mmap
 import os
 import stat
 import struct
+import time
 import zipfile
 import zlib
 from collections import deque
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from .errors import ArchiveError
-from .metadata import EXP_FILE, Manifest, new_hasher, walk_files
+from .metadata import EXP_FILE, Manifest, new_hasher, scan_files
 from .progress import NO_PROGRESS, Callback
 from .zipstream import DEFLATED, STORED, ZipStreamWriter, deflate_raw
 
@@ -68,12 +70,12 @@ class _HashingWriter:
 
 
 
-def choose_compression(path: Path, size: int, deflate_limit: int | None, head: bytes | None = None) -> int:
+def choose_compression(path: str | Path, size: int, deflate_limit: int | None, head: bytes | None = None) -> int:
     """ZIP_STORED or ZIP_DEFLATED for one file, whichever costs less.
 
     ``head`` is the file's first bytes when the caller has read them already.
     """
-    if size < 256 or path.suffix.lower() in STORED_SUFFIXES:
+    if size < 256 or os.path.splitext(path)[1].lower() in STORED_SUFFIXES:
         return zipfile.ZIP_STORED
     if deflate_limit is not None and size > deflate_limit:
         return zipfile.ZIP_STORED
@@ -83,12 +85,15 @@ def choose_compression(path: Path, size: int, deflate_limit: int | None, head: b
     sample = head[:SAMPLE]
     if sample[:4096].isascii():  # text (CSV, JSON, logs) deflates well; skip the trial
         return zipfile.ZIP_DEFLATED
-    if len(zlib.compress(sample[:16384], 1)) > 0.9 * len(sample[:16384]):
+    if len(set(sample[:512])) > 200:  # near-uniform bytes: random, encrypted, compressed
+        return zipfile.ZIP_STORED
+    trial = sample[:16384]
+    if len(deflate_raw(trial)) > 0.9 * len(trial):
         return zipfile.ZIP_STORED
     return zipfile.ZIP_DEFLATED
 
 
-def _prepare_small(path: Path, deflate_limit: int | None) -> tuple[int, str, int, int, bytes]:
+def _prepare_small(path: str, deflate_limit: int | None) -> tuple[int, str, int, int, bytes]:
     """Read, hash, checksum and (maybe) deflate one small file: (size, hash, crc, method, payload).
 
     Runs in worker threads; zlib, xxhash and file reads release the GIL.
@@ -128,8 +133,9 @@ def build_archive(
     writes; large files are streamed. The metadata file is written last so that it can
     carry the manifest of every other file, computed in the same pass.
     """
-    files = [(rel, p) for rel, p in walk_files(folder) if rel != EXP_FILE]
-    stats = [p.stat() for _, p in files]
+    scanned = [f for f in scan_files(folder) if f[0] != EXP_FILE]
+    files = [(rel, path) for rel, path, _ in scanned]
+    stats = [st for _, _, st in scanned]
     callback.set_total(sum(st.st_size for st in stats))
     writer = _HashingWriter(out, callback)
     zw = ZipStreamWriter(writer)  # type: ignore[arg-type]
@@ -181,7 +187,7 @@ def _has_fd(out: BinaryIO) -> bool:
 
 
 def _append_stored(zw: ZipStreamWriter, writer: _HashingWriter, out: BinaryIO, rel: str,
-                   st: os.stat_result, path: Path, h, callback: Callback) -> int:
+                   st: os.stat_result, path: str | Path, h, callback: Callback) -> int:
     """Store a large file: the kernel copies it (copy_file_range) while this thread reads
     the same pages from a memory map for the CRC and hashes. Returns its size."""
     e = zw.begin_stream(rel, _date_time(st.st_mtime), _mode(st), STORED)
@@ -256,7 +262,7 @@ def _write_prepared(zw: ZipStreamWriter, prepared: list, meta_of: dict, manifest
         callback.advance(size)
 
 
-def _read_chunks(path: Path, h, callback: Callback) -> Iterator[bytes]:
+def _read_chunks(path: str | Path, h, callback: Callback) -> Iterator[bytes]:
     with open(path, "rb", buffering=0) as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)
@@ -271,13 +277,17 @@ def _existing(path: Path) -> bytes | None:
         return None
 
 
-def _date_time(mtime: float | None) -> tuple[int, int, int, int, int, int]:
-    import time
-
-    t = time.localtime(mtime)
+@functools.lru_cache(maxsize=4096)
+def _local_time(second: int | None) -> tuple[int, int, int, int, int, int]:
+    t = time.localtime(second)
     if t.tm_year < 1980:
         return (1980, 1, 1, 0, 0, 0)
     return t[:6]
+
+
+def _date_time(mtime: float | None) -> tuple[int, int, int, int, int, int]:
+    """A zip timestamp (local time, 2 s resolution) for a file's mtime (None: now)."""
+    return _local_time(None if mtime is None else int(mtime))
 
 
 def safe_member_path(name: str) -> str:

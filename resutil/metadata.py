@@ -101,19 +101,26 @@ def compute_manifest(folder: Path, exclude: Iterable[str] = (EXP_FILE,)) -> Mani
     return Manifest(files)
 
 
-def walk_files(folder: Path) -> Iterator[tuple[str, Path]]:
-    """(relative posix path, path) of every regular file, sorted, not following dir links."""
-    stack = [(folder, "")]
+def scan_files(folder: Path) -> list[tuple[str, str, os.stat_result]]:
+    """(relative posix path, path, stat) of every regular file, sorted, dir links not followed."""
+    out = []
+    stack = [(str(folder), "")]
     while stack:
         d, prefix = stack.pop()
         with os.scandir(d) as it:
             entries = sorted(it, key=lambda e: e.name, reverse=True)
         for e in entries:
-            rel = prefix + e.name
             if e.is_dir(follow_symlinks=False):
-                stack.append((Path(e.path), rel + "/"))
+                stack.append((e.path, prefix + e.name + "/"))
             elif e.is_file():
-                yield rel, Path(e.path)
+                out.append((prefix + e.name, e.path, e.stat()))
+    return out
+
+
+def walk_files(folder: Path) -> Iterator[tuple[str, Path]]:
+    """(relative posix path, path) of every regular file, sorted, not following dir links."""
+    for rel, path, _ in scan_files(folder):
+        yield rel, Path(path)
 
 
 @dataclass

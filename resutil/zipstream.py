@@ -13,6 +13,11 @@ import struct
 import zlib
 from typing import BinaryIO, Iterable
 
+try:  # ISA-L's deflate: the same format, ~3x faster than zlib at level 1, GIL released
+    from isal import isal_zlib as _deflate
+except ImportError:  # pragma: no cover - platforms without an isal wheel
+    _deflate = zlib  # type: ignore[assignment]
+
 STORED = 0
 DEFLATED = 8
 _U32 = 0xFFFFFFFF
@@ -23,8 +28,12 @@ _DESCRIPTOR = 0x0008
 
 def deflate_raw(data: bytes, level: int = 1) -> bytes:
     """Raw deflate (no zlib header), as zip stores it."""
-    c = zlib.compressobj(level, zlib.DEFLATED, -15)
-    return c.compress(data) + c.flush()
+    return _deflate.compress(data, level, -15)
+
+
+def deflater(level: int = 1):
+    """A streaming raw-deflate compressor (``compress``/``flush``)."""
+    return _deflate.compressobj(level, zlib.DEFLATED, -15)
 
 
 def _dos_time(dt: tuple[int, int, int, int, int, int]) -> tuple[int, int]:
@@ -96,7 +105,7 @@ class ZipStreamWriter:
         Sizes follow in a zip64 data descriptor, so nothing is held in memory.
         """
         e = self.begin_stream(name, dt, mode, method)
-        comp = zlib.compressobj(1, zlib.DEFLATED, -15) if method == DEFLATED else None
+        comp = deflater() if method == DEFLATED else None
         crc = usize = csize = 0
         for chunk in chunks:
             crc = zlib.crc32(chunk, crc)
