@@ -85,16 +85,19 @@ def _cpu_times() -> tuple[int, int] | None:
     return sum(v), v[3] + (v[4] if len(v) > 4 else 0)  # total, idle + iowait
 
 
-SETTLE = {"waits": 0, "seconds": 0.0}
+SETTLE = {"waits": 0, "seconds": 0.0, "budget": 120.0}
 
 
-def settle(max_wait: float = 20.0, busy_limit: float = 0.2, window: float = 0.25) -> None:
+def settle(max_wait: float = 10.0, busy_limit: float = 0.25, window: float = 0.25) -> None:
     """Sync, then wait (at most ``max_wait``) until the CPUs are idle for one ``window``.
 
     Other processes on a 2-core machine (a test suite, another benchmark) would otherwise
-    land inside a measurement. Nothing of this is timed; waits are counted in SETTLE.
+    land inside a measurement. Nothing of this is timed; waits are counted in SETTLE, and
+    once they add up to SETTLE["budget"] seconds the run stops waiting.
     """
     os.sync()
+    if SETTLE["seconds"] >= SETTLE["budget"]:
+        return
     t0 = time.perf_counter()
     while True:
         a = _cpu_times()
@@ -122,6 +125,39 @@ def spread_dir(path: Path) -> None:
     """
     subprocess.run(["chattr", "+T", str(path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    check=False)
+
+
+def create_cost(parent: Path, tag: str, dirs: int = 3, files: int = 400) -> float:
+    """Seconds to create one empty file, worst of ``dirs`` fresh folders under ``parent``."""
+    worst = 0.0
+    for k in range(dirs):
+        d = parent / f"probe-{tag}-{k}"
+        d.mkdir()
+        t = time.perf_counter()
+        for i in range(files):
+            os.close(os.open(d / f"p{i}", os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644))
+        worst = max(worst, (time.perf_counter() - t) / files)
+    return worst
+
+
+def wait_for_fast_create(parent: Path, limit: float = 100e-6, max_wait: float = 400.0) -> float:
+    """Wait until creating files is fast again (files deleted recently slow it down: see
+    spread_dir); returns the seconds waited. The probe files stay until the phase ends."""
+    t0 = time.perf_counter()
+    n = 0
+    while True:
+        cost = create_cost(parent, str(n))
+        waited = time.perf_counter() - t0
+        if cost < limit or waited > max_wait:
+            if n:
+                log(f"  (waited {waited:.0f} s for the filesystem: creating a file took "
+                    f"{cost * 1e6:.0f} us, {'now fine' if cost < limit else 'giving up'})")
+            return waited
+        if n == 0:
+            log(f"  creating a file takes {cost * 1e6:.0f} us (files deleted in the last minutes, "
+                "see README); waiting for that to pass ...")
+        n += 1
+        time.sleep(10)
 
 
 def warm(folder: Path) -> float:
@@ -452,7 +488,8 @@ def evaluate(b: Bench, skip_dvc: bool) -> list[dict]:
         if val is not None and ref:
             if kind == "faster":
                 r["ratio"] = ref / val if val else None
-                r["ratio_text"] = f"{r['ratio']:.1f}x faster" if r["ratio"] else "-"
+                r["ratio_text"] = ("-" if not r["ratio"] else f"{r['ratio']:.1f}x faster" if r["ratio"] >= 1
+                                   else f"{1 / r['ratio']:.1f}x slower")
             else:
                 r["ratio"] = val / ref
                 r["ratio_text"] = f"{r['ratio']:.2f}x"
@@ -535,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=float, default=1.0, help="data scale (0.05 for a quick run)")
     ap.add_argument("--repeat", type=int, default=5, help="repetitions per operation (median; default 5)")
     ap.add_argument("--repeat-b", type=int,
-                    help="repetitions for B (default: --repeat, at most 3: B writes ~10 GB a repetition)")
+                    help="repetitions for B (default: --repeat, at most 5: B writes ~10 GB a repetition)")
     ap.add_argument("--skip-dvc", action="store_true", help="do not measure DVC")
     ap.add_argument("--skip-resutil", action="store_true", help="do not measure resutil push/pull")
     ap.add_argument("--only", choices=("A", "B"), help="measure one experiment only")
@@ -543,12 +580,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path,
                     help="put data/ and work/ here instead of benchmarks/data and benchmarks/work")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--settle", type=float, default=120.0, metavar="SECONDS",
+                    help="at most this long in all, wait for idle CPUs before measurements (0: never)")
     ap.add_argument("--resutil", help="resutil executable (default: the project's .venv)")
     ap.add_argument("--dvc", help="dvc executable (default: benchmarks/.venv-dvc, installed if missing)")
     args = ap.parse_args(argv)
     if not 0 < args.scale <= 1 or args.repeat < 1:
         ap.error("--scale must be in (0, 1] and --repeat >= 1")
 
+    SETTLE["budget"] = args.settle
     data_root = (args.workdir / "data") if args.workdir else HERE / "data"
     work_root = (args.workdir / "work") if args.workdir else HERE / "work"
     started = datetime.now()
@@ -578,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"warning: {free / 1e9:.1f} GB free, the run needs about {need / 1e9:.1f} GB")
     work.mkdir(parents=True)
 
-    repeats = {"A": args.repeat, "B": args.repeat_b or min(args.repeat, 3)}
+    repeats = {"A": args.repeat, "B": args.repeat_b or min(args.repeat, 5)}
     log(f"work: {work}; repeat A {repeats['A']}, B {repeats['B']}; scale {args.scale:g}; warm cache")
     t_all = time.perf_counter()
     try:
@@ -589,14 +629,20 @@ def main(argv: list[str] | None = None) -> int:
             n = repeats[which]
             # Many files: keep every output until the phase is over, as deleting many files
             # slows down creating files for a minute or more (see spread_dir).
-            b.defer = d["files"] > 1000
+            b.defer = d["files"] >= 500
             t_warm = warm(folder / which)
+            if b.defer:
+                parent = work / which
+                parent.mkdir(parents=True)
+                spread_dir(parent)
+                b.info.setdefault("fs_wait", {})[which] = round(wait_for_fast_create(parent), 1)
             log(f"== {which}: {d['files']} files, {d['bytes'] / 1e6:.1f} MB (warm-up read {t_warm:.1f} s)")
             for rep in range(n):
                 t0 = time.perf_counter()
-                b.references(which, rep)
-                if b.resutil:
-                    b.resutil_round(which, rep)
+                # Alternate the order, so that neither side always follows the other's deletions.
+                steps = [b.references] + ([b.resutil_round] if b.resutil else [])
+                for step in (steps if rep % 2 == 0 else steps[::-1]):
+                    step(which, rep)
                 if b.dvc:
                     b.dvc_round(which, rep)
                 got = "  ".join(f"{k.split('.', 1)[1]} {v[-1]:.3f}" for k, v in b.samples.items()
@@ -641,10 +687,11 @@ def main(argv: list[str] | None = None) -> int:
                         "python": platform.python_version()},
             "versions": versions(b, python),
             "data": b.info.get("data"),
-            "sizes": {k: v for k, v in b.info.items() if k != "data"},
+            "sizes": {k: v for k, v in b.info.items() if k not in ("data", "fs_wait")},
             "samples": b.samples,
             "repeats": repeats,
             "settle": SETTLE,
+            "fs_wait": b.info.get("fs_wait"),
             "medians": {k: median(v) for k, v in b.samples.items()},
             "rows": rows,
             "errors": b.errors,

@@ -101,6 +101,7 @@ def main() -> int:
     b.resutil_init(p1, remote)
     (p1 / "results").mkdir(exist_ok=True)
     bc.link_copy(folder / args.which, p1 / "results" / name)
+    bc.warm(folder / args.which)  # warm cache, as in bench_core.py
     if args.op in ("push", "both"):
         t = in_process(["push", name], p1, out / "push.prof", args.top)
         print(f"\nin-process push of {args.which}: {t:.3f} s\n")

@@ -36,7 +36,7 @@ def new_hasher(data: bytes = b"") -> Any:
     return xxhash.xxh3_128(data)
 
 
-def hash_file(path: Path, bufsize: int = 8 << 20) -> str:
+def hash_file(path: Path, bufsize: int = 256 << 10) -> str:
     """The content hash of one file."""
     h = new_hasher()
     with open(path, "rb", buffering=0) as f:

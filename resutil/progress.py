@@ -29,7 +29,7 @@ class CallbackFactory:
 NO_PROGRESS_FACTORY = CallbackFactory()
 
 
-def copy_stream(src, dst, callback: Callback = NO_PROGRESS, bufsize: int = 4 << 20) -> int:
+def copy_stream(src, dst, callback: Callback = NO_PROGRESS, bufsize: int = 256 << 10) -> int:
     """Copy a binary stream with large buffers, reporting each chunk; returns bytes copied."""
     buf = bytearray(bufsize)
     view = memoryview(buf)
