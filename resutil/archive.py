@@ -93,18 +93,26 @@ def choose_compression(path: str | Path, size: int, deflate_limit: int | None, h
     return zipfile.ZIP_DEFLATED
 
 
-def _prepare_small(path: str, deflate_limit: int | None) -> tuple[int, str, int, int, bytes]:
-    """Read, hash, checksum and (maybe) deflate one small file: (size, hash, crc, method, payload).
+def _prepare_small(rel: str, path: str, st: os.stat_result, deflate_limit: int | None):
+    """Read, hash, checksum and (maybe) deflate one small file, and build its zip member.
 
-    Runs in worker threads; zlib, xxhash and file reads release the GIL.
+    Runs in worker threads (deflate, xxhash and reads release the GIL). Returns
+    (size, hash, member) where member is what ``ZipStreamWriter.add_members`` takes.
     """
-    with open(path, "rb") as f:
-        data = f.read()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(fd, st.st_size + 1)
+        if len(data) > st.st_size:  # grew since it was listed: take all of it
+            data = b"".join([data, *iter(lambda: os.read(fd, 1 << 20), b"")])
+    finally:
+        os.close(fd)
     method = choose_compression(path, len(data), deflate_limit, data)
     payload = deflate_raw(data) if method == DEFLATED else data
     if method == DEFLATED and len(payload) >= len(data):
         method, payload = STORED, data
-    return len(data), new_hasher(data).hexdigest(), zlib.crc32(data), method, payload
+    member = ZipStreamWriter.member(rel, _date_time(st.st_mtime), _mode(st), method,
+                                    zlib.crc32(data), len(data), payload)
+    return len(data), new_hasher(data).hexdigest(), member
 
 
 def _batches(items: list, stats: list, limit: int = 4 << 20, count: int = 256) -> Iterator[list]:
@@ -145,7 +153,7 @@ def build_archive(
     small_stats = [meta_of[rel] for rel, _ in small]
 
     def prepare(batch: list) -> list:
-        return [(rel, _prepare_small(p, deflate_limit)) for rel, p in batch]
+        return [(rel, _prepare_small(rel, p, meta_of[rel], deflate_limit)) for rel, p in batch]
 
     with ThreadPoolExecutor(2) as pool:
         pending: deque = deque()
@@ -153,9 +161,9 @@ def build_archive(
         for batch in batches:  # keep a bounded number of batches in flight
             pending.append(pool.submit(prepare, batch))
             if len(pending) >= 8:
-                _write_prepared(zw, pending.popleft().result(), meta_of, manifest, callback)
+                _write_prepared(zw, pending.popleft().result(), manifest, callback)
         while pending:
-            _write_prepared(zw, pending.popleft().result(), meta_of, manifest, callback)
+            _write_prepared(zw, pending.popleft().result(), manifest, callback)
     for (rel, path), st in zip(files, stats):
         if st.st_size <= SMALL_FILE:
             continue
@@ -253,13 +261,11 @@ def _mode(st: os.stat_result) -> int:
     return stat.S_IMODE(st.st_mode) | stat.S_IFREG
 
 
-def _write_prepared(zw: ZipStreamWriter, prepared: list, meta_of: dict, manifest: dict,
-                    callback: Callback) -> None:
-    for rel, (size, digest, crc, method, payload) in prepared:
-        st = meta_of[rel]
-        zw.add(rel, _date_time(st.st_mtime), _mode(st), method, crc, size, payload)
+def _write_prepared(zw: ZipStreamWriter, prepared: list, manifest: dict, callback: Callback) -> None:
+    zw.add_members([member for _, (_, _, member) in prepared])
+    for rel, (size, digest, _) in prepared:
         manifest[rel] = (size, digest)
-        callback.advance(size)
+    callback.advance(sum(size for _, (size, _, _) in prepared))
 
 
 def _read_chunks(path: str | Path, h, callback: Callback) -> Iterator[bytes]:
@@ -278,7 +284,7 @@ def _existing(path: Path) -> bytes | None:
 
 
 @functools.lru_cache(maxsize=4096)
-def _local_time(second: int | None) -> tuple[int, int, int, int, int, int]:
+def _local_time(second: int) -> tuple[int, int, int, int, int, int]:
     t = time.localtime(second)
     if t.tm_year < 1980:
         return (1980, 1, 1, 0, 0, 0)
@@ -287,7 +293,7 @@ def _local_time(second: int | None) -> tuple[int, int, int, int, int, int]:
 
 def _date_time(mtime: float | None) -> tuple[int, int, int, int, int, int]:
     """A zip timestamp (local time, 2 s resolution) for a file's mtime (None: now)."""
-    return _local_time(None if mtime is None else int(mtime))
+    return _local_time(int(time.time() if mtime is None else mtime))
 
 
 def safe_member_path(name: str) -> str:

@@ -66,18 +66,35 @@ class ZipStreamWriter:
         self.out.write(data)
         self.pos += len(data)
 
-    def add(self, name: str, dt, mode: int, method: int, crc: int, usize: int, payload: bytes) -> None:
-        """A complete member: ``payload`` is the stored or raw-deflated content."""
-        e = _Entry(name, method, dt, mode, self.pos, 0)
+    @staticmethod
+    def member(name: str, dt, mode: int, method: int, crc: int, usize: int, payload: bytes
+               ) -> tuple[_Entry, bytes]:
+        """A complete member as (entry, local header + payload), ready for ``add_members``.
+
+        Needs no writer state, so worker threads can build members in parallel.
+        """
+        e = _Entry(name, method, dt, mode, 0, 0)
         e.crc, e.csize, e.usize = crc, len(payload), usize
         zip64 = e.csize >= _U32 or e.usize >= _U32
         extra = struct.pack("<HHQQ", 1, 16, e.usize, e.csize) if zip64 else b""
-        self._write(struct.pack(
+        header = struct.pack(
             "<IHHHHHIIIHH", 0x04034B50, 45 if zip64 else 20, e.flags, method, e.time, e.date,
             crc, _U32 if zip64 else e.csize, _U32 if zip64 else e.usize, len(e.name), len(extra),
-        ) + e.name + extra)
-        self._write(payload)
-        self.entries.append(e)
+        )
+        return e, b"".join((header, e.name, extra, payload))
+
+    def add_members(self, members: list[tuple[_Entry, bytes]]) -> None:
+        """Append members built by ``member``, in one write."""
+        pos = self.pos
+        for e, data in members:
+            e.offset = pos
+            pos += len(data)
+            self.entries.append(e)
+        self._write(b"".join(data for _, data in members))
+
+    def add(self, name: str, dt, mode: int, method: int, crc: int, usize: int, payload: bytes) -> None:
+        """A complete member: ``payload`` is the stored or raw-deflated content."""
+        self.add_members([self.member(name, dt, mode, method, crc, usize, payload)])
 
     def begin_stream(self, name: str, dt, mode: int, method: int) -> _Entry:
         """Write the local header of a member whose sizes follow in a data descriptor."""
