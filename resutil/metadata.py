@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -26,6 +27,7 @@ HASH_ALGORITHM = "xxh128"
 STATUSES = ("running", "finished", "failed", "interrupted")
 DEP_SOURCES = ("argv", "observed", "declared", "manual", "recorded")
 _MANIFEST_MARK = "\nmanifest:\n"
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_./ +=,@%-]*")  # needs no escaping inside "..."
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -61,11 +63,8 @@ class Manifest:
     @property
     def digest(self) -> str:
         """One hash over all entries: the content identity of the experiment."""
-        h = new_hasher()
-        for path in sorted(self.files):
-            size, digest = self.files[path]
-            h.update(f"{path}\0{size}\0{digest}\n".encode())
-        return h.hexdigest()
+        text = "".join(f"{p}\0{s}\0{d}\n" for p, (s, d) in sorted(self.files.items()))
+        return new_hasher(text.encode()).hexdigest()
 
     def to_text(self) -> str:
         """The YAML block for the manifest (flow entries, one line per file)."""
@@ -77,9 +76,9 @@ class Manifest:
             f"  total_size: {self.total_size}",
             "  files:" + ("" if self.files else " {}"),
         ]
-        for path in sorted(self.files):
-            size, digest = self.files[path]
-            lines.append(f"    {json.dumps(path, ensure_ascii=False)}: [{size}, '{digest}']")
+        for path, (size, digest) in sorted(self.files.items()):
+            key = f'"{path}"' if _PLAIN_PATH.fullmatch(path) else json.dumps(path, ensure_ascii=False)
+            lines.append(f"    {key}: [{size}, '{digest}']")
         return "\n".join(lines) + "\n"
 
     @classmethod
@@ -298,12 +297,14 @@ def read_meta(folder: Path, with_manifest: bool = True) -> ExpMeta:
     return meta
 
 
-def write_meta(folder: Path, meta: ExpMeta) -> None:
-    """Write ``resutil-exp.yaml`` atomically."""
+def write_meta(folder: Path, meta: ExpMeta) -> bytes:
+    """Write ``resutil-exp.yaml`` atomically; returns the bytes written."""
     path = folder / EXP_FILE
     tmp = folder / f".{EXP_FILE}.tmp{os.getpid()}"
-    tmp.write_text(meta.to_text(), encoding="utf-8")
+    data = meta.to_text().encode("utf-8")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+    return data
 
 
 def manifest_digest(folder: Path) -> str | None:

@@ -171,8 +171,7 @@ class Remote:
 
         def finish(manifest: Manifest) -> bytes:
             meta.manifest = manifest
-            write_meta(folder, meta)
-            return meta.to_text().encode("utf-8")
+            return write_meta(folder, meta)
 
         archive_name = name + ARCHIVE_SUFFIX
         # Progress counts bytes once: while archiving when that writes to the storage
