@@ -11,16 +11,17 @@ full-size warm-up repetition, then ``--repeat`` timed ones, each with a fresh ex
 identity and these steps (each preceded, untimed, by ``os.sync()`` and by writing and
 deleting a scratch file of twice the experiment's size; see ``Primer``):
 
-* **push**: ``project.remote.push(folder)`` in-process: archive (zip, xxh128 hashes, fsync)
-  to scratch, upload, sidecar;
-* **archive only**: the same ``build_archive`` + fsync to a scratch file;
+* **push**: ``project.remote.push(folder)`` in-process: archive (zip, xxh128 hashes) to a
+  scratch file, upload, sidecar;
+* **archive only**: the same ``build_archive`` to a scratch file (with an fsync only if
+  ``Remote.push`` does one);
 * **upload only**: ``storage.upload`` of the reference archive (resutil's transfer path
   alone);
 * **raw upload**: the SDK's natural call for the reference archive (resutil's own builder
   made it once), same chunk size as resutil: GCS ``blob.upload_from_filename``; Drive
   ``files().insert`` with a resumable ``MediaFileUpload`` through the same authorised
   service; Box ``chunked_uploads.upload_big_file`` through the same client;
-* **archive + raw upload**: push's work done by hand (build_archive + fsync + raw upload);
+* **archive + raw upload**: push's work done by hand (build_archive, raw upload);
 * **pull**: ``sync.pull_one(project, exp)`` into a fresh results folder (a second project on
   the same remote, whose listing is done before the clock starts, as ``resutil pull`` does);
 * **download only**: ``storage.download`` to a file;
@@ -674,6 +675,22 @@ def write_project(folder: Path, storage_type: str, storage_config: dict) -> Path
     return folder
 
 
+def resutil_state() -> dict:
+    """Which resutil was measured: the commit, and the files changed since (with mtimes)."""
+    import subprocess
+
+    def git(*a: str) -> str:
+        r = subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True,
+                           check=False)
+        return r.stdout.strip()
+
+    changed = [ln[3:] for ln in git("status", "--porcelain", "--", "resutil").splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "changed": {f: datetime.fromtimestamp((REPO / f).stat().st_mtime)
+                        .isoformat(timespec="seconds")
+                        for f in changed if (REPO / f).is_file()}}
+
+
 def load_project(folder: Path):
     from resutil.project import Project
 
@@ -773,19 +790,37 @@ class Figures:
         return statistics.median(v) if v else None
 
 
+def push_fsyncs() -> bool:
+    """Whether ``Remote.push`` fsyncs its scratch archive (it did until recently)."""
+    import inspect
+
+    from resutil.remote import Remote
+
+    return "fsync(" in inspect.getsource(Remote.push)
+
+
+def write_archive(folder: Path, path: Path, finish: Callable | None = None) -> int:
+    """build_archive into ``path`` as ``Remote.push`` does it (fsync included if it does)."""
+    with open(path, "wb") as out:
+        info = build_archive(folder, out, finish)
+        if PUSH_FSYNCS:
+            out.flush()
+            os.fsync(out.fileno())
+    return info.size
+
+
+PUSH_FSYNCS = False
+
+
 def archive_only(project, folder: Path) -> int:
-    """What push does before uploading: build the archive into a scratch file and fsync."""
+    """What push does before uploading: build the archive into a scratch file."""
     from resutil.metadata import read_meta
 
     meta = read_meta(folder, with_manifest=False)
     tmp = project.workspace.new_tmp("bench-archive")
     try:
-        with open(tmp / "a.zip", "wb") as out:
-            # the finish callback of Remote.push, minus writing the local metadata file
-            info = build_archive(folder, out, lambda m: meta.to_text().encode())
-            out.flush()
-            os.fsync(out.fileno())
-        return info.size
+        # the finish callback of Remote.push, minus writing the local metadata file
+        return write_archive(folder, tmp / "a.zip", lambda m: meta.to_text().encode())
     finally:
         rmtree(tmp)
 
@@ -807,6 +842,7 @@ class Run:
         fig.info["server_start_s"] = round(time.perf_counter() - t0, 2)
         fig.info["chunks"] = be.describe_chunks()
         fig.info["extra_rows"] = getattr(be, "extra_rows", [])
+        fig.info["push_fsyncs"] = PUSH_FSYNCS
         self.remote_cfg = be.new_remote()
         self.project = load_project(write_project(self.root / "push", be.name, self.remote_cfg))
         self.project.remote.experiments()  # token, folder look-ups: not part of any figure
@@ -901,12 +937,9 @@ class Run:
         path.unlink()
 
     def raw_push_like(self, i: int) -> Any:
-        """Push's work done by hand: build_archive + fsync to a file, raw SDK upload."""
+        """Push's work done by hand: build_archive to a file, raw SDK upload."""
         zpath = self.root / f"by-hand-{i}.zip"
-        with open(zpath, "wb") as out:
-            build_archive(self.ref_exp, out)
-            out.flush()
-            os.fsync(out.fileno())
+        write_archive(self.ref_exp, zpath)
         try:
             return self.be.raw_upload(zpath, f"by-hand-{i}.zip")
         finally:
@@ -1055,9 +1088,10 @@ def summarise(label: str, fig: Figures, args: argparse.Namespace) -> dict:
             rows.append((label, sec(m(key)), "", "", "", "", remark))
 
     compare("push", "raw_upload", "push (archive + upload)", True)
-    alone("archive", "  archive only", "build_archive + fsync to scratch")
+    alone("archive", "  archive only", "build_archive to a scratch file"
+          + (" + fsync" if fig.info.get("push_fsyncs") else ""))
     compare("upload", "raw_upload", "  upload only (storage.upload)", False)
-    compare("push", "raw_push_like", "  vs build_archive + fsync + raw upload", False)
+    compare("push", "raw_push_like", "  vs build_archive + raw upload", False)
     for key, row_label in fig.info.get("extra_rows", []):
         alone(key, f"  {row_label}")
     compare("pull", "raw_download", "pull (download + extract)", True)
@@ -1128,8 +1162,14 @@ def main(argv: list[str] | None = None) -> int:
                  "warmup": args.warmup, "prime": not args.no_prime},
         "backends": {},
     }
-    global PRIME
+    global PRIME, PUSH_FSYNCS
     PRIME = Primer(None if args.no_prime else work / "prime.tmp", 2 * args.mb * MiB + 64 * MiB)
+    PUSH_FSYNCS = push_fsyncs()
+    results["resutil"] = state = resutil_state()
+    newest = max(state["changed"].values(), default="-")
+    log(f"resutil at {state['commit']} + {len(state['changed'])} uncommitted file(s) in "
+        f"resutil/ (newest {newest}); push {'fsyncs' if PUSH_FSYNCS else 'does not fsync'} "
+        "its scratch archive")
     try:
         src = work / "source"
         t = time.perf_counter()
