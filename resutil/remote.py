@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,13 +62,17 @@ class Remote:
         """identity -> RemoteExperiment for every complete archive on the remote."""
         if self._listing is not None and not refresh:
             return self._listing
-        sidecars = {
-            o.name[: -len(SIDECAR_SUFFIX)]: o
-            for o in self.storage.list(self.meta_folder)
-            if o.name.endswith(SIDECAR_SUFFIX)
-        }
+        # Two listings, side by side: each page is a network round trip.
+        with ThreadPoolExecutor(2) as pool:
+            side_listing = pool.submit(self.storage.list, self.meta_folder)
+            archives = self.storage.list(self.archive_folder)
+            sidecars = {
+                o.name[: -len(SIDECAR_SUFFIX)]: o
+                for o in side_listing.result()
+                if o.name.endswith(SIDECAR_SUFFIX)
+            }
         found: dict[str, RemoteExperiment] = {}
-        for obj in self.storage.list(self.archive_folder):
+        for obj in archives:
             if not obj.name.endswith(ARCHIVE_SUFFIX):
                 continue
             parsed = parse_name(obj.name[: -len(ARCHIVE_SUFFIX)])

@@ -24,6 +24,7 @@ import mimetypes
 import os
 import re
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -219,8 +220,7 @@ class GCSStorage(Storage):
             name = blob.name[len(prefix):]
             if not name or name.startswith("."):  # folder marker, hidden/probe files
                 continue
-            mtime = blob.updated.timestamp() if blob.updated else None
-            out.append(ObjectInfo(name, int(blob.size or 0), mtime))
+            out.append(ObjectInfo(name, int(blob.size or 0), _updated(blob)))
         return out
 
     def stat(self, folder: str, name: str) -> ObjectInfo | None:
@@ -232,8 +232,7 @@ class GCSStorage(Storage):
                 if _mentions_bucket(e):
                     raise
                 return None
-            mtime = blob.updated.timestamp() if blob.updated else None
-            return ObjectInfo(name, int(blob.size or 0), mtime)
+            return ObjectInfo(name, int(blob.size or 0), _updated(blob))
 
         return self._call(get, "stat", f"{folder}/{name}")
 
@@ -559,3 +558,15 @@ def _reason(exc: BaseException) -> str:
         if any(n in text for n in needles):
             return phrase
     return _first_line(exc)
+
+
+def _updated(blob: Any) -> float | None:
+    """The object's modification time; the raw RFC 3339 string parses ~2x faster than
+    the SDK's ``blob.updated`` (strptime)."""
+    raw = blob._properties.get("updated")
+    if not raw:
+        return None
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return blob.updated.timestamp() if blob.updated else None
