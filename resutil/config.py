@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, ResutilError
 
 CONFIG_FILE_NAME = "resutil-conf.yaml"
 STORAGE_TYPES = ("local", "gcs", "gdrive", "box")
@@ -65,15 +65,20 @@ def find_config_file(start: Path | None = None) -> Path:
 def load_config(path: Path | None = None, start: Path | None = None) -> Config:
     """Load and validate the config file."""
     path = path or find_config_file(start)
+    return config_from_dict(read_yaml(path, ConfigError, "; fix or recreate it"), path)
+
+
+def read_yaml(path: Path, error: type[ResutilError], hint: str = "") -> Any:
+    """A YAML file's content, or ``error`` with one line naming the file (and the line)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(f"{path} is not valid YAML{where}; fix or recreate it") from None
+        raise error(f"{path} is not valid YAML{where}{hint}") from None
     except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror}") from None
-    return config_from_dict(data, path)
+        raise error(f"cannot read {path}: {e.strerror}") from None
 
 
 def config_from_dict(data: Any, path: Path) -> Config:

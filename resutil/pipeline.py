@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import yaml
 
+from .config import read_yaml
 from .errors import ExperimentError, ExperimentNotFound, PipelineError, ResutilError
 from .metadata import (
     EXP_FILE, hash_file, read_meta,
@@ -162,14 +163,7 @@ def find_pipeline_file(explicit: Path | None = None, start: Path | None = None) 
 
 def load_pipeline(path: Path) -> Pipeline:
     """Read and validate a pipeline file (schema, needs, cycles, placeholders)."""
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise PipelineError(f"{path} is not valid YAML{where}") from None
-    except OSError as e:
-        raise PipelineError(f"cannot read {path}: {e.strerror}") from None
+    data = read_yaml(path, PipelineError)
     if not isinstance(data, dict) or not isinstance(data.get("steps"), dict) or not data["steps"]:
         raise PipelineError(f"{path.name} needs a 'steps:' mapping with at least one step")
     unknown = [k for k in data if k not in ("steps", "version")]

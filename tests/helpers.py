@@ -27,6 +27,24 @@ NAME_RE = re.compile(r"^[a-z]{6}_\d{8}T\d{6}(_.*)?$")
 SDK_MODULES = ("google.", "box_sdk_gen", "boxsdk", "pydrive2", "googleapiclient")
 
 
+class Recorder:
+    """A progress Callback that remembers what it was told."""
+
+    def __init__(self):
+        self.total = None
+        self.advanced = 0
+        self.messages: list[str] = []
+
+    def set_total(self, total):
+        self.total = total
+
+    def advance(self, n):
+        self.advanced += n
+
+    def message(self, text):
+        self.messages.append(text)
+
+
 @dataclass
 class Proj:
     """A project folder made by ``resutil init`` with a local storage folder."""

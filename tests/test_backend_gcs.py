@@ -38,6 +38,7 @@ from resutil.errors import (  # noqa: E402
     StorageUnavailable,
 )
 from resutil.storage import StorageSettings, backend_class  # noqa: E402
+from tests.helpers import Recorder
 
 CLIENT_EMAIL = "resutil-ci@resutil-test.iam.gserviceaccount.com"
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"  # google-auth always uses it
@@ -318,22 +319,6 @@ def one_line(exc: BaseException) -> str:
     text = str(exc)
     assert "\n" not in text and "Traceback" not in text, text
     return text
-
-
-class Recorder:
-    def __init__(self):
-        self.total = None
-        self.advanced = 0
-        self.messages: list[str] = []
-
-    def set_total(self, total):
-        self.total = total
-
-    def advance(self, n):
-        self.advanced += n
-
-    def message(self, text):
-        self.messages.append(text)
 
 
 def big_file(path: Path, mb: float) -> Path:

@@ -24,6 +24,7 @@ from resutil.errors import (
 from resutil.storage import backend_class
 
 from .backend_gdrive import gdrive_settings_for, make_service_account_key
+from tests.helpers import Recorder
 
 pytest.importorskip("pydrive2", reason="PyDrive2 is not installed (pip install 'resutil[gdrive]')")
 
@@ -46,22 +47,6 @@ def storage(gdrive_settings):
 @pytest.fixture
 def base(gdrive_settings) -> str:
     return gdrive_settings.values["base_folder_id"]
-
-
-class Recorder:
-    def __init__(self):
-        self.total = None
-        self.advanced = 0
-        self.messages: list[str] = []
-
-    def set_total(self, total):
-        self.total = total
-
-    def advance(self, n):
-        self.advanced += n
-
-    def message(self, text):
-        self.messages.append(text)
 
 
 def big_file(tmp_path, mb: int = 20):
