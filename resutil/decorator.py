@@ -229,16 +229,22 @@ def experiment(comment: str | None = None) -> Iterator[Params]:
     except KeyboardInterrupt:
         _failed(run, "interrupted", "Interrupted")
         raise
-    except BaseException as e:
-        status = "interrupted" if isinstance(e, SystemExit) and e.code in (0, None) else "failed"
-        if isinstance(e, SystemExit) and e.code in (0, None):
-            run.finish("finished")
+    except SystemExit as e:
+        if e.code in (0, None):  # sys.exit() / sys.exit(0): a normal end
+            _finished(run)
         else:
-            _failed(run, status, f"{type(e).__name__}: {e}")
+            _failed(run, "failed", f"exit code {e.code}")
+        raise
+    except BaseException as e:
+        _failed(run, "failed", f"{type(e).__name__}: {e}")
         raise
     else:
-        run.finish("finished")
-        ui.info(f"[green]Done[/green]: {ui.esc(run.folder)}")
+        _finished(run)
+
+
+def _finished(run: Run) -> None:
+    run.finish("finished")
+    ui.info(f"[green]Done[/green]: {ui.esc(run.folder)}")
 
 
 def _failed(run: Run, status: str, what: str) -> None:
