@@ -27,6 +27,7 @@ from tests.backend_box import (
     ENTERPRISE_ID,
     write_box_config,
 )
+from tests.helpers import Recorder
 
 pytest.importorskip("box_sdk_gen", reason="boxsdk is not installed (pip install 'resutil[box]')")
 
@@ -37,20 +38,6 @@ def make(settings: StorageSettings, **changes):
     """A BoxStorage for ``settings`` with some storage_config values changed (None drops)."""
     values = {k: v for k, v in {**settings.values, **changes}.items() if v is not None}
     return backend_class("box")(dataclasses.replace(settings, values=values))
-
-
-class Recorder:
-    def __init__(self):
-        self.total, self.done, self.messages = None, 0, []
-
-    def set_total(self, total):
-        self.total = total
-
-    def advance(self, n):
-        self.done += n
-
-    def message(self, text):
-        self.messages.append(text)
 
 
 def big_file(path, mib=21):
@@ -227,7 +214,7 @@ def test_503_once_is_retried_and_progress_counts_once(box_fake, box_settings, tm
     box_fake.fail_next(503, match="/api/2.0/files/content")
     rec = Recorder()
     storage.upload(src, "Proj", "a.zip", rec)
-    assert rec.total == rec.done == 300_000
+    assert rec.total == rec.advanced == 300_000
     assert storage.read_bytes("Proj", "a.zip") == src.read_bytes()
 
 
@@ -273,7 +260,7 @@ def test_dropped_part_and_202_commit_are_retried(box_fake, box_settings, tmp_pat
     rec = Recorder()
     puts, commits = box_fake.count("PUT", "/upload_sessions/"), box_fake.count("POST", "/commit$")
     storage.upload(src, "Proj", "big.zip", rec)
-    assert rec.done == src.stat().st_size
+    assert rec.advanced == src.stat().st_size
     assert box_fake.count("PUT", "/upload_sessions/") - puts == 3 + 1  # 3 parts, one sent twice
     assert box_fake.count("POST", "/commit$") - commits == 2  # 202 + Retry-After, then 201
     assert storage.read_bytes("Proj", "big.zip") == src.read_bytes()

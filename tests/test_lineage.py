@@ -266,14 +266,7 @@ def test_01x_archive_without_sidecar_is_read_once(proj, tmp_path, monkeypatch):
     write_01x_archive(tmp_path / "store", legacy, [base])
     assert not (tmp_path / "store" / f"{PROJECT}.resutil" / f"{legacy[:22]}.json").exists()
 
-    fetched: list[str] = []
-    original = LocalStorage.fetched
-
-    def counting(self, folder, name, *args, **kwargs):
-        fetched.append(name)
-        return original(self, folder, name, *args, **kwargs)
-
-    monkeypatch.setattr(LocalStorage, "fetched", counting)
+    fetched = count_fetches(monkeypatch)
     for _ in range(3):
         data, _ = graph_json()
         nodes, edges = nodes_by_name(data), edges_by_name(data)
@@ -285,7 +278,8 @@ def test_01x_archive_without_sidecar_is_read_once(proj, tmp_path, monkeypatch):
     assert fetched == [f"{legacy}.zip"]
 
 
-def test_graph_never_downloads_archives_with_sidecars(chain, monkeypatch):
+def count_fetches(monkeypatch) -> list[str]:
+    """Names of the objects the local storage hands out from now on (resutil's own seam)."""
     fetched: list[str] = []
     original = LocalStorage.fetched
 
@@ -294,6 +288,11 @@ def test_graph_never_downloads_archives_with_sidecars(chain, monkeypatch):
         return original(self, folder, name, *args, **kwargs)
 
     monkeypatch.setattr(LocalStorage, "fetched", counting)
+    return fetched
+
+
+def test_graph_never_downloads_archives_with_sidecars(chain, monkeypatch):
+    fetched = count_fetches(monkeypatch)
     graph_json()
     assert not [n for n in fetched if n.endswith(".zip")]
 
