@@ -1,41 +1,35 @@
 """Experiment archives: one standard zip per experiment, streamed both ways.
 
-Writing never holds an archive in memory: files are streamed through a hashing writer
-with data descriptors, so the archive hash and every file's manifest hash come out of one
-pass. Incompressible files are stored, compressible ones deflated at level 1. Reading
-rejects any member that would land outside the target folder.
+Writing never holds an archive in memory: small files are packed whole (``packer``), large
+ones streamed with data descriptors, all through a hashing writer, so the archive hash and
+every file's manifest hash come out of one pass. Incompressible files are stored,
+compressible ones deflated at level 1. Reading rejects any member that would land outside
+the target folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import functools
 import mmap
 import os
 import stat
 import struct
-import time
 import zipfile
 import zlib
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from .errors import ArchiveError
-from .metadata import EXP_FILE, Manifest, new_hasher, scan_files
+from .hashing import new_hasher
+from .metadata import EXP_FILE, Manifest, iter_files
+from .packer import STORED, Helper, Item, choose_compression, pack, split, worth_a_helper
 from .progress import NO_PROGRESS, Callback
-from .zipstream import DEFLATED, STORED, ZipStreamWriter, deflate_raw
+from .zipstream import DEFLATED, ZipStreamWriter, deflate_raw, stamp_of
 
 CHUNK = 256 << 10  # larger buffers fall out of the CPU cache: 4 MiB was 3-4x slower here
-SAMPLE = 64 << 10
-# Content that is compressed already: deflating it costs time and gains nothing.
-STORED_SUFFIXES = frozenset(
-    ".zip .gz .tgz .bz2 .xz .zst .lz4 .7z .rar .png .jpg .jpeg .gif .webp .avif .heic .mp3 "
-    ".mp4 .m4a .mkv .mov .avi .webm .ogg .flac .pt .pth .ckpt .safetensors .npz .parquet "
-    ".feather .arrow .orc .h5 .hdf5 .jar .whl .pdf .docx .xlsx .pptx".split()
-)
 DEFAULT_DEFLATE_LIMIT = 64 << 20
 SMALL_FILE = 1 << 20
 
@@ -52,11 +46,10 @@ class ArchiveInfo:
 class _HashingWriter:
     """Hashes and counts everything written to the archive file."""
 
-    def __init__(self, raw: BinaryIO, callback: Callback) -> None:
+    def __init__(self, raw: BinaryIO) -> None:
         self.raw = raw
         self.hash = new_hasher()
         self.size = 0
-        self.callback = callback
 
     def write(self, data: bytes) -> int:
         self.raw.write(data)
@@ -69,121 +62,113 @@ class _HashingWriter:
         self.raw.flush()
 
 
-
-def choose_compression(path: str | Path, size: int, deflate_limit: int | None, head: bytes | None = None) -> int:
-    """ZIP_STORED or ZIP_DEFLATED for one file, whichever costs less.
-
-    ``head`` is the file's first bytes when the caller has read them already.
-    """
-    if size < 256 or os.path.splitext(path)[1].lower() in STORED_SUFFIXES:
-        return zipfile.ZIP_STORED
-    if deflate_limit is not None and size > deflate_limit:
-        return zipfile.ZIP_STORED
-    if head is None:
-        with open(path, "rb") as f:
-            head = f.read(SAMPLE)
-    sample = head[:SAMPLE]
-    if sample[:4096].isascii():  # text (CSV, JSON, logs) deflates well; skip the trial
-        return zipfile.ZIP_DEFLATED
-    if len(set(sample[:512])) > 200:  # near-uniform bytes: random, encrypted, compressed
-        return zipfile.ZIP_STORED
-    trial = sample[:16384]
-    if len(deflate_raw(trial)) > 0.9 * len(trial):
-        return zipfile.ZIP_STORED
-    return zipfile.ZIP_DEFLATED
-
-
-def _prepare_small(rel: str, path: str, st: os.stat_result, deflate_limit: int | None):
-    """Read, hash, checksum and (maybe) deflate one small file, and build its zip member.
-
-    Runs in worker threads (deflate, xxhash and reads release the GIL). Returns
-    (size, hash, member) where member is what ``ZipStreamWriter.add_members`` takes.
-    """
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        data = os.read(fd, st.st_size + 1)
-        if len(data) > st.st_size:  # grew since it was listed: take all of it
-            data = b"".join([data, *iter(lambda: os.read(fd, 1 << 20), b"")])
-    finally:
-        os.close(fd)
-    method = choose_compression(path, len(data), deflate_limit, data)
-    payload = deflate_raw(data) if method == DEFLATED else data
-    if method == DEFLATED and len(payload) >= len(data):
-        method, payload = STORED, data
-    member = ZipStreamWriter.member(rel, _date_time(st.st_mtime), _mode(st), method,
-                                    zlib.crc32(data), len(data), payload)
-    return len(data), new_hasher(data).hexdigest(), member
-
-
-def _batches(items: list, stats: list, limit: int = 4 << 20, count: int = 256) -> Iterator[list]:
-    batch: list = []
-    size = 0
-    for item, st in zip(items, stats):
-        batch.append(item)
-        size += st.st_size
-        if size >= limit or len(batch) >= count:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
-
-
 def build_archive(
     folder: Path,
     out: BinaryIO,
     finish_meta: Callable[[Manifest], bytes] | None = None,
     callback: Callback = NO_PROGRESS,
     deflate_limit: int | None = DEFAULT_DEFLATE_LIMIT,
+    scratch_dir: Path | None = None,
 ) -> ArchiveInfo:
     """Zip ``folder`` into ``out``; ``finish_meta(manifest)`` supplies the metadata file.
 
-    Small files are prepared by two worker threads (read, hash, deflate) while this thread
-    writes; large files are streamed. The metadata file is written last so that it can
-    carry the manifest of every other file, computed in the same pass.
+    Small files are packed whole, one share by this thread and, when there are many, one
+    by a helper process (see ``packer``) into a segment file in ``scratch_dir`` (default:
+    the system's temporary folder) that is appended after. Large files are streamed. The
+    metadata file is written last so that it can carry the manifest of every other file,
+    computed in the same pass. A file that cannot be read raises ArchiveError.
     """
-    scanned = [f for f in scan_files(folder) if f[0] != EXP_FILE]
-    files = [(rel, path) for rel, path, _ in scanned]
-    stats = [st for _, _, st in scanned]
-    callback.set_total(sum(st.st_size for st in stats))
-    writer = _HashingWriter(out, callback)
+    try:
+        return _build(folder, out, finish_meta, callback, deflate_limit, scratch_dir)
+    except OSError as e:
+        where = os.fspath(e.filename) if e.filename else ""
+        if not where.startswith(os.fspath(folder)):
+            raise  # the archive's side (disk full, storage gone): the storage reports it
+        rel = os.path.relpath(where, folder)
+        raise ArchiveError(
+            f"cannot read {rel} in {folder.name}: {e.strerror or e}; nothing was stored "
+            "- fix the file (or remove it) and try again"
+        ) from None
+
+
+def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes] | None,
+           callback: Callback, deflate_limit: int | None, scratch_dir: Path | None
+           ) -> ArchiveInfo:
+    small: list[Item] = []
+    large: list[tuple[str, str, os.stat_result]] = []
+    total = small_size = 0
+    helper: Helper | None = None
+    scratch = None if scratch_dir is None else str(scratch_dir)
+    for rel, path, st in iter_files(folder):
+        if rel == EXP_FILE:
+            continue
+        total += st.st_size
+        if st.st_size > SMALL_FILE:
+            large.append((rel, path, st))
+            continue
+        small.append((rel, path, st.st_size, st.st_mtime, _mode(st)))
+        small_size += st.st_size
+        if helper is None and worth_a_helper(len(small), small_size):
+            helper = Helper(deflate_limit, scratch)  # it loads while the scan goes on
+    callback.set_total(total)
+    writer = _HashingWriter(out)
     zw = ZipStreamWriter(writer)  # type: ignore[arg-type]
     manifest: dict[str, tuple[int, str]] = {}
-    meta_of = {rel: st for (rel, _), st in zip(files, stats)}
-    small = [(rel, p) for (rel, p), st in zip(files, stats) if st.st_size <= SMALL_FILE]
-    small_stats = [meta_of[rel] for rel, _ in small]
-
-    def prepare(batch: list) -> list:
-        return [(rel, _prepare_small(rel, p, meta_of[rel], deflate_limit)) for rel, p in batch]
-
-    with ThreadPoolExecutor(2) as pool:
-        pending: deque = deque()
-        batches = _batches(small, small_stats)
-        for batch in batches:  # keep a bounded number of batches in flight
-            pending.append(pool.submit(prepare, batch))
-            if len(pending) >= 8:
-                _write_prepared(zw, pending.popleft().result(), manifest, callback)
-        while pending:
-            _write_prepared(zw, pending.popleft().result(), manifest, callback)
-    for (rel, path), st in zip(files, stats):
-        if st.st_size <= SMALL_FILE:
-            continue
-        method = DEFLATED if choose_compression(path, st.st_size, deflate_limit) == zipfile.ZIP_DEFLATED else STORED
+    mine, theirs = split(small)
+    with helper if helper is not None else contextlib.nullcontext():
+        if helper is not None:
+            helper.send(theirs)
+        _pack_here(zw, mine, deflate_limit, manifest, callback)
+        done = helper.result() if helper is not None else None
+        if done is not None:
+            entries, hashed = done
+            base = zw.pos
+            with open(helper.segment, "rb") as seg:  # type: ignore[union-attr]
+                size = os.fstat(seg.fileno()).st_size
+                _copy_in(seg.fileno(), size, out, writer, (), NO_PROGRESS)
+            zw.appended(size)
+            zw.adopt(entries, base)
+            _record(manifest, hashed, callback)
+        elif theirs:  # no helper after all: pack its share here
+            _pack_here(zw, theirs, deflate_limit, manifest, callback)
+    for rel, path, st in large:
+        method = choose_compression(path, st.st_size, deflate_limit)
         h = new_hasher()
         if method == STORED and _has_fd(out):
-            size = _append_stored(zw, writer, out, rel, st, path, h, callback)
+            e = zw.begin_stream(rel, stamp_of(st.st_mtime), _mode(st), STORED)
+            with open(path, "rb") as src:
+                crc = _copy_in(src.fileno(), st.st_size, out, writer, (h.update,), callback)
+            zw.appended(st.st_size)
+            zw.end_stream(e, crc, st.st_size, st.st_size)
+            size = st.st_size
         else:
             chunks = _read_chunks(path, h, callback)
-            size, _ = zw.add_stream(rel, _date_time(st.st_mtime), _mode(st), method, chunks)
+            size, _ = zw.add_stream(rel, stamp_of(st.st_mtime), _mode(st), method, chunks)
         manifest[rel] = (size, h.hexdigest())
     man = Manifest(manifest)
     meta_bytes = finish_meta(man) if finish_meta else _existing(folder / EXP_FILE)
     if meta_bytes is not None:
-        payload = deflate_raw(meta_bytes)
-        zw.add(EXP_FILE, _date_time(None), 0o100644, DEFLATED, zlib.crc32(meta_bytes),
-               len(meta_bytes), payload)
+        zw.add(EXP_FILE, stamp_of(None), 0o100644, DEFLATED, zlib.crc32(meta_bytes),
+               len(meta_bytes), deflate_raw(meta_bytes))
     zw.close()
     writer.flush()
     return ArchiveInfo(man, writer.size, writer.hash.hexdigest())
+
+
+def _pack_here(zw: ZipStreamWriter, items: list, deflate_limit: int | None,
+               manifest: dict, callback: Callback) -> None:
+    base = zw.pos
+    entries, hashed = pack(items, zw.write, deflate_limit)
+    zw.adopt(entries, base)
+    _record(manifest, hashed, callback)
+
+
+def _record(manifest: dict, hashed: list, callback: Callback) -> None:
+    total = 0
+    for rel, size, digest in hashed:
+        manifest[rel] = (size, digest)
+        total += size
+    callback.advance(total)
 
 
 def _has_fd(out: BinaryIO) -> bool:
@@ -194,31 +179,38 @@ def _has_fd(out: BinaryIO) -> bool:
     return True
 
 
-def _append_stored(zw: ZipStreamWriter, writer: _HashingWriter, out: BinaryIO, rel: str,
-                   st: os.stat_result, path: str | Path, h, callback: Callback) -> int:
-    """Store a large file: the kernel copies it (copy_file_range) while this thread reads
-    the same pages from a memory map for the CRC and hashes. Returns its size."""
-    e = zw.begin_stream(rel, _date_time(st.st_mtime), _mode(st), STORED)
-    out.flush()
-    size = st.st_size
+def _copy_in(src_fd: int, size: int, out: BinaryIO, writer: _HashingWriter,
+             updates: tuple, callback: Callback) -> int:
+    """Append ``size`` bytes of ``src_fd`` to the archive: the kernel copies them
+    (copy_file_range) while this thread reads the same pages from a memory map for the
+    archive hash, the CRC and ``updates``. Returns the CRC. ``out`` must be flushed."""
     crc = 0
-    with open(path, "rb") as src, ThreadPoolExecutor(1) as pool:
-        copying = pool.submit(copy_range, src.fileno(), out.fileno(), size, 0, None)
+    if not _has_fd(out):  # an in-memory archive: copy by hand
+        with open(src_fd, "rb", closefd=False) as src:
+            while chunk := src.read(CHUNK):
+                crc = zlib.crc32(chunk, crc)
+                for update in updates:
+                    update(chunk)
+                writer.write(chunk)
+                callback.advance(len(chunk))
+        return crc
+    out.flush()
+    with ThreadPoolExecutor(1) as pool:
+        copying = pool.submit(copy_range, src_fd, out.fileno(), size, 0, None)
         if size:
-            with mmap.mmap(src.fileno(), size, access=mmap.ACCESS_READ) as mm, memoryview(mm) as mv:
+            with mmap.mmap(src_fd, size, access=mmap.ACCESS_READ) as mm, memoryview(mm) as mv:
                 for off in range(0, size, CHUNK):
                     chunk = mv[off:off + CHUNK]
                     crc = zlib.crc32(chunk, crc)
-                    h.update(chunk)
+                    for update in updates:
+                        update(chunk)
                     writer.hash.update(chunk)
                     callback.advance(len(chunk))
                     chunk.release()
         copying.result()
     out.seek(0, os.SEEK_END)
     writer.size += size
-    zw.appended(size)
-    zw.end_stream(e, crc, size, size)
-    return size
+    return crc
 
 
 def copy_range(src_fd: int, dst_fd: int, count: int, src_off: int, dst_off: int | None) -> None:
@@ -261,13 +253,6 @@ def _mode(st: os.stat_result) -> int:
     return stat.S_IMODE(st.st_mode) | stat.S_IFREG
 
 
-def _write_prepared(zw: ZipStreamWriter, prepared: list, manifest: dict, callback: Callback) -> None:
-    zw.add_members([member for _, (_, _, member) in prepared])
-    for rel, (size, digest, _) in prepared:
-        manifest[rel] = (size, digest)
-    callback.advance(sum(size for _, (size, _, _) in prepared))
-
-
 def _read_chunks(path: str | Path, h, callback: Callback) -> Iterator[bytes]:
     with open(path, "rb", buffering=0) as f:
         while chunk := f.read(CHUNK):
@@ -281,19 +266,6 @@ def _existing(path: Path) -> bytes | None:
         return path.read_bytes()
     except FileNotFoundError:
         return None
-
-
-@functools.lru_cache(maxsize=4096)
-def _local_time(second: int) -> tuple[int, int, int, int, int, int]:
-    t = time.localtime(second)
-    if t.tm_year < 1980:
-        return (1980, 1, 1, 0, 0, 0)
-    return t[:6]
-
-
-def _date_time(mtime: float | None) -> tuple[int, int, int, int, int, int]:
-    """A zip timestamp (local time, 2 s resolution) for a file's mtime (None: now)."""
-    return _local_time(int(time.time() if mtime is None else mtime))
 
 
 def safe_member_path(name: str) -> str:

@@ -14,16 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-import xxhash
 import yaml
 
 from .errors import ExperimentError
+from .hashing import HASH_ALGORITHM, new_hasher
 from .naming import NAME_IN_TEXT_RE, identity_of, parse_name
 
 EXP_FILE = "resutil-exp.yaml"
 UNCOMMITTED_DIR = "uncommited_files"  # 0.1.x spelling, kept for compatibility
 SCHEMA_VERSION = 2
-HASH_ALGORITHM = "xxh128"
 STATUSES = ("running", "finished", "failed", "interrupted")
 DEP_SOURCES = ("argv", "observed", "declared", "manual", "recorded")
 _MANIFEST_MARK = "\nmanifest:\n"
@@ -31,11 +30,6 @@ _PLAIN_PATH = re.compile(r"[A-Za-z0-9_./ +=,@%-]*")  # needs no escaping inside 
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-
-def new_hasher(data: bytes = b"") -> Any:
-    """The content hash used in manifests and for archives."""
-    return xxhash.xxh3_128(data)
 
 
 def hash_file(path: Path, bufsize: int = 256 << 10) -> str:
@@ -101,19 +95,25 @@ def compute_manifest(folder: Path, exclude: Iterable[str] = (EXP_FILE,)) -> Mani
 
 
 def scan_files(folder: Path) -> list[tuple[str, str, os.stat_result]]:
-    """(relative posix path, path, stat) of every regular file, sorted, dir links not followed."""
-    out = []
+    """(relative posix path, path, stat) of every regular file, dir links not followed;
+    a folder's files (by name) come before its subfolders (by name)."""
+    return list(iter_files(folder))
+
+
+def iter_files(folder: Path) -> Iterator[tuple[str, str, os.stat_result]]:
+    """``scan_files`` one file at a time."""
     stack = [(str(folder), "")]
     while stack:
         d, prefix = stack.pop()
         with os.scandir(d) as it:
-            entries = sorted(it, key=lambda e: e.name, reverse=True)
+            entries = sorted(it, key=lambda e: e.name)
+        subfolders = []
         for e in entries:
             if e.is_dir(follow_symlinks=False):
-                stack.append((e.path, prefix + e.name + "/"))
+                subfolders.append((e.path, prefix + e.name + "/"))
             elif e.is_file():
-                out.append((prefix + e.name, e.path, e.stat()))
-    return out
+                yield prefix + e.name, e.path, e.stat()
+        stack.extend(reversed(subfolders))
 
 
 def walk_files(folder: Path) -> Iterator[tuple[str, Path]]:

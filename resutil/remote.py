@@ -186,7 +186,8 @@ class Remote:
             with open(part, "wb") as out:
                 # No fsync: the rename makes the archive appear whole to every process; after
                 # a power cut a torn archive fails its recorded hash on pull and verify.
-                info = build_archive(folder, out, finish, build_cb, deflate_limit)
+                info = build_archive(folder, out, finish, build_cb, deflate_limit,
+                                     self.storage.settings.scratch_dir)
         self.write_sidecar(meta, info, archive_name)
         if old is not None and old.name != name:  # renamed elsewhere: drop the old label
             self.storage.delete(self.archive_folder, old.archive.name)

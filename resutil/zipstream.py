@@ -2,14 +2,16 @@
 
 Why not ``zipfile``: it compresses in the writing thread and cannot take data that was
 compressed elsewhere, so a folder of many small files could use only one core. This
-writer takes finished members (already deflated by worker threads) and streamed members
-(large files, with a data descriptor), and never seeks, so its output can be hashed as it
-is written. Reading stays with ``zipfile``.
+writer takes finished members, members that another process wrote (``adopt``: see
+``packer``) and streamed members (large files, with a data descriptor), and never seeks,
+so its output can be hashed as it is written. Reading stays with ``zipfile``.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
+import time
 import zlib
 from typing import BinaryIO, Iterable
 
@@ -36,22 +38,33 @@ def deflater(level: int = 1):
     return _deflate.compressobj(level, zlib.DEFLATED, -15)
 
 
-def _dos_time(dt: tuple[int, int, int, int, int, int]) -> tuple[int, int]:
-    y, mo, d, h, mi, s = dt
-    return (h << 11) | (mi << 5) | (s // 2), ((y - 1980) << 9) | (mo << 5) | d
+@functools.lru_cache(maxsize=4096)
+def dos_stamp(second: int) -> tuple[int, int]:
+    """The zip (time, date) fields for a Unix time: local time, 2 s resolution, >= 1980."""
+    t = time.localtime(second)
+    if t.tm_year < 1980:
+        return 0, (1 << 5) | 1  # 1980-01-01 00:00:00
+    return (t.tm_hour << 11) | (t.tm_min << 5) | (t.tm_sec // 2), \
+        ((t.tm_year - 1980) << 9) | (t.tm_mon << 5) | t.tm_mday
 
 
-class _Entry:
-    __slots__ = ("name", "method", "time", "date", "crc", "csize", "usize", "offset", "mode", "flags")
+def stamp_of(mtime: float | None) -> tuple[int, int]:
+    """``dos_stamp`` of a file's mtime (None: now)."""
+    return dos_stamp(int(time.time() if mtime is None else mtime))
 
-    def __init__(self, name, method, dt, mode, offset, flags):
-        self.name = name.encode("utf-8")
-        self.method = method
-        self.time, self.date = _dos_time(dt)
-        self.mode = mode
-        self.offset = offset
-        self.flags = flags | _UTF8
-        self.crc = self.csize = self.usize = 0
+
+# One central-directory entry: (name, method, time, date, crc, csize, usize, offset, mode, flags)
+Entry = tuple
+
+
+def member_bytes(name: bytes, method: int, stamp: tuple[int, int], crc: int, usize: int,
+                 payload: bytes) -> bytes:
+    """Local header + payload of a complete member smaller than 4 GiB (no zip64 needed)."""
+    return b"".join((_LOCAL.pack(0x04034B50, 20, _UTF8, method, stamp[0], stamp[1], crc,
+                                 len(payload), usize, len(name), 0), name, payload))
+
+
+_LOCAL = struct.Struct("<IHHHHHIIIHH")
 
 
 class ZipStreamWriter:
@@ -60,68 +73,59 @@ class ZipStreamWriter:
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
         self.pos = 0
-        self.entries: list[_Entry] = []
+        self.entries: list[Entry] = []
 
-    def _write(self, data: bytes | memoryview) -> None:
+    def write(self, data: bytes | memoryview) -> None:
+        """Raw bytes into the archive (members packed by the caller)."""
         self.out.write(data)
         self.pos += len(data)
 
-    @staticmethod
-    def member(name: str, dt, mode: int, method: int, crc: int, usize: int, payload: bytes
-               ) -> tuple[_Entry, bytes]:
-        """A complete member as (entry, local header + payload), ready for ``add_members``.
-
-        Needs no writer state, so worker threads can build members in parallel.
-        """
-        e = _Entry(name, method, dt, mode, 0, 0)
-        e.crc, e.csize, e.usize = crc, len(payload), usize
-        zip64 = e.csize >= _U32 or e.usize >= _U32
-        extra = struct.pack("<HHQQ", 1, 16, e.usize, e.csize) if zip64 else b""
-        header = struct.pack(
-            "<IHHHHHIIIHH", 0x04034B50, 45 if zip64 else 20, e.flags, method, e.time, e.date,
-            crc, _U32 if zip64 else e.csize, _U32 if zip64 else e.usize, len(e.name), len(extra),
-        )
-        return e, b"".join((header, e.name, extra, payload))
-
-    def add_members(self, members: list[tuple[_Entry, bytes]]) -> None:
-        """Append members built by ``member``, in one write."""
-        pos = self.pos
-        for e, data in members:
-            e.offset = pos
-            pos += len(data)
-            self.entries.append(e)
-        self._write(b"".join(data for _, data in members))
-
-    def add(self, name: str, dt, mode: int, method: int, crc: int, usize: int, payload: bytes) -> None:
+    def add(self, name: str, stamp: tuple[int, int], mode: int, method: int, crc: int,
+            usize: int, payload: bytes) -> None:
         """A complete member: ``payload`` is the stored or raw-deflated content."""
-        self.add_members([self.member(name, dt, mode, method, crc, usize, payload)])
+        if len(payload) >= _U32 or usize >= _U32:
+            e = self.begin_stream(name, stamp, mode, method)
+            self.write(payload)
+            self.end_stream(e, crc, len(payload), usize)
+            return
+        raw = name.encode("utf-8")
+        self.entries.append((raw, method, stamp[0], stamp[1], crc, len(payload), usize,
+                             self.pos, mode, _UTF8))
+        self.write(member_bytes(raw, method, stamp, crc, usize, payload))
 
-    def begin_stream(self, name: str, dt, mode: int, method: int) -> _Entry:
+    def adopt(self, entries: list[Entry], base: int) -> None:
+        """Members that someone else wrote at ``base`` (their offsets count from there);
+        the caller has advanced the output with ``appended``."""
+        if base == 0:
+            self.entries.extend(entries)
+        else:
+            self.entries.extend(e[:7] + (e[7] + base,) + e[8:] for e in entries)
+
+    def begin_stream(self, name: str, stamp: tuple[int, int], mode: int, method: int) -> Entry:
         """Write the local header of a member whose sizes follow in a data descriptor."""
-        e = _Entry(name, method, dt, mode, self.pos, _DESCRIPTOR)
+        raw = name.encode("utf-8")
+        e = (raw, method, stamp[0], stamp[1], 0, 0, 0, self.pos, mode, _UTF8 | _DESCRIPTOR)
         extra = struct.pack("<HHQQ", 1, 16, 0, 0)
-        self._write(struct.pack(
-            "<IHHHHHIIIHH", 0x04034B50, 45, e.flags, method, e.time, e.date, 0, _U32, _U32,
-            len(e.name), len(extra),
-        ) + e.name + extra)
+        self.write(_LOCAL.pack(0x04034B50, 45, e[9], method, stamp[0], stamp[1], 0, _U32, _U32,
+                                len(raw), len(extra)) + raw + extra)
         return e
 
     def appended(self, n: int) -> None:
         """``n`` bytes of member data were written to the output by someone else."""
         self.pos += n
 
-    def end_stream(self, e: _Entry, crc: int, csize: int, usize: int) -> None:
+    def end_stream(self, e: Entry, crc: int, csize: int, usize: int) -> None:
         """Finish a member begun with ``begin_stream`` (zip64 data descriptor)."""
-        e.crc, e.csize, e.usize = crc, csize, usize
-        self._write(struct.pack("<IIQQ", 0x08074B50, crc, csize, usize))
-        self.entries.append(e)
+        self.write(struct.pack("<IIQQ", 0x08074B50, crc, csize, usize))
+        self.entries.append(e[:4] + (crc, csize, usize) + e[7:])
 
-    def add_stream(self, name: str, dt, mode: int, method: int, chunks: Iterable[bytes]) -> tuple[int, int]:
+    def add_stream(self, name: str, stamp: tuple[int, int], mode: int, method: int,
+                   chunks: Iterable[bytes]) -> tuple[int, int]:
         """A member whose content arrives in chunks (large files); returns (usize, crc).
 
         Sizes follow in a zip64 data descriptor, so nothing is held in memory.
         """
-        e = self.begin_stream(name, dt, mode, method)
+        e = self.begin_stream(name, stamp, mode, method)
         comp = deflater() if method == DEFLATED else None
         crc = usize = csize = 0
         for chunk in chunks:
@@ -129,11 +133,11 @@ class ZipStreamWriter:
             usize += len(chunk)
             out = comp.compress(chunk) if comp else chunk
             if out:
-                self._write(out)
+                self.write(out)
                 csize += len(out)
         if comp:
             tail = comp.flush()
-            self._write(tail)
+            self.write(tail)
             csize += len(tail)
         self.end_stream(e, crc, csize, usize)
         return usize, crc
@@ -141,31 +145,39 @@ class ZipStreamWriter:
     def close(self) -> None:
         """Write the central directory and end records."""
         start = self.pos
-        for e in self.entries:
+        central = _CENTRAL.pack
+        parts = []
+        for name, method, tm, dt, crc, csize, usize, offset, mode, flags in self.entries:
+            described = flags & _DESCRIPTOR
             fields = []
-            if e.usize >= _U32 or e.flags & _DESCRIPTOR:
-                fields.append(e.usize)
-            if e.csize >= _U32 or e.flags & _DESCRIPTOR:
-                fields.append(e.csize)
-            if e.offset >= _U32:
-                fields.append(e.offset)
+            if usize >= _U32 or described:
+                fields.append(usize)
+            if csize >= _U32 or described:
+                fields.append(csize)
+            if offset >= _U32:
+                fields.append(offset)
             extra = struct.pack(f"<HH{len(fields)}Q", 1, 8 * len(fields), *fields) if fields else b""
-            self._write(struct.pack(
-                "<IHHHHHHIIIHHHHHII", 0x02014B50, (3 << 8) | 45, 45 if fields else 20, e.flags,
-                e.method, e.time, e.date, e.crc,
-                _U32 if (e.csize >= _U32 or e.flags & _DESCRIPTOR) else e.csize,
-                _U32 if (e.usize >= _U32 or e.flags & _DESCRIPTOR) else e.usize,
-                len(e.name), len(extra), 0, 0, 0, (e.mode & 0xFFFF) << 16,
-                _U32 if e.offset >= _U32 else e.offset,
-            ) + e.name + extra)
+            parts.append(central(
+                0x02014B50, (3 << 8) | 45, 45 if fields else 20, flags, method, tm, dt, crc,
+                _U32 if (csize >= _U32 or described) else csize,
+                _U32 if (usize >= _U32 or described) else usize,
+                len(name), len(extra), 0, 0, 0, (mode & 0xFFFF) << 16,
+                _U32 if offset >= _U32 else offset,
+            ))
+            parts.append(name)
+            parts.append(extra)
+        self.write(b"".join(parts))
         size = self.pos - start
         count = len(self.entries)
         if count >= _U16 or start >= _U32 or size >= _U32:
             z64 = self.pos
-            self._write(struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, (3 << 8) | 45, 45, 0, 0,
+            self.write(struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, (3 << 8) | 45, 45, 0, 0,
                                     count, count, size, start))
-            self._write(struct.pack("<IIQI", 0x07064B50, 0, z64, 1))
-        self._write(struct.pack(
+            self.write(struct.pack("<IIQI", 0x07064B50, 0, z64, 1))
+        self.write(struct.pack(
             "<IHHHHIIH", 0x06054B50, 0, 0, min(count, _U16), min(count, _U16),
             min(size, _U32), min(start, _U32), 0,
         ))
+
+
+_CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")

@@ -1,0 +1,253 @@
+"""Zip members for many small files, packed in this process and in one helper process.
+
+A folder of many small files costs per-file work (open, read, checksum, hash, deflate,
+header) that threads cannot share out: the GIL serialises the Python between the C calls,
+and on two cores two threads packed 20,000 files slower than one. So a helper process
+(``python -m resutil.packer``) packs one share of the files into a segment file while this
+process packs the rest. Local headers hold no absolute offsets, so the archive writer
+appends the segment as it is and adopts its entries (``ZipStreamWriter.adopt``).
+
+If the helper cannot start or fails for any reason but an unreadable file, its share is
+packed in this process: the archive is the same, only slower.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+import zlib
+from typing import Callable
+
+from .hashing import hexdigest
+from .zipstream import DEFLATED, STORED, Entry, deflate_raw, dos_stamp, member_bytes
+
+SAMPLE = 64 << 10
+TRIAL = 16 << 10
+# Content that is compressed already: deflating it costs time and gains nothing.
+STORED_SUFFIXES = frozenset(
+    ".zip .gz .tgz .bz2 .xz .zst .lz4 .7z .rar .png .jpg .jpeg .gif .webp .avif .heic .mp3 "
+    ".mp4 .m4a .mkv .mov .avi .webm .ogg .flac .pt .pth .ckpt .safetensors .npz .parquet "
+    ".feather .arrow .orc .h5 .hdf5 .jar .whl .pdf .docx .xlsx .pptx".split()
+)
+FLUSH = 1 << 20  # bytes of packed members gathered per write
+# A helper pays ~40 ms to start; below this much work one process is as fast.
+HELPER_MIN_FILES = 2000
+HELPER_MIN_BYTES = 24 << 20
+PER_FILE_COST = 4096  # the per-file work, in bytes of content that cost as much to pack
+
+# (relative path, path, size, mtime, mode) of one file to pack
+Item = tuple[str, str, int, float, int]
+# (relative path, size, content hash) of one packed file
+Hashed = tuple[str, int, str]
+
+
+def choose_compression(path: str, size: int, deflate_limit: int | None,
+                       head: bytes | None = None) -> int:
+    """STORED or DEFLATED for one file, whichever costs less.
+
+    ``head`` is the file's first bytes when the caller has read them already.
+    """
+    if size < 256 or os.path.splitext(path)[1].lower() in STORED_SUFFIXES:
+        return STORED
+    if deflate_limit is not None and size > deflate_limit:
+        return STORED
+    if head is None:
+        with open(path, "rb") as f:
+            head = f.read(SAMPLE)
+    if head[:4096].isascii():  # text (CSV, JSON, logs) deflates well; skip the trial
+        return DEFLATED
+    if len(set(head[:512])) > 200:  # near-uniform bytes: random, encrypted, compressed
+        return STORED
+    trial = head[:TRIAL]
+    return STORED if len(deflate_raw(trial)) > 0.9 * len(trial) else DEFLATED
+
+
+def _encode(rel: str, data: bytes, deflate_limit: int | None) -> tuple[int, bytes]:
+    """(method, payload) for a file read whole; a small file is its own deflate trial."""
+    n = len(data)
+    if n > TRIAL:
+        if choose_compression(rel, n, deflate_limit, data) == STORED:
+            return STORED, data
+    elif n < 256 or (deflate_limit is not None and n > deflate_limit):
+        return STORED, data
+    elif not data.isascii():
+        # 128 random bytes hold ~101 distinct values (sd ~5), text and numbers far fewer;
+        # deflating incompressible bytes is the slowest case, so catch them first.
+        if len(set(data[:128])) > 85:
+            return STORED, data
+    dot = rel.rfind(".")
+    if dot > rel.rfind("/") and rel[dot:].lower() in STORED_SUFFIXES:
+        return STORED, data
+    payload = deflate_raw(data)
+    return (STORED, data) if len(payload) > 0.9 * n else (DEFLATED, payload)
+
+
+def pack(items: list[Item], write: Callable[[bytes], object], deflate_limit: int | None
+         ) -> tuple[list[Entry], list[Hashed]]:
+    """Write each file as a complete member through ``write``, one after another.
+
+    Returns the central-directory entries (offsets count from the first byte written) and
+    the size and content hash of every file, for the manifest.
+    """
+    entries: list[Entry] = []
+    hashed: list[Hashed] = []
+    pending: list[bytes] = []
+    gathered = pos = 0
+    for rel, path, size, mtime, mode in items:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            data = os.read(fd, size + 1)
+            if len(data) > size:  # grew since it was listed: take all of it
+                data = b"".join([data, *iter(lambda: os.read(fd, 1 << 20), b"")])
+        finally:
+            os.close(fd)
+        crc = zlib.crc32(data)
+        method, payload = _encode(rel, data, deflate_limit)
+        name = rel.encode("utf-8")
+        stamp = dos_stamp(int(mtime))
+        blob = member_bytes(name, method, stamp, crc, len(data), payload)
+        entries.append((name, method, stamp[0], stamp[1], crc, len(payload), len(data), pos,
+                        mode, 0x0800))
+        hashed.append((rel, len(data), hexdigest(data)))
+        pending.append(blob)
+        pos += len(blob)
+        gathered += len(blob)
+        if gathered >= FLUSH:
+            write(b"".join(pending))
+            pending.clear()
+            gathered = 0
+    if pending:
+        write(b"".join(pending))
+    return entries, hashed
+
+
+def worth_a_helper(count: int, size: int) -> bool:
+    """Whether packing ``count`` files of ``size`` bytes in all pays for a helper."""
+    return count >= HELPER_MIN_FILES or size >= HELPER_MIN_BYTES
+
+
+def split(items: list[Item]) -> tuple[list[Item], list[Item]]:
+    """(this process's share, the helper's share), or (items, []) when a helper would not
+    pay for itself. Shares are contiguous, so the archive keeps the items' order."""
+    total = sum(item[2] for item in items)
+    if not worth_a_helper(len(items), total):
+        return items, []
+    cost = total + PER_FILE_COST * len(items)
+    half, done = cost / 2, 0
+    for k, item in enumerate(items):
+        done += item[2] + PER_FILE_COST
+        if done >= half:
+            return items[:k + 1], items[k + 1:]
+    return items, []
+
+
+class Helper:
+    """A helper process that packs a share of the files into a segment file.
+
+    It starts at once (its interpreter loads while the caller still scans the folder);
+    ``send`` hands it its share. Use it as a context manager: leaving it stops the process
+    and removes the segment.
+    """
+
+    def __init__(self, deflate_limit: int | None, scratch_dir: str | None) -> None:
+        import subprocess
+        import tempfile
+
+        self.deflate_limit = deflate_limit
+        self.items: list[Item] = []
+        self.segment = ""
+        self._reply: tuple | None = None
+        self._thread = None
+        self.proc: subprocess.Popen | None = None
+        if not sys.executable:
+            return
+        try:
+            if scratch_dir is not None:
+                os.makedirs(scratch_dir, exist_ok=True)
+            fd, self.segment = tempfile.mkstemp(prefix=".resutil-segment-", dir=scratch_dir)
+            os.close(fd)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "resutil.packer"], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_helper_env(),
+            )
+        except OSError:
+            self.proc = None
+
+    def send(self, items: list[Item]) -> None:
+        """Give the helper its share; it packs while the caller packs the rest."""
+        import threading
+
+        self.items = items
+        if self.proc is None:
+            return
+        job = pickle.dumps((self.segment, self.deflate_limit, items), pickle.HIGHEST_PROTOCOL)
+        self._thread = threading.Thread(target=self._talk, args=(job,), daemon=True)
+        self._thread.start()
+
+    def _talk(self, job: bytes) -> None:
+        assert self.proc is not None
+        try:
+            out, _ = self.proc.communicate(job)
+            self._reply = pickle.loads(out)
+        except Exception:  # noqa: BLE001 - any failure means: pack the share here
+            self._reply = None
+
+    def result(self) -> tuple[list[Entry], list[Hashed]] | None:
+        """The helper's entries and hashes once its segment is complete; None when it
+        failed and the caller must pack ``items`` itself. An unreadable file raises the
+        OSError it raised in the helper."""
+        if self.proc is None or self._thread is None:
+            return None
+        self._thread.join()
+        reply = self._reply
+        if reply is not None and reply[0] == "oserror":
+            raise OSError(reply[1], reply[2], reply[3])
+        if reply is not None and reply[0] == "ok" and self.proc.returncode == 0:
+            return reply[1], reply[2]
+        if self.proc.returncode == -signal.SIGINT:
+            raise KeyboardInterrupt
+        return None
+
+    def __enter__(self) -> Helper:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            if self._thread is not None:
+                self._thread.join()
+            else:
+                self.proc.communicate()
+        if self.segment:
+            try:
+                os.unlink(self.segment)
+            except OSError:
+                pass
+
+
+def _helper_env() -> dict[str, str]:
+    """The environment for the helper: this resutil's folder first on the path, so the
+    helper runs this very code whatever the installation."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _helper_main() -> None:
+    segment, deflate_limit, items = pickle.load(sys.stdin.buffer)
+    try:
+        with open(segment, "wb") as f:
+            entries, hashed = pack(items, f.write, deflate_limit)
+        reply: tuple = ("ok", entries, hashed)
+    except OSError as e:
+        reply = ("oserror", e.errno, e.strerror, e.filename)
+    sys.stdout.buffer.write(pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
+    sys.stdout.buffer.flush()
+
+
+if __name__ == "__main__":
+    _helper_main()
