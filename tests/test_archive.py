@@ -12,8 +12,13 @@ import zipfile
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 import xxhash
 import yaml
+
+from resutil import archive, packer
+from resutil.archive import ArchiveInfo, build_archive
+from resutil.errors import ArchiveError
 
 from .helpers import cli_ok as ok, make_exp, read_exp
 
@@ -171,3 +176,78 @@ def test_a_new_push_is_readable_the_0_1_x_way(proj):
     assert meta["result_dir"] == f"results/{down.name}"
     assert set(meta["git"]) == {"commit_hash", "uncommited_files"}
     assert (target / "out.txt").read_text() == "result\n"
+
+
+# -- many small files: the helper process ------------------------------------------------------
+def _many_files(folder: Path, n: int = 120) -> dict[str, bytes]:
+    files = {}
+    for i in range(n):
+        rel = f"run_{i // 40}/part_{i % 4}/f{i:03d}." + ("csv" if i % 3 else "bin")
+        data = (f"{i},{i * 0.5}\n" * (i % 50 + 1)).encode() if i % 3 else os.urandom(i * 7)
+        files[rel] = data
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes(data)
+    return files
+
+
+def _build(folder: Path, out: Path) -> ArchiveInfo:
+    with open(out, "wb") as f:
+        return build_archive(folder, f, scratch_dir=out.parent / "scratch")
+
+
+def test_a_helper_process_packs_part_of_many_small_files(tmp_path, monkeypatch):
+    """Past the threshold a helper process packs a share: the archive is byte for byte the
+    one a single process writes, and the helper's scratch segment is removed."""
+    src = tmp_path / "exp"
+    files = _many_files(src)
+    single = _build(src, tmp_path / "single.zip")
+
+    answers = []
+    real_result = packer.Helper.result
+    monkeypatch.setattr(packer.Helper, "result", lambda self: answers.append(real_result(self)) or answers[-1])
+    monkeypatch.setattr(packer, "HELPER_MIN_FILES", 10)
+    helped = _build(src, tmp_path / "helped.zip")
+
+    assert len(answers) == 1 and answers[0] is not None, "the helper did not pack its share"
+    entries, hashed = answers[0]
+    assert 20 < len(entries) < 100  # it had a real share, not all and not nothing
+    assert (tmp_path / "helped.zip").read_bytes() == (tmp_path / "single.zip").read_bytes()
+    assert helped.hash == single.hash and helped.manifest.files == single.manifest.files
+    assert list((tmp_path / "scratch").iterdir()) == []
+    with zipfile.ZipFile(tmp_path / "helped.zip") as zf:
+        assert zf.testzip() is None
+        assert {n: zf.read(n) for n in zf.namelist()} == files
+
+
+def test_without_a_working_helper_the_archive_is_the_same(tmp_path, monkeypatch):
+    """A helper that cannot start, or dies, costs only speed."""
+    src = tmp_path / "exp"
+    _many_files(src)
+    reference = _build(src, tmp_path / "ref.zip")
+    monkeypatch.setattr(packer, "HELPER_MIN_FILES", 10)
+    for executable in ("/nonexistent/python", shutil.which("false")):
+        monkeypatch.setattr(packer.sys, "executable", executable)
+        got = _build(src, tmp_path / "got.zip")
+        assert got.hash == reference.hash, executable
+        assert (tmp_path / "got.zip").read_bytes() == (tmp_path / "ref.zip").read_bytes()
+
+
+def test_a_file_that_vanishes_mid_push_is_named(tmp_path, monkeypatch):
+    """A file deleted after the scan (in the helper's share or this process's) fails the
+    archive with the file's name, not a traceback or a storage error."""
+    src = tmp_path / "exp"
+    _many_files(src)
+    monkeypatch.setattr(packer, "HELPER_MIN_FILES", 10)
+    for share in (0, 1):
+        real_split = packer.split
+
+        def split_then_delete(items, share=share):
+            parts = real_split(items)
+            victim = parts[share][-1]
+            os.unlink(victim[1])
+            return parts
+
+        monkeypatch.setattr(archive, "split", split_then_delete)
+        with pytest.raises(ArchiveError, match=r"cannot read run_\d/part_\d/f\d+\.\w+ in exp: No such file"):
+            _build(src, tmp_path / "broken.zip")
+        assert list((tmp_path / "scratch").iterdir()) == []
