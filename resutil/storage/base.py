@@ -17,12 +17,13 @@ import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping, TypeVar
+from typing import Any, BinaryIO, Callable, ClassVar, Iterator, Mapping, TypeVar
 
 from ..errors import ConfigError, ResutilError, StorageError, StorageNotFound, StorageUnavailable
 from ..progress import NO_PROGRESS, Callback
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 @dataclass(frozen=True)
@@ -111,8 +112,11 @@ class Storage(ABC):
         """Store ``src`` as ``folder/name``, replacing it; all-or-nothing."""
 
     @abstractmethod
-    def _download(self, folder: str, name: str, dest: Path, callback: Callback) -> None:
-        """Write ``folder/name`` to ``dest``; raise StorageNotFound if it does not exist."""
+    def _download(self, folder: str, name: str, out: BinaryIO, callback: Callback,
+                  checked: bool = False) -> None:
+        """Write ``folder/name`` to ``out`` from its first byte on, in order; raise
+        StorageNotFound if it does not exist. ``checked``: the caller verifies the content
+        against its own hash, so a backend may skip a check of its own that costs time."""
 
     @abstractmethod
     def _delete(self, folder: str, name: str) -> None:
@@ -152,8 +156,25 @@ class Storage(ABC):
 
     def download(self, folder: str, name: str, dest: Path, callback: Callback = NO_PROGRESS) -> None:
         """Fetch ``folder/name`` into the local file ``dest``."""
-        self._call(lambda: self._download(folder, name, dest, callback), "download",
-                   f"{folder}/{name}", callback)
+
+        def attempt() -> None:
+            with open(dest, "wb") as out:
+                self._download(folder, name, out, callback)
+
+        self._call(attempt, "download", f"{folder}/{name}", callback)
+
+    def download_to(self, folder: str, name: str, open_sink: Callable[[], S],
+                    callback: Callback = NO_PROGRESS) -> S:
+        """Stream ``folder/name`` into ``open_sink()``, a fresh sink for every attempt (a
+        writable object with ``write`` and ``tell``), and return the last one. The caller
+        checks what the sink received against its own hash."""
+
+        def attempt() -> S:
+            sink = open_sink()
+            self._download(folder, name, sink, callback, checked=True)  # type: ignore[arg-type]
+            return sink
+
+        return self._call(attempt, "download", f"{folder}/{name}", callback)
 
     def delete(self, folder: str, name: str) -> None:
         """Remove ``folder/name``."""

@@ -26,7 +26,7 @@ import re
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import google.auth
 import google.auth.exceptions as auth_exceptions
@@ -249,7 +249,8 @@ class GCSStorage(Storage):
                 retry=self._retry(callback), timeout=self.timeout,
             )
 
-    def _download(self, folder: str, name: str, dest: Path, callback: Callback) -> None:
+    def _download(self, folder: str, name: str, out: BinaryIO, callback: Callback,
+                  checked: bool = False) -> None:
         blob = self._get_bucket().blob(self._key(folder, name))
         try:
             # One GET for size and generation: the download then asks for exactly that
@@ -258,17 +259,16 @@ class GCSStorage(Storage):
         except api_exceptions.NotFound as e:
             raise self._missing(e, folder, name) from None
         callback.set_total(blob.size)
-        with open(dest, "wb") as f:
-            try:
-                blob.download_to_file(
-                    _ProgressWriter(f, callback), checksum="auto",
-                    retry=self._retry(callback), timeout=self.timeout,
-                )
-            except api_exceptions.NotFound:
-                # That generation was replaced or removed since the GET above: start over.
-                raise Transient(StorageError(
-                    f"{self.describe()}: {folder}/{name} changed while downloading"
-                )) from None
+        try:
+            blob.download_to_file(
+                _ProgressWriter(out, callback), checksum="auto",
+                retry=self._retry(callback), timeout=self.timeout,
+            )
+        except api_exceptions.NotFound:
+            # That generation was replaced or removed since the GET above: start over.
+            raise Transient(StorageError(
+                f"{self.describe()}: {folder}/{name} changed while downloading"
+            )) from None
 
     def _delete(self, folder: str, name: str) -> None:
         blob = self._get_bucket().blob(self._key(folder, name))

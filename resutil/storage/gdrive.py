@@ -47,7 +47,7 @@ import ssl
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 from urllib.parse import urlsplit
 
 import httplib2
@@ -567,7 +567,8 @@ class GDriveStorage(Storage):
             raise exc
         raise err from None
 
-    def _download(self, folder: str, name: str, dest: Path, callback: Callback) -> None:
+    def _download(self, folder: str, name: str, out: BinaryIO, callback: Callback,
+                  checked: bool = False) -> None:
         f = self._file(folder, name)
         if f is None:
             raise not_found(self, folder, name)
@@ -577,24 +578,23 @@ class GDriveStorage(Storage):
         request.http = self._http()
         reported = 0
         failures = 0
-        with open(dest, "wb") as fd:
-            downloader = MediaIoBaseDownload(fd, request, chunksize=DOWNLOAD_CHUNK_SIZE)
-            done = False
-            while not done:
-                try:
-                    status, done = downloader.next_chunk()
-                except Exception as exc:  # noqa: BLE001 - classified below
-                    # A chunk is written only once complete, so the same downloader resumes.
-                    if reported == 0:  # nothing to keep yet: the caller retries
-                        raise
-                    self._retry_or_raise(exc, "download", f"{folder}/{name}", failures,
-                                         callback)
-                    failures += 1
-                    continue
-                if status.resumable_progress > reported:
-                    callback.advance(status.resumable_progress - reported)
-                    reported = status.resumable_progress
-                    failures = 0
+        downloader = MediaIoBaseDownload(out, request, chunksize=DOWNLOAD_CHUNK_SIZE)
+        done = False
+        while not done:
+            try:
+                status, done = downloader.next_chunk()
+            except Exception as exc:  # noqa: BLE001 - classified below
+                # A chunk is written only once complete, so the same downloader resumes.
+                if reported == 0:  # nothing to keep yet: the caller retries
+                    raise
+                self._retry_or_raise(exc, "download", f"{folder}/{name}", failures,
+                                     callback)
+                failures += 1
+                continue
+            if status.resumable_progress > reported:
+                callback.advance(status.resumable_progress - reported)
+                reported = status.resumable_progress
+                failures = 0
 
     def _delete(self, folder: str, name: str) -> None:
         folder_id = self._folder_id(folder, create=False)

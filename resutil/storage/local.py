@@ -9,7 +9,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from ..errors import StorageError, StorageNotFound, StoragePermission, StorageUnavailable
 from ..progress import NO_PROGRESS, Callback, copy_stream
@@ -100,12 +100,13 @@ class LocalStorage(Storage):
             with open(src, "rb") as fi, open(part, "wb") as fo:
                 copy_stream(fi, fo, callback)
 
-    def _download(self, folder: str, name: str, dest: Path, callback: Callback) -> None:
+    def _download(self, folder: str, name: str, out: BinaryIO, callback: Callback,
+                  checked: bool = False) -> None:
         src = self._folder(folder) / name
         try:
             callback.set_total(src.stat().st_size)
-            with open(src, "rb") as fi, open(dest, "wb") as fo:
-                copy_stream(fi, fo, callback)
+            with open(src, "rb") as fi:
+                copy_stream(fi, out, callback)
         except FileNotFoundError:
             raise not_found(self, folder, name) from None
 
