@@ -18,7 +18,7 @@ import struct
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
@@ -27,11 +27,12 @@ from .hashing import new_hasher
 from .metadata import EXP_FILE, Manifest, iter_files
 from .packer import STORED, Helper, Item, choose_compression, pack, split, worth_a_helper
 from .progress import NO_PROGRESS, Callback
-from .zipstream import DEFLATED, ZipStreamWriter, deflate_raw, stamp_of
+from .zipstream import DEFLATED, DESCRIPTOR, ZipStreamWriter, deflate_raw, stamp_of
 
 CHUNK = 256 << 10  # larger buffers fall out of the CPU cache: 4 MiB was 3-4x slower here
 DEFAULT_DEFLATE_LIMIT = 64 << 20
 SMALL_FILE = 1 << 20
+_U32 = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class ArchiveInfo:
     manifest: Manifest
     size: int
     hash: str
+    # header offset -> compressed size of each member whose sizes follow its data
+    described: dict[int, int] = field(default_factory=dict)
 
 
 class _HashingWriter:
@@ -152,7 +155,8 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
                len(meta_bytes), deflate_raw(meta_bytes))
     zw.close()
     writer.flush()
-    return ArchiveInfo(man, writer.size, writer.hash.hexdigest())
+    described = {e[7]: e[5] for e in zw.entries if e[9] & DESCRIPTOR}
+    return ArchiveInfo(man, writer.size, writer.hash.hexdigest(), described)
 
 
 def _pack_here(zw: ZipStreamWriter, items: list, deflate_limit: int | None,
@@ -424,3 +428,250 @@ def _chmod(target: str, info: zipfile.ZipInfo) -> None:
     mode = (info.external_attr >> 16) & 0o777
     if mode and mode != 0o644:
         os.chmod(target, mode | 0o600)
+
+
+class LocalWriteError(ArchiveError):
+    """Writing an extracted file failed (disk full, permissions): ``oserror`` says why."""
+
+    def __init__(self, oserror: OSError) -> None:
+        super().__init__(str(oserror))
+        self.oserror = oserror
+
+
+_LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
+_CENTRAL_HEADER = struct.Struct("<4sHHHHHHIIIHHHHHII")
+_SIG_LOCAL, _SIG_CENTRAL = b"PK\x03\x04", b"PK\x01\x02"
+_SIG_END = (b"PK\x05\x06", b"PK\x06\x06")
+
+
+class StreamExtractor:
+    """A write-only sink that extracts a zip into the empty folder ``dest`` as its bytes
+    arrive, so a pull writes every file once, straight from the download.
+
+    Members are found by their local headers in file order. A member whose sizes follow
+    its data (a data descriptor: resutil's large files) needs its compressed size from
+    ``described`` (header offset -> size, which push records in the sidecar). The central
+    directory at the end is kept, to apply file modes and to check that every member was
+    seen. Nothing is CRC-checked on the way: ``finish(expected)`` compares the hash of
+    every byte received with the recorded archive hash instead.
+    """
+
+    def __init__(self, dest: Path, described: dict[int, int], label: str) -> None:
+        self.root = str(dest.resolve()) + os.sep
+        self.described = described
+        self.label = label
+        self.hash = new_hasher()
+        self.pos = 0  # bytes received (and handed on)
+        self.at = 0  # offset of the next byte to parse
+        self.state = "header"
+        self.need = 4
+        self.buf = bytearray()
+        self.tail = bytearray()
+        self.fd = -1
+        self.remaining = 0
+        self.inflater = None
+        self.member = ("", 0, 0, 0)  # name, flags, expected size, start offset
+        self.written = 0
+        self.total = 0
+        self.names: list[str] = []
+        self.dirs: set[str] = set()
+
+    # -- the file-like side ----------------------------------------------------------------
+    def write(self, data: bytes) -> int:
+        n = len(data)
+        self.hash.update(data)
+        view = memoryview(data)
+        try:
+            while view:
+                if self.state == "data":
+                    take = min(self.remaining, len(view))
+                    self._data(view[:take])
+                    view = view[take:]
+                    self.at += take
+                    self.remaining -= take
+                    if not self.remaining:
+                        self._end_data()
+                elif self.state == "tail":
+                    self.tail += view
+                    self.at += len(view)
+                    break
+                else:
+                    take = min(self.need - len(self.buf), len(view))
+                    self.buf += view[:take]
+                    view = view[take:]
+                    self.at += take
+                    if len(self.buf) == self.need:
+                        self._parse()
+        except OSError as e:
+            self._close_member()
+            raise LocalWriteError(e) from None
+        except ArchiveError:
+            self._close_member()
+            raise
+        self.pos += n
+        return n
+
+    def tell(self) -> int:
+        return self.pos
+
+    def flush(self) -> None:
+        pass
+
+    def seek(self, *args: object) -> int:
+        raise OSError(errno.ESPIPE, "an extracting download cannot seek; start over")
+
+    truncate = seek
+
+    def finish(self, expected_hash: str) -> int:
+        """Check the archive was whole and is the one recorded; returns the bytes written."""
+        self._close_member()
+        if self.hash.hexdigest() != expected_hash:
+            raise ArchiveError(
+                f"{self.label} on the remote does not match its recorded hash (corrupt, or its "
+                "push was interrupted); push it again from a machine that has it"
+            )
+        if self.state != "tail":
+            raise ArchiveError(f"{self.label} ends in the middle of a member")
+        listed = self._central_directory()
+        if sorted(listed) != sorted(self.names):
+            raise ArchiveError(f"{self.label}: its members and its central directory disagree")
+        return self.total
+
+    # -- parsing -------------------------------------------------------------------------
+    def _bad(self, why: str) -> ArchiveError:
+        return ArchiveError(f"{self.label} is corrupt at byte {self.at} ({why})")
+
+    def _parse(self) -> None:
+        buf = self.buf
+        if self.state == "descriptor":
+            if buf[:4] != b"PK\x07\x08" or struct.unpack_from("<Q", buf, 16)[0] != self.written:
+                raise self._bad("bad data descriptor")
+            self._next_header()
+            return
+        if len(buf) == 4:  # which record comes next
+            if buf == _SIG_LOCAL:
+                self.need = 30
+            elif buf == _SIG_CENTRAL or bytes(buf) in _SIG_END:
+                self.state = "tail"
+                self.tail += buf
+            else:
+                raise self._bad("no local header where one should start")
+            return
+        _, _, flags, method, _, _, _, csize, usize, name_len, extra_len = _LOCAL_HEADER.unpack_from(buf)
+        if len(buf) == 30 and name_len + extra_len:
+            self.need = 30 + name_len + extra_len
+            return
+        start = self.at - len(buf)
+        raw_name = bytes(buf[30:30 + name_len])
+        name = raw_name.decode("utf-8" if flags & 0x800 else "cp437")
+        if flags & 0x1:
+            raise ArchiveError(f"{self.label}: '{name}' is encrypted; resutil cannot extract it")
+        if flags & 0x8:
+            if start not in self.described:
+                raise ArchiveError(f"{self.label}: the size of '{name}' is not recorded")
+            csize, usize = self.described[start], -1
+        elif csize == _U32 or usize == _U32:
+            usize, csize = _zip64_sizes(bytes(buf[30 + name_len:]), usize, csize)
+        if method not in (0, 8):
+            raise ArchiveError(f"{self.label}: '{name}' uses compression method {method}, "
+                               "which resutil cannot extract")
+        rel = safe_member_path(name)
+        target = self.root + rel
+        self.buf = bytearray()
+        self.member = (name, flags, usize, start)
+        self.written = 0
+        if name.endswith("/"):
+            os.makedirs(target, exist_ok=True)
+            self.dirs.add(name)
+            self.names.append(name)
+            self.remaining = csize
+            self.inflater = None
+        else:
+            parent = os.path.dirname(target)
+            if parent not in self.dirs:
+                os.makedirs(parent, exist_ok=True)
+                self.dirs.add(parent)
+            try:
+                self.fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                raise ArchiveError(f"{self.label} holds '{name}' twice") from None
+            self.names.append(name)
+            self.inflater = zlib.decompressobj(-15) if method == 8 else None
+            self.remaining = csize
+        self.state = "data"
+        if not csize:
+            self._end_data()
+
+    def _data(self, chunk: memoryview) -> None:
+        if self.fd < 0:
+            if len(chunk):
+                raise self._bad("a folder entry with content")
+            return
+        if self.inflater is not None:
+            try:
+                out = self.inflater.decompress(chunk)
+            except zlib.error as e:
+                raise self._bad(str(e)) from None
+            _write_all(self.fd, out)
+            self.written += len(out)
+        else:
+            _write_all(self.fd, chunk)
+            self.written += len(chunk)
+
+    def _end_data(self) -> None:
+        name, flags, usize, _ = self.member
+        if self.inflater is not None:
+            if not self.inflater.eof:
+                raise self._bad(f"'{name}' is truncated")
+            self.inflater = None
+        self._close_member()
+        self.total += self.written
+        if flags & 0x8:
+            self.state, self.need = "descriptor", 24
+        else:
+            if self.written != usize:
+                raise self._bad(f"'{name}' has the wrong size")
+            self._next_header()
+
+    def _next_header(self) -> None:
+        self.buf = bytearray()
+        self.state, self.need = "header", 4
+
+    def _close_member(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def _central_directory(self) -> list[str]:
+        """Member names from the central directory; applies modes, refuses symlinks."""
+        names = []
+        tail, off = self.tail, 0
+        while tail[off:off + 4] == _SIG_CENTRAL:
+            fields = _CENTRAL_HEADER.unpack_from(tail, off)
+            name_len, extra_len, comment_len, external = fields[10], fields[11], fields[12], fields[15]
+            raw = bytes(tail[off + 46:off + 46 + name_len])
+            name = raw.decode("utf-8" if fields[3] & 0x800 else "cp437")
+            mode = external >> 16
+            if stat.S_ISLNK(mode):
+                raise ArchiveError(f"archive member '{name}' is a symlink; refusing to extract")
+            if mode & 0o777 and mode & 0o777 != 0o644 and not name.endswith("/"):
+                os.chmod(self.root + safe_member_path(name), (mode & 0o777) | 0o600)
+            names.append(name)
+            off += 46 + name_len + extra_len + comment_len
+        return names
+
+
+def _zip64_sizes(extra: bytes, usize: int, csize: int) -> tuple[int, int]:
+    """(usize, csize) from a local header's zip64 extra field."""
+    off = 0
+    while off + 4 <= len(extra):
+        tag, size = struct.unpack_from("<HH", extra, off)
+        if tag == 1:
+            values = list(struct.unpack_from(f"<{size // 8}Q", extra, off + 4))
+            if usize == _U32 and values:
+                usize = values.pop(0)
+            if csize == _U32 and values:
+                csize = values.pop(0)
+            break
+        off += 4 + size
+    return usize, csize

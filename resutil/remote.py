@@ -148,11 +148,25 @@ class Remote:
         return parse_meta(text, with_manifest=False)
 
     def expected_hash(self, exp: RemoteExperiment) -> str | None:
+        return self._archive_facts(exp).get("hash")
+
+    def stream_layout(self, exp: RemoteExperiment) -> dict[int, int] | None:
+        """What extracting while downloading needs besides local headers (header offset ->
+        compressed size of members with a data descriptor), or None when not recorded."""
+        described = self._archive_facts(exp).get("described")
+        if not isinstance(described, list):
+            return None
+        try:
+            return {int(off): int(size) for off, size in described}
+        except (TypeError, ValueError):
+            return None
+
+    def _archive_facts(self, exp: RemoteExperiment) -> dict[str, Any]:
         side = self.sidecar(exp)
         archive = (side or {}).get("archive") or {}
         if archive.get("name") == exp.archive.name and archive.get("size") == exp.archive.size:
-            return archive.get("hash")
-        return None  # no sidecar, or one that describes an older archive
+            return archive
+        return {}  # no sidecar, or one that describes an older archive
 
     # -- transfers ----------------------------------------------------------------------
     def push(
@@ -225,7 +239,8 @@ class Remote:
             "format": SIDECAR_FORMAT,
             "name": archive_name[: -len(ARCHIVE_SUFFIX)],
             "archive": {"name": archive_name, "size": info.size, "hash": info.hash,
-                        "algorithm": info.manifest.algorithm},
+                        "algorithm": info.manifest.algorithm,
+                        "described": sorted(info.described.items())},
             "meta": head,
         }
         blob = json.dumps(data, ensure_ascii=False, indent=1, default=str).encode("utf-8")

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .archive import extract_archive
+from .archive import LocalWriteError, StreamExtractor, extract_archive
 from .errors import ArchiveError, ExperimentError, ResutilError
 from .metadata import hash_file, read_meta
 from .progress import NO_PROGRESS_FACTORY, CallbackFactory
@@ -167,42 +167,68 @@ def pull(
 
 
 def pull_one(project: Project, exp: RemoteExperiment, progress: CallbackFactory = NO_PROGRESS_FACTORY) -> int:
-    """Download and extract one archive into a scratch folder, check it, move it in place."""
+    """Download and extract one archive into a scratch folder, check it, move it in place.
+
+    From a cloud storage, files are extracted as the archive arrives (its sidecar records
+    what that needs and the hash to check); else the archive is fetched whole first.
+    """
     ws, remote = project.workspace, project.remote
     final = ws.path(exp.name)
     tmp = ws.new_tmp(f"pull-{exp.identity}")
     try:
         target = tmp / exp.name
-        target.mkdir()
         callback = progress(exp.name)
-        with remote.storage.fetched(remote.archive_folder, exp.archive.name, callback) as zpath:
-            expected = remote.expected_hash(exp)
-            with ThreadPoolExecutor(1) as pool:  # hash on the second core while extracting
-                hashing = pool.submit(hash_file, zpath) if expected else None
-                written = extract_archive(zpath, target)
-                actual = hashing.result() if hashing else None
-        if expected and actual != expected:
-            raise ArchiveError(
-                f"{exp.archive.name} on the remote does not match its recorded hash (corrupt, or its "
-                "push was interrupted); push it again from a machine that has it"
-            )
+        expected = remote.expected_hash(exp)
+        layout = remote.stream_layout(exp) if expected else None
+        if layout is not None and not remote.storage.writes_in_place:
+
+            def fresh_sink() -> StreamExtractor:  # one per attempt: retries start clean
+                shutil.rmtree(target, ignore_errors=True)
+                target.mkdir()
+                return StreamExtractor(target, layout, exp.archive.name)
+
+            sink = remote.storage.download_to(remote.archive_folder, exp.archive.name,
+                                              fresh_sink, callback)
+            written = sink.finish(expected)  # type: ignore[arg-type]
+        else:
+            target.mkdir()
+            written = _fetch_and_extract(remote, exp, target, expected, callback)
         if ws.local_name(exp.name):
             return 0  # pulled meanwhile by another process
         os.rename(target, final)
         return written
+    except LocalWriteError as e:
+        raise _local_write_failed(ws.root, exp.name, e.oserror) from None
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-            raise ResutilError(
-                f"no space left in {ws.root} while pulling {exp.name}; nothing was kept - free "
-                "some space and pull again"
-            ) from None
-        # A file system refusal (name too long, permissions, I/O error) is not a bug.
-        where = f" ({os.path.basename(str(e.filename))})" if e.filename else ""
-        raise ResutilError(
-            f"cannot pull {exp.name} into {ws.root}: {e.strerror or e}{where}; nothing was kept"
-        ) from None
+        raise _local_write_failed(ws.root, exp.name, e) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fetch_and_extract(remote, exp: RemoteExperiment, target: Path, expected: str | None,
+                       callback) -> int:
+    with remote.storage.fetched(remote.archive_folder, exp.archive.name, callback) as zpath:
+        with ThreadPoolExecutor(1) as pool:  # hash on the second core while extracting
+            hashing = pool.submit(hash_file, zpath) if expected else None
+            written = extract_archive(zpath, target)
+            actual = hashing.result() if hashing else None
+    if expected and actual != expected:
+        raise ArchiveError(
+            f"{exp.archive.name} on the remote does not match its recorded hash (corrupt, or its "
+            "push was interrupted); push it again from a machine that has it"
+        )
+    return written
+
+
+def _local_write_failed(root: Path, name: str, e: OSError) -> ResutilError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return ResutilError(
+            f"no space left in {root} while pulling {name}; nothing was kept - free "
+            "some space and pull again"
+        )
+    # A file system refusal (name too long, permissions, I/O error) is not a bug.
+    where = f" ({os.path.basename(str(e.filename))})" if e.filename else ""
+    return ResutilError(f"cannot pull {name} into {root}: {e.strerror or e}{where}; nothing was kept")
 
 
 # -- shared -------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ DEFLATED = 8
 _U32 = 0xFFFFFFFF
 _U16 = 0xFFFF
 _UTF8 = 0x0800
-_DESCRIPTOR = 0x0008
+DESCRIPTOR = 0x0008  # flag bit 3: sizes and CRC follow the data
 
 
 def deflate_raw(data: bytes, level: int = 1) -> bytes:
@@ -104,7 +104,7 @@ class ZipStreamWriter:
     def begin_stream(self, name: str, stamp: tuple[int, int], mode: int, method: int) -> Entry:
         """Write the local header of a member whose sizes follow in a data descriptor."""
         raw = name.encode("utf-8")
-        e = (raw, method, stamp[0], stamp[1], 0, 0, 0, self.pos, mode, _UTF8 | _DESCRIPTOR)
+        e = (raw, method, stamp[0], stamp[1], 0, 0, 0, self.pos, mode, _UTF8 | DESCRIPTOR)
         extra = struct.pack("<HHQQ", 1, 16, 0, 0)
         self.write(_LOCAL.pack(0x04034B50, 45, e[9], method, stamp[0], stamp[1], 0, _U32, _U32,
                                 len(raw), len(extra)) + raw + extra)
@@ -148,7 +148,7 @@ class ZipStreamWriter:
         central = _CENTRAL.pack
         parts = []
         for name, method, tm, dt, crc, csize, usize, offset, mode, flags in self.entries:
-            described = flags & _DESCRIPTOR
+            described = flags & DESCRIPTOR
             fields = []
             if usize >= _U32 or described:
                 fields.append(usize)

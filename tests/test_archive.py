@@ -17,7 +17,7 @@ import xxhash
 import yaml
 
 from resutil import archive, packer
-from resutil.archive import ArchiveInfo, build_archive
+from resutil.archive import ArchiveInfo, StreamExtractor, build_archive
 from resutil.errors import ArchiveError
 
 from .helpers import cli_ok as ok, make_exp, read_exp
@@ -251,3 +251,75 @@ def test_a_file_that_vanishes_mid_push_is_named(tmp_path, monkeypatch):
         with pytest.raises(ArchiveError, match=r"cannot read run_\d/part_\d/f\d+\.\w+ in exp: No such file"):
             _build(src, tmp_path / "broken.zip")
         assert list((tmp_path / "scratch").iterdir()) == []
+
+
+# -- extracting while downloading --------------------------------------------------------------
+def _pushed_archive(tmp_path: Path) -> tuple[Path, dict[str, bytes], ArchiveInfo]:
+    src = tmp_path / "src"
+    files = {
+        "metrics.csv": "".join(f"{i},{i / 7:.5f}\n" for i in range(20000)).encode(),
+        "big/random.bin": os.urandom(3 << 20),  # > 1 MB: stored with a data descriptor
+        "big/log.txt": b"epoch done\n" * 200_000,  # > 1 MB: deflated with a descriptor
+        "empty.dat": b"",
+        "run.sh": b"#!/bin/sh\necho hi\n",
+        "deep/er/日本語.txt": "ok\n".encode(),
+    }
+    for rel, data in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    (src / "run.sh").chmod(0o755)
+    zpath = tmp_path / "a.zip"
+    info = _build(src, zpath)
+    return zpath, files, info
+
+
+def _stream(data: bytes, dest: Path, described: dict, sizes) -> StreamExtractor:
+    dest.mkdir()
+    sink = StreamExtractor(dest, described, "a.zip")
+    pos, k = 0, 0
+    while pos < len(data):
+        n = sizes[k % len(sizes)]
+        sink.write(data[pos:pos + n])
+        pos, k = pos + n, k + 1
+    return sink
+
+
+def test_an_archive_extracts_while_it_arrives_in_any_chunking(tmp_path):
+    zpath, files, info = _pushed_archive(tmp_path)
+    assert len(info.described) == 2  # the two large files
+    data = zpath.read_bytes()
+    for i, sizes in enumerate([(len(data),), (1, 7, 30, 4093), (65536,), (8192, 1 << 20)]):
+        dest = tmp_path / f"out{i}"
+        sink = _stream(data, dest, info.described, sizes)
+        assert sink.tell() == len(data)
+        assert sink.finish(info.hash) == sum(map(len, files.values()))
+        for rel, content in files.items():
+            assert (dest / rel).read_bytes() == content, (sizes, rel)
+        assert os.access(dest / "run.sh", os.X_OK)
+
+
+def test_a_damaged_or_cut_stream_is_refused(tmp_path):
+    zpath, _, info = _pushed_archive(tmp_path)
+    data = bytearray(zpath.read_bytes())
+    stored_at = data.index(b"big/random.bin") + 100  # inside the stored large file
+    flipped = bytes(data[:stored_at]) + bytes([data[stored_at] ^ 1]) + bytes(data[stored_at + 1:])
+    sink = _stream(flipped, tmp_path / "flip", info.described, (65536,))
+    with pytest.raises(ArchiveError, match="does not match its recorded hash"):
+        sink.finish(info.hash)
+    sink = _stream(bytes(data[: len(data) // 2]), tmp_path / "cut", info.described, (65536,))
+    with pytest.raises(ArchiveError):
+        sink.finish(info.hash)
+    # Without the recorded sizes of the descriptor members, it stops at the first one.
+    with pytest.raises(ArchiveError, match="size of 'big/.*' is not recorded"):
+        _stream(bytes(data), tmp_path / "nolayout", {}, (65536,))
+
+
+def test_a_streamed_member_cannot_escape_the_folder(tmp_path):
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("ok.txt", "fine")
+        zf.writestr("../escaped.txt", "gotcha")
+    data = evil.read_bytes()
+    with pytest.raises(ArchiveError, match="outside the experiment folder"):
+        _stream(data, tmp_path / "dest", {}, (100,))
+    assert not (tmp_path / "escaped.txt").exists()
