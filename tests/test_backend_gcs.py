@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import socket
 import subprocess
@@ -661,3 +662,53 @@ def test_storage_pickles_for_process_pools(tmp_path, gcs_bucket, gcs_emulator):
     storage.write_bytes("Proj", "a.zip", b"before")  # the client exists now
     copy = pickle.loads(pickle.dumps(storage))
     assert copy.read_bytes("Proj", "a.zip") == b"before"
+
+
+# -- uploading while the archive is written ----------------------------------------------------
+def _write_slowly(path: Path, data: bytes, piece: int = 256 << 10) -> None:
+    with open(path, "wb") as f:
+        for k in range(0, len(data), piece):
+            f.write(data[k:k + piece])
+            f.flush()
+            time.sleep(0.005)
+
+
+def _chunk_puts(proxy) -> int:
+    return sum(1 for m, p, _ in proxy.requests if m == "PUT" and "upload_id=" in p)
+
+
+def test_staged_upload_sends_chunks_while_the_file_is_written(tmp_path, gcs_bucket, proxy, gcs_admin):
+    """A push to GCS uploads the archive while it is being built: chunks leave before the
+    last byte is written, in one session, and the object is exactly the file."""
+    storage = make_storage(tmp_path, gcs_bucket, proxy.url, chunk_size_mb=1)
+    data = os.urandom(3 * (1 << 20) + 12345)
+    fault = proxy.add("drop", times=1, method="PUT", path=r"upload_id=", skip=1,
+                      after_bytes=200_000)  # one chunk is cut: the SDK resends it
+    with storage.staged_upload("Proj", "big.zip") as path:
+        _write_slowly(path, data)
+        sent_while_writing = _chunk_puts(proxy)
+    assert sent_while_writing >= 2, "nothing was uploaded before the file was complete"
+    assert fault.hits == 1
+    assert gcs_admin.bucket(gcs_bucket).blob("Proj/big.zip").download_as_bytes() == data
+    session_starts = [p for m, p, _ in proxy.requests if m == "POST" and "resumable" in p]
+    assert len(session_starts) == 1
+
+
+def test_staged_upload_abandoned_midway_stores_nothing(tmp_path, gcs_bucket, proxy, gcs_admin):
+    storage = make_storage(tmp_path, gcs_bucket, proxy.url, chunk_size_mb=1)
+    with pytest.raises(RuntimeError, match="build failed"):
+        with storage.staged_upload("Proj", "big.zip") as path:
+            _write_slowly(path, os.urandom(5 << 19))
+            assert _chunk_puts(proxy) >= 1
+            raise RuntimeError("build failed")
+    assert list(gcs_admin.list_blobs(gcs_bucket, prefix="Proj/")) == []
+    assert storage.stat("Proj", "big.zip") is None
+
+
+def test_a_small_staged_upload_is_one_request(tmp_path, gcs_bucket, proxy, gcs_admin):
+    storage = make_storage(tmp_path, gcs_bucket, proxy.url, chunk_size_mb=1)
+    with storage.staged_upload("Proj", "small.zip") as path:
+        path.write_bytes(b"a small archive")
+    uploads = [(m, p) for m, p, _ in proxy.requests if "upload" in p]
+    assert len(uploads) == 1 and "uploadType=multipart" in uploads[0][1], uploads
+    assert gcs_admin.bucket(gcs_bucket).blob("Proj/small.zip").download_as_bytes() == b"a small archive"

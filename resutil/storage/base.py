@@ -10,7 +10,9 @@ methods here wrap each call with retries and turn SDK exceptions into one-line
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import threading
 import tempfile
 import time
 import uuid
@@ -93,6 +95,8 @@ class Storage(ABC):
     extra: ClassVar[str | None] = None  # the pip extra this backend needs
     max_workers: ClassVar[int] = 4  # parallel transfers this backend handles well
     writes_in_place: ClassVar[bool] = False  # staged_upload writes straight to the storage
+    # staged_upload uploads while the file is written (see _upload_growing)
+    uploads_while_written: ClassVar[bool] = False
 
     def __init__(self, settings: StorageSettings) -> None:
         """Read settings only; never touch the network here (see ``check``)."""
@@ -117,6 +121,12 @@ class Storage(ABC):
         """Write ``folder/name`` to ``out`` from its first byte on, in order; raise
         StorageNotFound if it does not exist. ``checked``: the caller verifies the content
         against its own hash, so a backend may skip a check of its own that costs time."""
+
+    def _upload_growing(self, src: GrowingFile, folder: str, name: str, callback: Callback) -> None:
+        """Store ``folder/name`` from a file that is still being written (its ``read``
+        waits for more; its end is known only when the writer is done), all-or-nothing.
+        Only backends with ``uploads_while_written`` implement it."""
+        raise NotImplementedError
 
     @abstractmethod
     def _delete(self, folder: str, name: str) -> None:
@@ -204,8 +214,21 @@ class Storage(ABC):
         folder) override this to avoid a copy.
         """
         with self._scratch_file(name) as path:
-            yield path
-            self.upload(path, folder, name, callback)
+            if not self.uploads_while_written:
+                yield path
+                self.upload(path, folder, name, callback)
+                return
+            with GrowingFile(path) as growing:
+                upload = _Background(lambda: self._upload_growing(growing, folder, name, callback))
+                try:
+                    yield path
+                except BaseException:
+                    growing.abandon()  # the upload stops before its last chunk: nothing stored
+                    upload.join()
+                    raise
+                growing.complete()
+                if upload.join() is not None:  # failed while following: once more, whole
+                    self.upload(path, folder, name, callback)
 
     @contextlib.contextmanager
     def fetched(self, folder: str, name: str, callback: Callback = NO_PROGRESS) -> Iterator[Path]:
@@ -260,6 +283,80 @@ class Storage(ABC):
                 callback.message(f"{t.error} - retrying in {wait:.1f}s")
                 time.sleep(wait)
         raise AssertionError("unreachable")
+
+
+class GrowingFile:
+    """A reader of a file that another thread is still writing.
+
+    ``read(n)`` returns n bytes, waiting for the writer if needed, or fewer only at the
+    end, which is known once the writer calls ``complete()``. After ``abandon()`` a read
+    raises, so an upload stops before its final chunk and nothing is stored.
+    """
+
+    POLL = 0.002
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._f = open(path, "rb")  # noqa: SIM115 - closed by __exit__
+        self._done = threading.Event()
+        self._abandoned = False
+
+    def wait(self, n: int) -> bool:
+        """Wait until ``n`` bytes past the position are written or the writer is done;
+        True if it is done (the file is complete)."""
+        while True:
+            if self._abandoned:
+                raise OSError(errno.ECANCELED, "the file being uploaded was abandoned")
+            if self._done.is_set():
+                return True
+            if n >= 0 and os.fstat(self._f.fileno()).st_size - self._f.tell() >= n:
+                return False
+            self._done.wait(self.POLL)
+
+    def read(self, n: int = -1) -> bytes:
+        self.wait(n)
+        return self._f.read(n)
+
+    def complete(self) -> None:
+        self._done.set()
+
+    def abandon(self) -> None:
+        self._abandoned = True
+        self._done.set()
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def seekable(self) -> bool:
+        return True
+
+    def __enter__(self) -> GrowingFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._f.close()
+
+
+class _Background:
+    """Run ``fn`` in a thread; ``join()`` returns the exception it raised, or None."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], object]) -> None:
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 - handed to join()
+            self._error = e
+
+    def join(self) -> BaseException | None:
+        self._thread.join()
+        return self._error
 
 
 def not_found(storage: Storage, folder: str, name: str) -> StorageNotFound:

@@ -48,7 +48,7 @@ from ..errors import (
     StorageUnavailable,
 )
 from ..progress import NO_PROGRESS, Callback
-from .base import ObjectInfo, Storage, StorageSettings, Transient, not_found
+from .base import GrowingFile, ObjectInfo, Storage, StorageSettings, Transient, not_found
 
 SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 DEFAULT_HOST = "storage.googleapis.com"
@@ -73,6 +73,7 @@ class GCSStorage(Storage):
     type_name = "gcs"
     extra = "gcs"
     max_workers = 8
+    uploads_while_written = True
 
     def __init__(self, settings: StorageSettings) -> None:
         super().__init__(settings)
@@ -248,6 +249,19 @@ class GCSStorage(Storage):
                 _ProgressReader(f, callback), size=size, content_type=_content_type(name),
                 retry=self._retry(callback), timeout=self.timeout,
             )
+
+    def _upload_growing(self, src: GrowingFile, folder: str, name: str, callback: Callback) -> None:
+        # A resumable session of unknown length, fed chunk by chunk as the archive is
+        # written; the object appears only when the last (short) chunk is in. An archive
+        # complete before its first chunk fills goes the usual way (one request if small).
+        if src.wait(self.chunk_size):
+            self._upload(src.path, folder, name, callback)
+            return
+        blob = self._get_bucket().blob(self._key(folder, name), chunk_size=self.chunk_size)
+        blob.upload_from_file(
+            _ProgressReader(src, callback), size=None, content_type=_content_type(name),
+            retry=self._retry(callback), timeout=self.timeout,
+        )
 
     def _download(self, folder: str, name: str, out: BinaryIO, callback: Callback,
                   checked: bool = False) -> None:
