@@ -528,3 +528,43 @@ def test_cli_push_list_comment_pull_on_drive(fake_drive, gdrive_settings, tmp_pa
         r = run_cli("list")
         assert r.exit_code == 1
         assert_one_error_line(r.stderr, "Google Drive key file not found")
+
+
+# -- uploading while the archive is written ----------------------------------------------------
+@pytest.mark.parametrize("size", [3 * (256 << 10) + 777, 4 * (256 << 10)],
+                         ids=["ragged", "whole-chunks"])
+def test_staged_upload_sends_chunks_while_the_file_is_written(storage, fake_drive, monkeypatch, size):
+    """A push to Drive uploads the archive while it is being built, as a resumable session
+    of unknown length; a length that is a multiple of the chunk size ends cleanly too."""
+    from resutil.storage import gdrive
+
+    monkeypatch.setattr(gdrive, "CHUNK_SIZE", 256 << 10)
+    data = os.urandom(size)
+    fake_drive.drop_next_upload_chunk()  # one chunk is cut: the session resumes
+    chunk_puts = lambda: sum(1 for m, p in list(fake_drive.requests) if m == "PUT")  # noqa: E731
+    before = chunk_puts()
+    with storage.staged_upload("Proj", "big.zip") as path:
+        with open(path, "wb") as f:
+            for k in range(0, size, 64 << 10):
+                f.write(data[k:k + (64 << 10)])
+                f.flush()
+                time.sleep(0.01)
+        sent_while_writing = chunk_puts() - before
+    assert sent_while_writing >= 2, "nothing was uploaded before the file was complete"
+    assert storage.read_bytes("Proj", "big.zip") == data
+    assert [o.name for o in storage.list("Proj")] == ["big.zip"]
+
+
+def test_staged_upload_abandoned_midway_stores_nothing(storage, fake_drive, monkeypatch):
+    from resutil.storage import gdrive
+
+    monkeypatch.setattr(gdrive, "CHUNK_SIZE", 256 << 10)
+    with pytest.raises(RuntimeError, match="build failed"):
+        with storage.staged_upload("Proj", "big.zip") as path:
+            with open(path, "wb") as f:
+                for _ in range(12):
+                    f.write(os.urandom(64 << 10))
+                    f.flush()
+                    time.sleep(0.01)
+            raise RuntimeError("build failed")
+    assert storage.list("Proj") == []

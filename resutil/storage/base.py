@@ -122,6 +122,20 @@ class Storage(ABC):
         StorageNotFound if it does not exist. ``checked``: the caller verifies the content
         against its own hash, so a backend may skip a check of its own that costs time."""
 
+    def _after_growing_failed(self, exc: BaseException, target: str) -> None:
+        """Raise ``exc`` as the error to report unless it is worth uploading again."""
+        if isinstance(exc, Transient):
+            return
+        if not isinstance(exc, Exception):
+            raise exc
+        try:
+            err = self._translate(exc, "upload", target)
+        except Transient:
+            return
+        if err is None:
+            raise exc
+        raise err from None
+
     def _upload_growing(self, src: GrowingFile, folder: str, name: str, callback: Callback) -> None:
         """Store ``folder/name`` from a file that is still being written (its ``read``
         waits for more; its end is known only when the writer is done), all-or-nothing.
@@ -227,8 +241,10 @@ class Storage(ABC):
                     upload.join()
                     raise
                 growing.complete()
-                if upload.join() is not None:  # failed while following: once more, whole
-                    self.upload(path, folder, name, callback)
+                failed = upload.join()
+                if failed is not None:
+                    self._after_growing_failed(failed, f"{folder}/{name}")
+                    self.upload(path, folder, name, callback)  # transient: once more, whole
 
     @contextlib.contextmanager
     def fetched(self, folder: str, name: str, callback: Callback = NO_PROGRESS) -> Iterator[Path]:
@@ -304,12 +320,17 @@ class GrowingFile:
     def wait(self, n: int) -> bool:
         """Wait until ``n`` bytes past the position are written or the writer is done;
         True if it is done (the file is complete)."""
+        return self.wait_for_size(self._f.tell() + n if n >= 0 else -1)
+
+    def wait_for_size(self, size: int) -> bool:
+        """Wait until the file holds ``size`` bytes (-1: all) or the writer is done;
+        True if it is done."""
         while True:
             if self._abandoned:
                 raise OSError(errno.ECANCELED, "the file being uploaded was abandoned")
             if self._done.is_set():
                 return True
-            if n >= 0 and os.fstat(self._f.fileno()).st_size - self._f.tell() >= n:
+            if size >= 0 and os.fstat(self._f.fileno()).st_size >= size:
                 return False
             self._done.wait(self.POLL)
 

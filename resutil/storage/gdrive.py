@@ -42,6 +42,7 @@ import errno
 import http.client
 import json
 import mimetypes
+import os
 import socket
 import ssl
 import threading
@@ -66,7 +67,7 @@ from ..errors import (
     StorageUnavailable,
 )
 from ..progress import Callback
-from .base import ObjectInfo, Storage, StorageSettings, Transient, not_found
+from .base import GrowingFile, ObjectInfo, Storage, StorageSettings, Transient, not_found
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
 GOOGLE_APPS_MIME = "application/vnd.google-apps."
@@ -152,6 +153,30 @@ class _ChunkUpload(MediaIoBaseUpload):
         return False
 
 
+class _GrowingUpload(_ChunkUpload):
+    """Chunks of a file still being written (a GrowingFile). Before each chunk, ``size``
+    waits until either the writer is done (then the chunk carries the total, even when
+    the length is a multiple of the chunk size) or more than a chunk is left (the chunk
+    goes as "bytes a-b/*")."""
+
+    def __init__(self, fd: GrowingFile, **kw: Any) -> None:
+        super().__init__(fd, **kw)
+        self._next = 0
+
+    def size(self) -> int | None:
+        done = self._fd.wait_for_size(self._next + self._chunksize + 1)
+        return os.path.getsize(self._fd.path) if done else None
+
+    def getbytes(self, begin: int, length: int) -> bytes:
+        data = super().getbytes(begin, length)
+        self._next = begin + len(data)
+        return data
+
+
+def _mime(name: str) -> str:
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
 # -- helpers ---------------------------------------------------------------------------
 def _quote(value: str) -> str:
     """A Drive query string literal."""
@@ -204,6 +229,7 @@ class GDriveStorage(Storage):
     type_name = "gdrive"
     extra = "gdrive"
     max_workers = 4  # one authorised httplib2.Http per thread
+    uploads_while_written = True
 
     def __init__(self, settings: StorageSettings) -> None:
         super().__init__(settings)
@@ -502,31 +528,44 @@ class GDriveStorage(Storage):
     def _upload_once(self, src: Path, folder: str, name: str, callback: Callback) -> None:
         size = src.stat().st_size
         callback.set_total(size)
-        folder_id = self._folder_id(folder, create=True)
-        assert folder_id is not None
-        existing = self._files(folder_id, name)
-        mime = mimetypes.guess_type(name)[0] or "application/octet-stream"
         resumable = size > RESUMABLE_THRESHOLD
         with open(src, "rb") as fd:
-            media = _ChunkUpload(fd, mimetype=mime, chunksize=CHUNK_SIZE, resumable=resumable)
-            _, service = self._session()
-            if existing:  # replace the content of the file everybody sees; same id
-                request = service.files().update(
-                    fileId=existing[0]["id"], body={}, media_body=media,
-                    supportsAllDrives=True, fields=FILE_FIELDS)
-            else:
-                request = service.files().insert(
-                    body={"title": name, "mimeType": mime, "parents": [{"id": folder_id}]},
-                    media_body=media, supportsAllDrives=True, fields=FILE_FIELDS)
+            media = _ChunkUpload(fd, mimetype=_mime(name), chunksize=CHUNK_SIZE, resumable=resumable)
+            request = self._media_request(folder, name, media)
             if not resumable:
                 request.execute(http=self._http())
                 callback.advance(size)
                 return
             self._resumable(request, size, callback, f"{folder}/{name}")
 
-    def _resumable(self, request: Any, size: int, callback: Callback, target: str) -> None:
+    def _upload_growing(self, src: GrowingFile, folder: str, name: str, callback: Callback) -> None:
+        # A resumable session of unknown length ("bytes a-b/*"), fed chunk by chunk as the
+        # archive is written; the file appears only when the last (short) chunk is in.
+        if src.wait(CHUNK_SIZE):  # complete before the first chunk filled: the usual way
+            self._upload(src.path, folder, name, callback)
+            return
+        media = _GrowingUpload(src, mimetype=_mime(name), chunksize=CHUNK_SIZE, resumable=True)
+        request = self._media_request(folder, name, media)
+        sent = self._resumable(request, None, callback, f"{folder}/{name}")
+        callback.advance(os.path.getsize(src.path) - sent)
+
+    def _media_request(self, folder: str, name: str, media: Any) -> Any:
+        """An insert of ``folder/name``, or an update of the file of that name (same id)."""
+        folder_id = self._folder_id(folder, create=True)
+        assert folder_id is not None
+        existing = self._files(folder_id, name)
+        _, service = self._session()
+        if existing:  # replace the content of the file everybody sees; same id
+            return service.files().update(
+                fileId=existing[0]["id"], body={}, media_body=media,
+                supportsAllDrives=True, fields=FILE_FIELDS)
+        return service.files().insert(
+            body={"title": name, "mimeType": _mime(name), "parents": [{"id": folder_id}]},
+            media_body=media, supportsAllDrives=True, fields=FILE_FIELDS)
+
+    def _resumable(self, request: Any, size: int | None, callback: Callback, target: str) -> int:
         """Send the chunks; resume the same session after a network error or 5xx (the
-        file only appears once the last chunk is in)."""
+        file only appears once the last chunk is in). Returns the bytes reported."""
         reported = 0
         failures = 0
         response = None
@@ -543,11 +582,13 @@ class GDriveStorage(Storage):
                 failures += 1
                 request._in_error_state = True  # ask the server what it has
                 continue
-            done = size if response is not None else (status.resumable_progress if status else 0)
+            done = (size or reported) if response is not None else \
+                (status.resumable_progress if status else 0)
             if done > reported:
                 callback.advance(done - reported)
                 reported = done
                 failures = 0
+        return reported
 
     def _retry_or_raise(self, exc: Exception, action: str, target: str, failures: int,
                         callback: Callback) -> None:
