@@ -5,7 +5,9 @@ Everything runs the real SDK (box_sdk_gen) against tests/servers/fake_box.py ove
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import json
 import os
 import socket
@@ -16,6 +18,7 @@ import pytest
 
 from resutil.errors import (
     ConfigError,
+    StorageError,
     StorageNotFound,
     StoragePermission,
     StorageUnavailable,
@@ -352,3 +355,65 @@ def test_upload_with_a_stale_listing(box_fake, box_settings):
     assert {f.name: f.versions for f in box_fake.children(proj.id)} == {
         "x.zip": [b"2"], "y.zip": [b"3", b"4"]}
     assert a.read_bytes("Proj", "y.zip") == b"4"
+
+
+def test_chunked_upload_reads_ahead_and_round_trips(box_fake, box_settings, tmp_path):
+    """A thread reads and hashes the parts ahead of the sends: every part's Digest and the
+    whole file's (both checked by the fake) stay right, and the file arrives byte for byte."""
+    storage = make(box_settings)
+    src = big_file(tmp_path / "big.bin", mib=29)  # 4 parts of 8 MiB, the last one short
+    rec = Recorder()
+    puts = box_fake.count("PUT", "/upload_sessions/")
+    listed = box_fake.count("GET", r"/upload_sessions/\w+/parts$")
+    storage.upload(src, "Proj", "big.zip", rec)
+    assert rec.total == rec.advanced == src.stat().st_size
+    assert box_fake.count("PUT", "/upload_sessions/") - puts == 4
+    assert box_fake.count("GET", r"/upload_sessions/\w+/parts$") == listed  # the commit checks
+    assert storage.read_bytes("Proj", "big.zip") == src.read_bytes()
+    assert [o.size for o in storage.list("Proj")] == [src.stat().st_size]
+
+
+def test_failed_commit_aborts_the_session(box_fake, box_settings, tmp_path):
+    storage = make(box_settings)
+    src = big_file(tmp_path / "big.bin")
+    box_fake.fail_next(400, match="/commit", code="bad_request", message="Injected failure")
+    aborts = box_fake.count("DELETE", "/upload_sessions/")
+    with pytest.raises(StorageError) as err:
+        storage.upload(src, "Proj", "big.zip")
+    assert "cannot upload Proj/big.zip: Box answered 400" in assert_one_line(err)
+    assert storage.list("Proj") == []
+    assert box_fake.count("DELETE", "/upload_sessions/") == aborts + 1
+    (proj,) = box_fake.children(box_settings.values["folder_id"])
+    assert not [s for s in box_fake.sessions.values() if s.folder_id == proj.id]
+
+
+def test_part_reader_digests_and_a_file_that_changes_size(tmp_path):
+    from resutil.storage.box import _PartReader, _SizeChanged
+
+    def b64(digest):
+        return base64.b64encode(digest).decode()
+
+    data = os.urandom(2 * MiB + 123)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    reader = _PartReader(path, len(data), MiB, sha512=True)
+    parts = []
+    while (item := reader.next()) is not None:
+        parts.append(item)
+    reader.close()
+    assert [(offset, len(d)) for offset, d, _, _ in parts] == [(0, MiB), (MiB, MiB),
+                                                                (2 * MiB, 123)]
+    for offset, d, sha1, sha512 in parts:
+        assert d == data[offset:offset + len(d)]
+        assert sha1 == b64(hashlib.sha1(d).digest())
+        assert sha512 == hashlib.sha512(d).hexdigest()
+    assert reader.file_sha1 == b64(hashlib.sha1(data).digest())
+    for size in (len(data) + 1, len(data) - 1):  # shrank / grew since its size was taken
+        reader = _PartReader(path, size, MiB, sha512=False)
+        with pytest.raises(_SizeChanged):
+            while reader.next() is not None:
+                pass
+        reader.close()
+    reader = _PartReader(path, len(data), MiB, sha512=False)  # given up after one part
+    assert reader.next()[0] == 0
+    reader.close()

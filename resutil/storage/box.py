@@ -19,10 +19,13 @@ API calls go to ``<endpoint>/2.0/...``, uploads to ``<endpoint>/api/2.0/...``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import importlib.util
+import io
 import json
 import os
+import queue
 import re
 import threading
 from dataclasses import dataclass
@@ -48,6 +51,8 @@ from box_sdk_gen import (
     UploadFileAttributes,
     UploadFileAttributesParentField,
     UploadFileVersionAttributes,
+    UploadPart,
+    UploadPartPlan,
 )
 
 from ..errors import (
@@ -134,6 +139,90 @@ class _CountingReader:
 
     def seekable(self) -> bool:
         return True
+
+
+class _PartReader:
+    """Reads a file part by part in a thread of its own, ahead of the sends, with each
+    part's SHA-1 (and SHA-512 when asked) and the SHA-1 of the whole file.
+
+    hashlib releases the GIL on large buffers, so the digests of part k+1 (and the whole-file
+    digest of part k) are computed while part k is on the wire instead of between the sends.
+    At most ``ahead`` parts wait in the queue. ``next()`` returns ``(offset, data, sha1,
+    sha512)`` (SHA-1 base64 as the Digest header wants it, SHA-512 hex or None), or None after
+    the last part, when ``file_sha1`` (base64) is set; it re-raises an error of the thread.
+    """
+
+    _END = object()
+
+    def __init__(self, path: Path, size: int, part_size: int, sha512: bool, ahead: int = 1):
+        self.file_sha1: str | None = None
+        self._queue: queue.Queue = queue.Queue(maxsize=ahead)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(path, size, part_size, sha512),
+                                        name="resutil-box-parts", daemon=True)
+        self._thread.start()
+
+    def _run(self, path: Path, size: int, part_size: int, sha512: bool) -> None:
+        try:
+            whole = hashlib.sha1()
+            with open(path, "rb", buffering=0) as f:
+                offset = 0
+                while offset < size and not self._stop.is_set():
+                    n = min(part_size, size - offset)
+                    data = f.read(n)
+                    while len(data) < n:  # a short read; at the end of the file: it shrank
+                        more = f.read(n - len(data))
+                        if not more:
+                            raise _SizeChanged(offset + len(data))
+                        data += more
+                    digest = base64.b64encode(hashlib.sha1(data).digest()).decode()
+                    big = hashlib.sha512(data).hexdigest() if sha512 else None
+                    self._put((offset, data, digest, big))
+                    whole.update(data)  # while the part just queued is being sent
+                    offset += n
+                if self._stop.is_set():
+                    return
+                if f.read(1):
+                    raise _SizeChanged(None)
+            self.file_sha1 = base64.b64encode(whole.digest()).decode()
+            self._put(self._END)
+        except BaseException as e:  # noqa: BLE001 - handed to next()
+            self._put(e)
+
+    def _put(self, item: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def next(self) -> tuple[int, bytes, str, str | None] | None:
+        item = self._queue.get()
+        if item is self._END:
+            self._thread.join()
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Stop the thread (after the last part or on failure) and drop queued parts."""
+        self._stop.set()
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join()
+
+
+class _SizeChanged(Exception):
+    """The file being uploaded is not the size it had when the upload started."""
+
+    def __init__(self, at: int | None) -> None:
+        super().__init__("shrank" if at is not None else "grew")
+        self.at = at
 
 
 def _status(exc: BaseException) -> int:
@@ -509,34 +598,36 @@ class BoxStorage(Storage):
                 entry = known.get(name) if known is not None else None
             if known is None:  # never listed: look; else trust the listing (409 if stale)
                 entry = self._scan(fid).get(name)
-            with open(src, "rb") as f:
-                stream = _CountingReader(f, progress)
-                try:
-                    info = self._put(fid, name, entry.id if entry else None, stream, size, sha1)
-                except BoxAPIError as e:
-                    if _status(e) == 409 and entry is None:  # appeared meanwhile: version it
-                        file_id = _conflict_id(e, "file")
-                        if file_id is None:
-                            raise StorageError(
-                                f"{self.describe()}: cannot upload {folder}/{name}: a folder "
-                                "with that name is in the way; rename or remove it in Box"
-                            ) from None
-                    elif _status(e) == 404 and entry is not None:  # deleted meanwhile
-                        file_id = None
-                    else:
-                        raise
-                    stream.seek(0)
-                    info = self._put(fid, name, file_id, stream, size, sha1)
+            target = f"{folder}/{name}"
+            try:
+                info = self._put(fid, name, entry.id if entry else None, src, size, sha1,
+                                 progress, target)
+            except BoxAPIError as e:
+                if _status(e) == 409 and entry is None:  # appeared meanwhile: version it
+                    file_id = _conflict_id(e, "file")
+                    if file_id is None:
+                        raise StorageError(
+                            f"{self.describe()}: cannot upload {folder}/{name}: a folder "
+                            "with that name is in the way; rename or remove it in Box"
+                        ) from None
+                elif _status(e) == 404 and entry is not None:  # deleted meanwhile
+                    file_id = None
+                else:
+                    raise
+                info = self._put(fid, name, file_id, src, size, sha1, progress, target)
             self._remember(fid, name, info)
 
         self._in_folder(folder, True, in_folder)
 
-    def _put(self, fid: str, name: str, file_id: str | None, stream: _CountingReader,
-             size: int, sha1: str | None) -> Any:
+    def _put(self, fid: str, name: str, file_id: str | None, src: Path, size: int,
+             sha1: str | None, progress: _Progress, target: str) -> Any:
         """One upload: a new file or a new version of ``file_id``; returns its FileFull (None
         when Box reports that a new version is identical to the current one)."""
         client = self._client()
-        if size < CHUNKED_MIN:
+        if size >= CHUNKED_MIN:
+            return self._put_chunked(fid, name, file_id, src, size, progress, target)
+        with open(src, "rb") as f:
+            stream = _CountingReader(f, progress)
             if file_id is None:
                 parent = UploadFileAttributesParentField(id=fid)
                 attrs = UploadFileAttributes(name=name, parent=parent)
@@ -544,17 +635,78 @@ class BoxStorage(Storage):
             else:
                 files = client.uploads.upload_file_version(
                     file_id, UploadFileVersionAttributes(name=name), stream, content_md_5=sha1)
-            return files.entries[0]
-        if file_id is not None:
-            return client.chunked_uploads.upload_big_file_version(file_id, stream, size,
-                                                                 file_name=name)
+        return files.entries[0]
+
+    def _put_chunked(self, fid: str, name: str, file_id: str | None, src: Path, size: int,
+                     progress: _Progress, target: str) -> Any:
+        """An upload session, as the SDK's ``upload_big_file(_version)`` runs it (parts in
+        order, each checked against Box's answer; for a new version, parts equal to the
+        current one's are planned instead of sent), except that a thread reads and hashes
+        the parts ahead of the sends (see _PartReader) and that the session's parts are not
+        listed again before the commit (the commit names them and Box checks them, and the
+        whole-file SHA-1). A session that fails is aborted, so nothing of it lingers."""
+        chunked = self._client().chunked_uploads
+        if file_id is None:
+            session = chunked.create_file_upload_session(fid, size, name)
+        else:
+            session = chunked.create_file_upload_session_for_existing_file(
+                file_id, size, file_name=name)
+        urls = session.session_endpoints
+        plan = urls.plan if file_id is not None else None
+        reader = _PartReader(src, size, int(session.part_size), sha512=plan is not None)
         try:
-            return client.chunked_uploads.upload_big_file(stream, name, size, fid)
-        except AttributeError as e:  # the commit answered 202 without Retry-After
-            if "entries" not in str(e):
-                raise
+            parts: list[UploadPart] = []
+            while (item := reader.next()) is not None:
+                offset, data, digest, sha512 = item
+                end = offset + len(data)
+                part = None
+                if plan is not None:  # the same bytes as the current version's part?
+                    hits = chunked.create_file_upload_session_plan_by_url(
+                        plan, [UploadPartPlan(offset=offset, size=len(data), sha_512=sha512)]
+                    ).hits
+                    if hits:
+                        part = UploadPart(part_id=hits[0].part_id, offset=hits[0].offset,
+                                          size=hits[0].size)
+                if part is None:
+                    part = chunked.upload_file_part_by_url(
+                        urls.upload_part, io.BytesIO(data), f"sha={digest}",
+                        f"bytes {offset}-{end - 1}/{size}").part
+                    if (part.offset != offset or part.size != len(data)
+                            or (part.sha_1 and _b64(part.sha_1) != digest)):
+                        raise Transient(StorageUnavailable(
+                            f"{self.describe()}: cannot upload {target}: Box acknowledged an "
+                            "upload part that differs from the one sent"))
+                parts.append(part)
+                del data, item
+                progress.reached(end)
+            files = chunked.create_file_upload_session_commit_by_url(
+                urls.commit, parts, f"sha={reader.file_sha1}")
+        except Exception as e:
+            reader.close()
+            self._abort(urls.abort, e)
+            if isinstance(e, _SizeChanged):
+                raise StorageError(f"{self.describe()}: cannot upload {target}: {src} changed "
+                                   f"while it was being uploaded (it was {size} bytes)") from None
+            raise
+        finally:
+            reader.close()
+        if files is None:  # 202 without Retry-After: Box is still processing the commit
+            if file_id is not None:
+                return None  # the SDK's reading: the new version is the current one
             raise Transient(StorageUnavailable(
-                f"{self.describe()}: Box did not confirm the upload of {name}; retrying")) from None
+                f"{self.describe()}: Box did not confirm the upload of {name}; retrying"))
+        return files.entries[0]
+
+    def _abort(self, url: str | None, exc: BaseException | None) -> None:
+        """Best effort: abort a failed upload session (Box would expire it in 7 days). Not
+        tried when the network failed, which would most likely fail the abort too."""
+        if not url or (isinstance(exc, BoxSDKError) and not isinstance(exc, BoxAPIError)
+                       and isinstance(exc.error, requests.RequestException)):
+            return
+        try:
+            self._client().chunked_uploads.delete_file_upload_session_by_url(url)
+        except Exception:  # noqa: BLE001, S110 - the upload's own error is the one to report
+            pass
 
     def _download(self, folder: str, name: str, out: BinaryIO, callback: Callback,
                   checked: bool = False) -> None:
@@ -699,6 +851,10 @@ class BoxStorage(Storage):
             later = "" if "try again" in detail else "; try again later"
             raise Transient(StorageUnavailable(f"{head}: Box answered {status}{detail}{later}"))
         return StorageError(f"{head}: Box answered {status}{detail}")
+
+
+def _b64(hex_digest: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
 
 
 def _file_sha1(path: Path) -> str:
