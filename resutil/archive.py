@@ -370,10 +370,7 @@ def _extract_stored(mm: mmap.mmap, archive_fd: int, info: zipfile.ZipInfo, targe
         start = _data_offset(mm, info)
     except (ValueError, struct.error) as e:
         raise ArchiveError(f"{label} is corrupt at '{info.filename}' ({e})") from None
-    try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        raise ArchiveError(f"{label} holds '{info.filename}' twice") from None
+    fd = _create(target, info.filename, label)
     size = info.file_size
     crc = 0
     try:
@@ -401,10 +398,7 @@ def _extract_small(mm: mmap.mmap, info: zipfile.ZipInfo, target: str, label: str
             raise ValueError("CRC or size mismatch")
     except (ValueError, zlib.error, struct.error) as e:
         raise ArchiveError(f"{label} is corrupt at '{info.filename}' ({e})") from None
-    try:
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
-        raise ArchiveError(f"{label} holds '{info.filename}' twice") from None
+    fd = _create(target, info.filename, label)
     try:
         _write_all(fd, data)
     finally:
@@ -425,9 +419,30 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
 
 
 def _chmod(target: str, info: zipfile.ZipInfo) -> None:
-    mode = (info.external_attr >> 16) & 0o777
+    _apply_mode(target, info.external_attr >> 16)
+
+
+def _apply_mode(target: str, mode: int) -> None:
+    """A member's permission bits (a zip's external attributes >> 16), kept user-writable."""
+    mode &= 0o777
     if mode and mode != 0o644:
         os.chmod(target, mode | 0o600)
+
+
+def _create(target: str, name: str, label: str) -> int:
+    """Open a new file for a member; a second member of the same name is an error."""
+    try:
+        return os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise ArchiveError(f"{label} holds '{name}' twice") from None
+
+
+def hash_mismatch(label: str) -> ArchiveError:
+    """The error for an archive that is not the one its sidecar recorded."""
+    return ArchiveError(
+        f"{label} on the remote does not match its recorded hash (corrupt, or its push was "
+        "interrupted); push it again from a machine that has it"
+    )
 
 
 class LocalWriteError(ArchiveError):
@@ -526,10 +541,7 @@ class StreamExtractor:
         """Check the archive was whole and is the one recorded; returns the bytes written."""
         self._close_member()
         if self.hash.hexdigest() != expected_hash:
-            raise ArchiveError(
-                f"{self.label} on the remote does not match its recorded hash (corrupt, or its "
-                "push was interrupted); push it again from a machine that has it"
-            )
+            raise hash_mismatch(self.label)
         if self.state != "tail":
             raise ArchiveError(f"{self.label} ends in the middle of a member")
         listed = self._central_directory()
@@ -591,10 +603,7 @@ class StreamExtractor:
             if parent not in self.dirs:
                 os.makedirs(parent, exist_ok=True)
                 self.dirs.add(parent)
-            try:
-                self.fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                raise ArchiveError(f"{self.label} holds '{name}' twice") from None
+            self.fd = _create(target, name, self.label)
             self.names.append(name)
             self.inflater = zlib.decompressobj(-15) if method == 8 else None
             self.remaining = csize
@@ -654,8 +663,8 @@ class StreamExtractor:
             mode = external >> 16
             if stat.S_ISLNK(mode):
                 raise ArchiveError(f"archive member '{name}' is a symlink; refusing to extract")
-            if mode & 0o777 and mode & 0o777 != 0o644 and not name.endswith("/"):
-                os.chmod(self.root + safe_member_path(name), (mode & 0o777) | 0o600)
+            if not name.endswith("/"):
+                _apply_mode(self.root + safe_member_path(name), mode)
             names.append(name)
             off += 46 + name_len + extra_len + comment_len
         return names

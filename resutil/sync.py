@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .archive import LocalWriteError, StreamExtractor, extract_archive
-from .errors import ArchiveError, ExperimentError, ResutilError
+from .archive import LocalWriteError, StreamExtractor, extract_archive, hash_mismatch
+from .errors import ExperimentError, ResutilError
 from .metadata import hash_file, read_meta
 from .progress import NO_PROGRESS_FACTORY, CallbackFactory
 from .project import Project
@@ -213,10 +213,7 @@ def _fetch_and_extract(remote, exp: RemoteExperiment, target: Path, expected: st
             written = extract_archive(zpath, target)
             actual = hashing.result() if hashing else None
     if expected and actual != expected:
-        raise ArchiveError(
-            f"{exp.archive.name} on the remote does not match its recorded hash (corrupt, or its "
-            "push was interrupted); push it again from a machine that has it"
-        )
+        raise hash_mismatch(exp.archive.name)
     return written
 
 

@@ -6,7 +6,6 @@ the path is the same for all of them)."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 

@@ -139,8 +139,10 @@ class Storage(ABC):
     def _upload_growing(self, src: GrowingFile, folder: str, name: str, callback: Callback) -> None:
         """Store ``folder/name`` from a file that is still being written (its ``read``
         waits for more; its end is known only when the writer is done), all-or-nothing.
-        Only backends with ``uploads_while_written`` implement it."""
-        raise NotImplementedError
+        Backends with ``uploads_while_written`` send it as it grows; by default, and for a
+        file complete before one chunk fills, it waits for the writer and uploads whole."""
+        src.wait_for_size(-1)
+        self._upload(src.path, folder, name, callback)
 
     @abstractmethod
     def _delete(self, folder: str, name: str) -> None:

@@ -255,7 +255,7 @@ class GCSStorage(Storage):
         # written; the object appears only when the last (short) chunk is in. An archive
         # complete before its first chunk fills goes the usual way (one request if small).
         if src.wait(self.chunk_size):
-            self._upload(src.path, folder, name, callback)
+            super()._upload_growing(src, folder, name, callback)
             return
         blob = self._get_bucket().blob(self._key(folder, name), chunk_size=self.chunk_size)
         blob.upload_from_file(

@@ -542,7 +542,7 @@ class GDriveStorage(Storage):
         # A resumable session of unknown length ("bytes a-b/*"), fed chunk by chunk as the
         # archive is written; the file appears only when the last (short) chunk is in.
         if src.wait(CHUNK_SIZE):  # complete before the first chunk filled: the usual way
-            self._upload(src.path, folder, name, callback)
+            super()._upload_growing(src, folder, name, callback)
             return
         media = _GrowingUpload(src, mimetype=_mime(name), chunksize=CHUNK_SIZE, resumable=True)
         request = self._media_request(folder, name, media)
