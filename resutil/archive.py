@@ -27,7 +27,10 @@ from .hashing import new_hasher
 from .metadata import EXP_FILE, Manifest, iter_files
 from .packer import STORED, Helper, Item, choose_compression, pack, split, worth_a_helper
 from .progress import NO_PROGRESS, Callback
-from .zipstream import DEFLATED, DESCRIPTOR, ZipStreamWriter, deflate_raw, stamp_of
+from .zipstream import (
+    DEFLATED, DESCRIPTOR, InflateError, ZipStreamWriter, crc32, deflate_raw, inflate_raw, inflater,
+    stamp_of,
+)
 
 CHUNK = 256 << 10  # larger buffers fall out of the CPU cache: 4 MiB was 3-4x slower here
 DEFAULT_DEFLATE_LIMIT = 64 << 20
@@ -151,7 +154,7 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
     man = Manifest(manifest)
     meta_bytes = finish_meta(man) if finish_meta else _existing(folder / EXP_FILE)
     if meta_bytes is not None:
-        zw.add(EXP_FILE, stamp_of(None), 0o100644, DEFLATED, zlib.crc32(meta_bytes),
+        zw.add(EXP_FILE, stamp_of(None), 0o100644, DEFLATED, crc32(meta_bytes),
                len(meta_bytes), deflate_raw(meta_bytes))
     zw.close()
     writer.flush()
@@ -192,7 +195,7 @@ def _copy_in(src_fd: int, size: int, out: BinaryIO, writer: _HashingWriter,
     if not _has_fd(out):  # an in-memory archive: copy by hand
         with open(src_fd, "rb", closefd=False) as src:
             while chunk := src.read(CHUNK):
-                crc = zlib.crc32(chunk, crc)
+                crc = crc32(chunk, crc)
                 for update in updates:
                     update(chunk)
                 writer.write(chunk)
@@ -205,7 +208,7 @@ def _copy_in(src_fd: int, size: int, out: BinaryIO, writer: _HashingWriter,
             with mmap.mmap(src_fd, size, access=mmap.ACCESS_READ) as mm, memoryview(mm) as mv:
                 for off in range(0, size, CHUNK):
                     chunk = mv[off:off + CHUNK]
-                    crc = zlib.crc32(chunk, crc)
+                    crc = crc32(chunk, crc)
                     for update in updates:
                         update(chunk)
                     writer.hash.update(chunk)
@@ -378,7 +381,7 @@ def _extract_stored(mm: mmap.mmap, archive_fd: int, info: zipfile.ZipInfo, targe
             copying = pool.submit(copy_range, archive_fd, fd, size, start, 0)
             for off in range(start, start + size, CHUNK):
                 chunk = mv[off:min(off + CHUNK, start + size)]
-                crc = zlib.crc32(chunk, crc)
+                crc = crc32(chunk, crc)
                 callback.advance(len(chunk))
                 chunk.release()
             copying.result()
@@ -393,10 +396,10 @@ def _extract_small(mm: mmap.mmap, info: zipfile.ZipInfo, target: str, label: str
     try:
         start = _data_offset(mm, info)
         payload = mm[start:start + info.compress_size]
-        data = zlib.decompress(payload, -15) if info.compress_type == 8 else payload
-        if len(data) != info.file_size or zlib.crc32(data) != info.CRC:
+        data = inflate_raw(payload) if info.compress_type == 8 else payload
+        if len(data) != info.file_size or crc32(data) != info.CRC:
             raise ValueError("CRC or size mismatch")
-    except (ValueError, zlib.error, struct.error) as e:
+    except (ValueError, zlib.error, InflateError, struct.error) as e:
         raise ArchiveError(f"{label} is corrupt at '{info.filename}' ({e})") from None
     fd = _create(target, info.filename, label)
     try:
@@ -605,7 +608,7 @@ class StreamExtractor:
                 self.dirs.add(parent)
             self.fd = _create(target, name, self.label)
             self.names.append(name)
-            self.inflater = zlib.decompressobj(-15) if method == 8 else None
+            self.inflater = inflater() if method == 8 else None
             self.remaining = csize
         self.state = "data"
         if not csize:
@@ -619,7 +622,7 @@ class StreamExtractor:
         if self.inflater is not None:
             try:
                 out = self.inflater.decompress(chunk)
-            except zlib.error as e:
+            except (zlib.error, InflateError) as e:
                 raise self._bad(str(e)) from None
             _write_all(self.fd, out)
             self.written += len(out)

@@ -17,11 +17,10 @@ import os
 import pickle
 import signal
 import sys
-import zlib
 from typing import Callable
 
 from .hashing import hexdigest
-from .zipstream import DEFLATED, STORED, Entry, deflate_raw, dos_stamp, member_bytes
+from .zipstream import DEFLATED, STORED, Entry, crc32, deflate_raw, dos_stamp, member_bytes
 
 SAMPLE = 64 << 10
 TRIAL = 16 << 10
@@ -103,7 +102,7 @@ def pack(items: list[Item], write: Callable[[bytes], object], deflate_limit: int
                 data = b"".join([data, *iter(lambda: os.read(fd, 1 << 20), b"")])
         finally:
             os.close(fd)
-        crc = zlib.crc32(data)
+        crc = crc32(data)
         method, payload = _encode(rel, data, deflate_limit)
         name = rel.encode("utf-8")
         stamp = dos_stamp(int(mtime))

@@ -28,6 +28,20 @@ _UTF8 = 0x0800
 DESCRIPTOR = 0x0008  # flag bit 3: sizes and CRC follow the data
 
 
+crc32 = _deflate.crc32  # ISA-L's is ~9x faster than zlib's here; the same values
+InflateError = _deflate.error  # what inflating a damaged stream raises
+
+
+def inflate_raw(data: bytes) -> bytes:
+    """Inverse of ``deflate_raw`` (ISA-L inflates small members ~1.5x faster than zlib)."""
+    return _deflate.decompress(data, -15)
+
+
+def inflater():
+    """A streaming raw-deflate decompressor (``decompress``/``flush``/``eof``)."""
+    return _deflate.decompressobj(-15)
+
+
 def deflate_raw(data: bytes, level: int = 1) -> bytes:
     """Raw deflate (no zlib header), as zip stores it."""
     return _deflate.compress(data, level, -15)
@@ -129,7 +143,7 @@ class ZipStreamWriter:
         comp = deflater() if method == DEFLATED else None
         crc = usize = csize = 0
         for chunk in chunks:
-            crc = zlib.crc32(chunk, crc)
+            crc = crc32(chunk, crc)
             usize += len(chunk)
             out = comp.compress(chunk) if comp else chunk
             if out:
