@@ -338,9 +338,17 @@ class GDriveStorage(Storage):
             http = self._local.http = auth.Get_Http_Object()
         return http
 
+    def _files_api(self) -> Any:
+        """This thread's ``service.files()`` (each call of it builds ~20 methods from the
+        discovery document: ~6 ms, once per request before this was kept)."""
+        files = getattr(self._local, "files", None)
+        if files is None:
+            _, service = self._session()
+            files = self._local.files = service.files()
+        return files
+
     def _execute(self, make: Callable[[Any], Any]) -> Any:
-        _, service = self._session()
-        return make(service.files()).execute(http=self._http())
+        return make(self._files_api()).execute(http=self._http())
 
     def _fresh_token(self) -> None:
         """Refresh the access token if it expires within TOKEN_MARGIN (a long upload would
@@ -554,12 +562,11 @@ class GDriveStorage(Storage):
         folder_id = self._folder_id(folder, create=True)
         assert folder_id is not None
         existing = self._files(folder_id, name)
-        _, service = self._session()
         if existing:  # replace the content of the file everybody sees; same id
-            return service.files().update(
+            return self._files_api().update(
                 fileId=existing[0]["id"], body={}, media_body=media,
                 supportsAllDrives=True, fields=FILE_FIELDS)
-        return service.files().insert(
+        return self._files_api().insert(
             body={"title": name, "mimeType": _mime(name), "parents": [{"id": folder_id}]},
             media_body=media, supportsAllDrives=True, fields=FILE_FIELDS)
 
@@ -614,8 +621,7 @@ class GDriveStorage(Storage):
         if f is None:
             raise not_found(self, folder, name)
         callback.set_total(int(f.get("fileSize") or 0))
-        _, service = self._session()
-        request = service.files().get_media(fileId=f["id"], supportsAllDrives=True)
+        request = self._files_api().get_media(fileId=f["id"], supportsAllDrives=True)
         request.http = self._http()
         reported = 0
         failures = 0
