@@ -462,21 +462,31 @@ _SIG_LOCAL, _SIG_CENTRAL = b"PK\x03\x04", b"PK\x01\x02"
 _SIG_END = (b"PK\x05\x06", b"PK\x06\x06")
 
 
+class NotStreamable(ArchiveError):
+    """The sidecar lacks what extracting during the download needs: fetch, then extract."""
+
+
 class StreamExtractor:
     """A write-only sink that extracts a zip into the empty folder ``dest`` as its bytes
     arrive, so a pull writes every file once, straight from the download.
 
-    Members are found by their local headers in file order. A member whose sizes follow
-    its data (a data descriptor: resutil's large files) needs its compressed size from
-    ``described`` (header offset -> size, which push records in the sidecar). The central
-    directory at the end is kept, to apply file modes and to check that every member was
-    seen. Nothing is CRC-checked on the way: ``finish(expected)`` compares the hash of
-    every byte received with the recorded archive hash instead.
+    ``facts()`` gives (the archive's recorded hash, the layout: header offset -> compressed
+    size of each member whose sizes follow its data), both from the sidecar; it is called
+    at the first byte, so the sidecar can be fetched while the download starts. Without a
+    hash, or without the layout when a member needs it, writing raises NotStreamable.
+
+    Members are found by their local headers in file order. The central directory at the
+    end is kept, to apply file modes and to check that every member was seen. Nothing is
+    CRC-checked on the way: ``finish()`` compares the hash of every byte received with the
+    recorded archive hash instead.
     """
 
-    def __init__(self, dest: Path, described: dict[int, int], label: str) -> None:
+    def __init__(self, dest: Path, facts: Callable[[], tuple[str | None, dict[int, int] | None]],
+                 label: str) -> None:
         self.root = str(dest.resolve()) + os.sep
-        self.described = described
+        self.facts = facts
+        self.expected: str | None = None
+        self.described: dict[int, int] | None = None
         self.label = label
         self.hash = new_hasher()
         self.pos = 0  # bytes received (and handed on)
@@ -496,6 +506,10 @@ class StreamExtractor:
 
     # -- the file-like side ----------------------------------------------------------------
     def write(self, data: bytes) -> int:
+        if self.expected is None:
+            self.expected, self.described = self.facts()
+            if self.expected is None:  # nothing to check the bytes against: use the CRCs
+                raise NotStreamable(f"{self.label} has no recorded hash")
         n = len(data)
         self.hash.update(data)
         view = memoryview(data)
@@ -540,10 +554,12 @@ class StreamExtractor:
 
     truncate = seek
 
-    def finish(self, expected_hash: str) -> int:
+    def finish(self) -> int:
         """Check the archive was whole and is the one recorded; returns the bytes written."""
         self._close_member()
-        if self.hash.hexdigest() != expected_hash:
+        if self.expected is None:  # not one byte arrived
+            raise ArchiveError(f"{self.label} on the remote is empty")
+        if self.hash.hexdigest() != self.expected:
             raise hash_mismatch(self.label)
         if self.state != "tail":
             raise ArchiveError(f"{self.label} ends in the middle of a member")
@@ -582,6 +598,8 @@ class StreamExtractor:
         if flags & 0x1:
             raise ArchiveError(f"{self.label}: '{name}' is encrypted; resutil cannot extract it")
         if flags & 0x8:
+            if self.described is None:
+                raise NotStreamable(f"{self.label}: no layout recorded for '{name}'")
             if start not in self.described:
                 raise ArchiveError(f"{self.label}: the size of '{name}' is not recorded")
             csize, usize = self.described[start], -1

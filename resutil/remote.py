@@ -150,16 +150,19 @@ class Remote:
     def expected_hash(self, exp: RemoteExperiment) -> str | None:
         return self._archive_facts(exp).get("hash")
 
-    def stream_layout(self, exp: RemoteExperiment) -> dict[int, int] | None:
-        """What extracting while downloading needs besides local headers (header offset ->
-        compressed size of members with a data descriptor), or None when not recorded."""
-        described = self._archive_facts(exp).get("described")
-        if not isinstance(described, list):
-            return None
-        try:
-            return {int(off): int(size) for off, size in described}
-        except (TypeError, ValueError):
-            return None
+    def stream_facts(self, exp: RemoteExperiment) -> tuple[str | None, dict[int, int] | None]:
+        """(recorded hash, layout) for extracting while downloading; the layout maps a
+        header offset to the compressed size of each member with a data descriptor. Either
+        is None when the sidecar does not record it."""
+        facts = self._archive_facts(exp)
+        described = facts.get("described")
+        layout = None
+        if isinstance(described, list):
+            try:
+                layout = {int(off): int(size) for off, size in described}
+            except (TypeError, ValueError):
+                layout = None
+        return facts.get("hash"), layout
 
     def _archive_facts(self, exp: RemoteExperiment) -> dict[str, Any]:
         side = self.sidecar(exp)

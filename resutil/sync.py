@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .archive import LocalWriteError, StreamExtractor, extract_archive, hash_mismatch
+from .archive import (
+    LocalWriteError, NotStreamable, StreamExtractor, extract_archive, hash_mismatch,
+)
 from .errors import ExperimentError, ResutilError
 from .metadata import hash_file, read_meta
 from .progress import NO_PROGRESS_FACTORY, CallbackFactory
@@ -178,21 +180,13 @@ def pull_one(project: Project, exp: RemoteExperiment, progress: CallbackFactory 
     try:
         target = tmp / exp.name
         callback = progress(exp.name)
-        expected = remote.expected_hash(exp)
-        layout = remote.stream_layout(exp) if expected else None
-        if layout is not None and not remote.storage.writes_in_place:
-
-            def fresh_sink() -> StreamExtractor:  # one per attempt: retries start clean
-                shutil.rmtree(target, ignore_errors=True)
-                target.mkdir()
-                return StreamExtractor(target, layout, exp.archive.name)
-
-            sink = remote.storage.download_to(remote.archive_folder, exp.archive.name,
-                                              fresh_sink, callback)
-            written = sink.finish(expected)  # type: ignore[arg-type]
-        else:
+        written = None
+        if not remote.storage.writes_in_place and exp.sidecar is not None:
+            written = _stream_in(remote, exp, target, callback)
+        if written is None:
+            shutil.rmtree(target, ignore_errors=True)
             target.mkdir()
-            written = _fetch_and_extract(remote, exp, target, expected, callback)
+            written = _fetch_and_extract(remote, exp, target, remote.expected_hash(exp), callback)
         if ws.local_name(exp.name):
             return 0  # pulled meanwhile by another process
         os.rename(target, final)
@@ -203,6 +197,25 @@ def pull_one(project: Project, exp: RemoteExperiment, progress: CallbackFactory 
         raise _local_write_failed(ws.root, exp.name, e) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _stream_in(remote, exp: RemoteExperiment, target: Path, callback) -> int | None:
+    """Extract while downloading; None when the sidecar lacks what that needs. The sidecar
+    is read while the archive's download starts (its facts are needed at the first byte)."""
+    with ThreadPoolExecutor(1) as pool:
+        facts = pool.submit(remote.stream_facts, exp)
+
+        def fresh_sink() -> StreamExtractor:  # one per attempt: retries start clean
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir()
+            return StreamExtractor(target, facts.result, exp.archive.name)
+
+        try:
+            sink = remote.storage.download_to(remote.archive_folder, exp.archive.name,
+                                              fresh_sink, callback)
+        except NotStreamable:
+            return None
+        return sink.finish()
 
 
 def _fetch_and_extract(remote, exp: RemoteExperiment, target: Path, expected: str | None,

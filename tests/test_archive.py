@@ -17,7 +17,7 @@ import xxhash
 import yaml
 
 from resutil import archive, packer
-from resutil.archive import ArchiveInfo, StreamExtractor, build_archive
+from resutil.archive import ArchiveInfo, NotStreamable, StreamExtractor, build_archive
 from resutil.errors import ArchiveError
 
 from .helpers import cli_ok as ok, make_exp, read_exp
@@ -273,9 +273,10 @@ def _pushed_archive(tmp_path: Path) -> tuple[Path, dict[str, bytes], ArchiveInfo
     return zpath, files, info
 
 
-def _stream(data: bytes, dest: Path, described: dict, sizes) -> StreamExtractor:
+def _stream(data: bytes, dest: Path, described: dict | None, sizes, expected: str = "0" * 32
+            ) -> StreamExtractor:
     dest.mkdir()
-    sink = StreamExtractor(dest, described, "a.zip")
+    sink = StreamExtractor(dest, lambda: (expected, described), "a.zip")
     pos, k = 0, 0
     while pos < len(data):
         n = sizes[k % len(sizes)]
@@ -290,9 +291,9 @@ def test_an_archive_extracts_while_it_arrives_in_any_chunking(tmp_path):
     data = zpath.read_bytes()
     for i, sizes in enumerate([(len(data),), (1, 7, 30, 4093), (65536,), (8192, 1 << 20)]):
         dest = tmp_path / f"out{i}"
-        sink = _stream(data, dest, info.described, sizes)
+        sink = _stream(data, dest, info.described, sizes, info.hash)
         assert sink.tell() == len(data)
-        assert sink.finish(info.hash) == sum(map(len, files.values()))
+        assert sink.finish() == sum(map(len, files.values()))
         for rel, content in files.items():
             assert (dest / rel).read_bytes() == content, (sizes, rel)
         assert os.access(dest / "run.sh", os.X_OK)
@@ -303,15 +304,21 @@ def test_a_damaged_or_cut_stream_is_refused(tmp_path):
     data = bytearray(zpath.read_bytes())
     stored_at = data.index(b"big/random.bin") + 100  # inside the stored large file
     flipped = bytes(data[:stored_at]) + bytes([data[stored_at] ^ 1]) + bytes(data[stored_at + 1:])
-    sink = _stream(flipped, tmp_path / "flip", info.described, (65536,))
+    sink = _stream(flipped, tmp_path / "flip", info.described, (65536,), info.hash)
     with pytest.raises(ArchiveError, match="does not match its recorded hash"):
-        sink.finish(info.hash)
-    sink = _stream(bytes(data[: len(data) // 2]), tmp_path / "cut", info.described, (65536,))
+        sink.finish()
+    sink = _stream(bytes(data[: len(data) // 2]), tmp_path / "cut", info.described, (65536,),
+                   info.hash)
     with pytest.raises(ArchiveError):
-        sink.finish(info.hash)
-    # Without the recorded sizes of the descriptor members, it stops at the first one.
+        sink.finish()
+    # A layout without a descriptor member's size is corrupt; no layout at all, or no
+    # recorded hash, means: fetch the archive whole instead.
     with pytest.raises(ArchiveError, match="size of 'big/.*' is not recorded"):
-        _stream(bytes(data), tmp_path / "nolayout", {}, (65536,))
+        _stream(bytes(data), tmp_path / "badlayout", {}, (65536,))
+    with pytest.raises(NotStreamable):
+        _stream(bytes(data), tmp_path / "nolayout", None, (65536,))
+    with pytest.raises(NotStreamable):
+        _stream(bytes(data), tmp_path / "nohash", info.described, (65536,), None)
 
 
 def test_a_streamed_member_cannot_escape_the_folder(tmp_path):
