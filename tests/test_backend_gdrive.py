@@ -7,6 +7,7 @@ class and its one-line message.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -568,3 +569,19 @@ def test_staged_upload_abandoned_midway_stores_nothing(storage, fake_drive, monk
                     time.sleep(0.01)
             raise RuntimeError("build failed")
     assert storage.list("Proj") == []
+
+
+def test_a_checked_download_of_a_listed_file_needs_no_look_up(storage, fake_drive, gdrive_settings):
+    """Right after a listing, a download whose content the caller checks (a pull) uses the
+    listed file id; a file deleted for good since is reported missing."""
+    storage.write_bytes("Proj", "a.zip", b"A")
+    storage.write_bytes("Proj", "b.zip", b"B")
+    storage.list("Proj")
+    before = len(fake_drive.requests)
+    sink = storage.download_to("Proj", "a.zip", io.BytesIO)
+    assert sink.getvalue() == b"A"
+    assert not [p for _, p in fake_drive.requests[before:] if "q=" in p]  # no title query
+    [b] = [f for f in fake_drive.files.values() if f.get("title") == "b.zip"]
+    fake_drive.remove(b["id"])  # its owner deletes it for good
+    with pytest.raises(StorageNotFound):
+        storage.download_to("Proj", "b.zip", io.BytesIO)

@@ -76,6 +76,7 @@ DEFAULT_HOST = "www.googleapis.com"
 
 CHUNK_SIZE = 16 << 20  # resumable chunk (a multiple of 256 KiB)
 RESUMABLE_THRESHOLD = 8 << 20  # smaller files go in one multipart request
+LISTING_FRESH = 60.0  # seconds a listing's file ids serve checked downloads
 DOWNLOAD_CHUNK_SIZE = 16 << 20
 CONNECT_TIMEOUT = 3.0  # a dead network is reported after ~4 attempts x 3 s
 READ_TIMEOUT = 60.0
@@ -251,6 +252,9 @@ class GDriveStorage(Storage):
         self._drive_id: str | None = None  # the Shared Drive holding the base folder
         self._base_checked = False
         self._folders: dict[str, str] = {}
+        # folder -> (when, title -> file) from the last listing: a download whose content
+        # the caller checks against its own hash uses the id from there (no look-up).
+        self._listed: dict[str, tuple[float, dict[str, dict]]] = {}
 
     def describe(self) -> str:
         where = f"Google Drive folder {self.base_folder_id}"
@@ -501,10 +505,14 @@ class GDriveStorage(Storage):
         if folder_id is None:
             return []
         seen: dict[str, ObjectInfo] = {}
+        ids: dict[str, dict] = {}
         for f in self._files(folder_id):  # oldest first: the first of each title wins
             title = f.get("title", "")
             if title not in seen:
                 seen[title] = self._info(f)
+                ids[title] = f
+        with self._lock:
+            self._listed[folder] = (time.monotonic(), ids)
         return list(seen.values())
 
     @staticmethod
@@ -557,8 +565,24 @@ class GDriveStorage(Storage):
         sent = self._resumable(request, None, callback, f"{folder}/{name}")
         callback.advance(os.path.getsize(src.path) - sent)
 
+    def _just_listed(self, folder: str, name: str) -> dict | None:
+        """``folder/name`` as the last listing saw it, if that was moments ago; used once
+        (a retry looks it up). A file replaced since by another machine keeps its id (an
+        update), and one removed answers 404; the caller's hash check catches the rest."""
+        with self._lock:
+            when, ids = self._listed.get(folder, (0.0, {}))
+            if time.monotonic() - when > LISTING_FRESH:
+                return None
+            return ids.pop(name, None)
+
+    def _forget(self, folder: str, *names: str) -> None:
+        with self._lock:
+            for name in names:
+                self._listed.get(folder, (0.0, {}))[1].pop(name, None)
+
     def _media_request(self, folder: str, name: str, media: Any) -> Any:
         """An insert of ``folder/name``, or an update of the file of that name (same id)."""
+        self._forget(folder, name)
         folder_id = self._folder_id(folder, create=True)
         assert folder_id is not None
         existing = self._files(folder_id, name)
@@ -617,7 +641,10 @@ class GDriveStorage(Storage):
 
     def _download(self, folder: str, name: str, out: BinaryIO, callback: Callback,
                   checked: bool = False) -> None:
-        f = self._file(folder, name)
+        f = self._just_listed(folder, name) if checked else None
+        known = f is not None
+        if f is None:
+            f = self._file(folder, name)
         if f is None:
             raise not_found(self, folder, name)
         callback.set_total(int(f.get("fileSize") or 0))
@@ -631,6 +658,9 @@ class GDriveStorage(Storage):
             try:
                 status, done = downloader.next_chunk()
             except Exception as exc:  # noqa: BLE001 - classified below
+                if known and reported == 0 and isinstance(exc, HttpError) \
+                        and _http_error_details(exc)[0] == 404:  # gone since it was listed
+                    raise Transient(not_found(self, folder, name)) from None
                 # A chunk is written only once complete, so the same downloader resumes.
                 if reported == 0:  # nothing to keep yet: the caller retries
                     raise
@@ -644,6 +674,7 @@ class GDriveStorage(Storage):
                 failures = 0
 
     def _delete(self, folder: str, name: str) -> None:
+        self._forget(folder, name)
         folder_id = self._folder_id(folder, create=False)
         found = self._files(folder_id, name) if folder_id else []
         if not found:
@@ -652,6 +683,7 @@ class GDriveStorage(Storage):
             self._remove(f["id"])
 
     def _rename(self, folder: str, name: str, new_name: str) -> None:
+        self._forget(folder, name, new_name)
         folder_id = self._folder_id(folder, create=False)
         found = self._files(folder_id, name) if folder_id else []
         if not found:
