@@ -574,14 +574,15 @@ def test_staged_upload_abandoned_midway_stores_nothing(storage, fake_drive, monk
 def test_a_checked_download_of_a_listed_file_needs_no_look_up(storage, fake_drive, gdrive_settings):
     """Right after a listing, a download whose content the caller checks (a pull) uses the
     listed file id; a file deleted for good since is reported missing."""
+    gone = f"b-{os.urandom(4).hex()}.zip"  # the fake server is shared by all tests
     storage.write_bytes("Proj", "a.zip", b"A")
-    storage.write_bytes("Proj", "b.zip", b"B")
+    storage.write_bytes("Proj", gone, b"B")
     storage.list("Proj")
     before = len(fake_drive.requests)
     sink = storage.download_to("Proj", "a.zip", io.BytesIO)
     assert sink.getvalue() == b"A"
     assert not [p for _, p in fake_drive.requests[before:] if "q=" in p]  # no title query
-    [b] = [f for f in fake_drive.files.values() if f.get("title") == "b.zip"]
+    [b] = [f for f in fake_drive.files.values() if f.get("title") == gone]
     fake_drive.remove(b["id"])  # its owner deletes it for good
     with pytest.raises(StorageNotFound):
-        storage.download_to("Proj", "b.zip", io.BytesIO)
+        storage.download_to("Proj", gone, io.BytesIO)
