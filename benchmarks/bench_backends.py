@@ -53,7 +53,7 @@ Run from the repository with the project's virtualenv (the gcs, gdrive and box e
 the test-only packages gcp-storage-emulator, PyJWT and cryptography must be installed)::
 
     .venv/bin/python benchmarks/bench_backends.py [--mb 300] [--list-count 5000] \
-        [--repeat 3] [--warmup 1] [--backends gcs,gdrive,box] [--json OUT] [--profile DIR]
+        [--repeat 7] [--warmup 1] [--backends gcs,gdrive,box] [--json OUT] [--profile DIR]
 
 Generated data lives under ``benchmarks/work/backends-<pid>/`` and is deleted at the end
 (``--keep`` keeps it).
@@ -1129,7 +1129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mb", type=int, default=300, help="experiment size in MiB (default 300)")
     ap.add_argument("--list-count", type=int, default=5000,
                     help="remote experiments to list (default 5000; 0 skips)")
-    ap.add_argument("--repeat", type=int, default=3, help="repetitions, median reported")
+    ap.add_argument("--repeat", type=int, default=7, help="repetitions, median reported")
     ap.add_argument("--warmup", type=int, default=1,
                     help="full-size repetitions run first and not recorded (default 1)")
     ap.add_argument("--backends", default=",".join(ALL_BACKENDS),
