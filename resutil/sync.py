@@ -14,9 +14,9 @@ from .archive import (
 )
 from .errors import ExperimentError, ResutilError
 from .metadata import hash_file, read_meta
-from .progress import NO_PROGRESS_FACTORY, CallbackFactory
+from .progress import NO_PROGRESS_FACTORY, Callback, CallbackFactory
 from .project import Project
-from .remote import RemoteExperiment
+from .remote import Remote, RemoteExperiment
 
 
 @dataclass
@@ -199,7 +199,8 @@ def pull_one(project: Project, exp: RemoteExperiment, progress: CallbackFactory 
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _stream_in(remote, exp: RemoteExperiment, target: Path, callback) -> int | None:
+def _stream_in(remote: Remote, exp: RemoteExperiment, target: Path, callback: Callback
+               ) -> int | None:
     """Extract while downloading; None when the sidecar lacks what that needs. The sidecar
     is read while the archive's download starts (its facts are needed at the first byte)."""
     with ThreadPoolExecutor(1) as pool:
@@ -218,8 +219,8 @@ def _stream_in(remote, exp: RemoteExperiment, target: Path, callback) -> int | N
         return sink.finish()
 
 
-def _fetch_and_extract(remote, exp: RemoteExperiment, target: Path, expected: str | None,
-                       callback) -> int:
+def _fetch_and_extract(remote: Remote, exp: RemoteExperiment, target: Path,
+                       expected: str | None, callback: Callback) -> int:
     with remote.storage.fetched(remote.archive_folder, exp.archive.name, callback) as zpath:
         with ThreadPoolExecutor(1) as pool:  # hash on the second core while extracting
             hashing = pool.submit(hash_file, zpath) if expected else None

@@ -17,6 +17,7 @@ import tempfile
 import time
 import uuid
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, ClassVar, Iterator, Mapping, TypeVar
@@ -234,16 +235,16 @@ class Storage(ABC):
                 yield path
                 self.upload(path, folder, name, callback)
                 return
-            with GrowingFile(path) as growing:
-                upload = _Background(lambda: self._upload_growing(growing, folder, name, callback))
+            with GrowingFile(path) as growing, ThreadPoolExecutor(1) as pool:
+                upload = pool.submit(self._upload_growing, growing, folder, name, callback)
                 try:
                     yield path
                 except BaseException:
                     growing.abandon()  # the upload stops before its last chunk: nothing stored
-                    upload.join()
+                    upload.exception()
                     raise
                 growing.complete()
-                failed = upload.join()
+                failed = upload.exception()
                 if failed is not None:
                     self._after_growing_failed(failed, f"{folder}/{name}")
                     self.upload(path, folder, name, callback)  # transient: once more, whole
@@ -361,25 +362,6 @@ class GrowingFile:
 
     def __exit__(self, *exc: object) -> None:
         self._f.close()
-
-
-class _Background:
-    """Run ``fn`` in a thread; ``join()`` returns the exception it raised, or None."""
-
-    def __init__(self, fn: Callable[[], object]) -> None:
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self._thread.start()
-
-    def _run(self, fn: Callable[[], object]) -> None:
-        try:
-            fn()
-        except BaseException as e:  # noqa: BLE001 - handed to join()
-            self._error = e
-
-    def join(self) -> BaseException | None:
-        self._thread.join()
-        return self._error
 
 
 def not_found(storage: Storage, folder: str, name: str) -> StorageNotFound:
