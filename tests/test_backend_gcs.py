@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import partial
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -40,6 +40,7 @@ from resutil.errors import (  # noqa: E402
 )
 from resutil.storage import StorageSettings, backend_class  # noqa: E402
 from tests.helpers import Recorder
+from tests.servers.httpserver import Server  # noqa: E402
 
 CLIENT_EMAIL = "resutil-ci@resutil-test.iam.gserviceaccount.com"
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"  # google-auth always uses it
@@ -81,7 +82,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server:
     def __init__(self, handler_cls):
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler_cls, self))
+        self.httpd = Server(("127.0.0.1", 0), partial(handler_cls, self))
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         self._thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)

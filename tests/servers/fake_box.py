@@ -30,7 +30,9 @@ import time
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from .httpserver import Server
 
 JWT_AUDIENCE = "https://api.box.com/oauth2/token"
 MIN_CHUNKED = 20_000_000  # Box: upload sessions need files of at least 20 MB
@@ -125,11 +127,11 @@ class FakeBox:
         self.downloads: dict[str, tuple[str, int]] = {}  # download token -> (file id, version)
         self._ids = itertools.count(100_000)
         self.url = ""
-        self._server: ThreadingHTTPServer | None = None
+        self._server: Server | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> str:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server = Server(("127.0.0.1", 0), _Handler)
         server.daemon_threads = True
         server.box = self  # type: ignore[attr-defined]
         self._server = server

@@ -42,9 +42,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
+
+from .httpserver import Server
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -271,7 +273,7 @@ class FakeDrive:
         self.no_service_account_quota = no_service_account_quota
         self.require_auth = True
         self._clock = 0.0
-        self.server: ThreadingHTTPServer | None = None
+        self.server: Server | None = None
         self.thread: threading.Thread | None = None
         self.url = ""
 
@@ -279,7 +281,7 @@ class FakeDrive:
     def start(self) -> str:
         """Serve on an ephemeral port of 127.0.0.1; returns the base URL."""
         handler = type("Handler", (_Handler,), {"drive": self})
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = Server(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, name="fake-drive",
