@@ -199,8 +199,8 @@ class Remote:
         # Progress counts bytes once: while archiving when that writes to the storage
         # itself (local folder), else while uploading the finished archive.
         build_cb = callback if self.storage.writes_in_place else NO_PROGRESS
-        with self.storage.staged_upload(self.archive_folder, archive_name, callback) as part:
-            with open(part, "wb") as out:
+        with self.storage.staged_upload(self.archive_folder, archive_name, callback) as staged:
+            with open(staged.path, "wb") as out:
                 # No fsync: the rename makes the archive appear whole to every process; after
                 # a power cut a torn archive fails its recorded hash on pull and verify.
                 info = build_archive(folder, out, finish, build_cb, deflate_limit,

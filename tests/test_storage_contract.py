@@ -58,8 +58,8 @@ def test_missing_objects_raise_not_found(storage, tmp_path):
 
 def test_failed_staged_upload_stores_nothing(storage):
     with pytest.raises(RuntimeError):
-        with storage.staged_upload("Proj", "a.zip") as path:
-            path.write_bytes(b"half")
+        with storage.staged_upload("Proj", "a.zip") as staged:
+            staged.path.write_bytes(b"half")
             raise RuntimeError("crash mid-push")
     assert storage.list("Proj") == []
 
@@ -94,3 +94,19 @@ def test_large_file_round_trip(storage, tmp_path, big_file_mb):
 def test_check_probe_leaves_nothing(storage):
     storage.check("Proj.resutil")
     assert storage.list("Proj.resutil") == []
+
+
+def test_version_changes_when_content_is_replaced(storage):
+    first = storage.write_bytes("Proj", "a.zip", b"one")
+    listed = storage.stat("Proj", "a.zip")
+    assert listed.version and first is not None and first.version == listed.version
+    second = storage.write_bytes("Proj", "a.zip", b"two, longer")
+    assert second.version == storage.stat("Proj", "a.zip").version != first.version
+
+
+def test_create_exclusive_only_once(storage):
+    assert storage.create_exclusive("Proj.resutil", "x.claim", b"run-1")
+    assert not storage.create_exclusive("Proj.resutil", "x.claim", b"run-2")
+    # A retry of the call that stored it (its answer was lost) still says it is ours.
+    assert storage.create_exclusive("Proj.resutil", "x.claim", b"run-1")
+    assert storage.read_bytes("Proj.resutil", "x.claim") == b"run-1"

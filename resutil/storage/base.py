@@ -31,11 +31,24 @@ S = TypeVar("S")
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """A stored file: its name within its folder, size in bytes, modification time."""
+    """A stored file: its name within its folder, size in bytes, modification time, and
+    ``version``: an opaque token that changes whenever the content is replaced (GCS
+    generation, Drive and Box content checksums, inode and mtime of a local file), None
+    where the backend cannot tell. Readers pair an archive with its sidecar by it."""
 
     name: str
     size: int
     mtime: float | None = None
+    version: str | None = None
+
+
+@dataclass
+class Staged:
+    """A file being staged for upload: write ``path``; after the ``with`` block ``stored``
+    describes what the storage holds (None where the backend cannot tell)."""
+
+    path: Path
+    stored: ObjectInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -113,8 +126,9 @@ class Storage(ABC):
         """The files in ``folder``; an empty list when the folder does not exist."""
 
     @abstractmethod
-    def _upload(self, src: Path, folder: str, name: str, callback: Callback) -> None:
-        """Store ``src`` as ``folder/name``, replacing it; all-or-nothing."""
+    def _upload(self, src: Path, folder: str, name: str, callback: Callback) -> ObjectInfo | None:
+        """Store ``src`` as ``folder/name``, replacing it; all-or-nothing. Returns the
+        stored object (with its version) when the backend's answer says it."""
 
     @abstractmethod
     def _download(self, folder: str, name: str, out: BinaryIO, callback: Callback,
@@ -137,21 +151,28 @@ class Storage(ABC):
             raise exc
         raise err from None
 
-    def _upload_growing(self, src: GrowingFile, folder: str, name: str, callback: Callback) -> None:
+    def _upload_growing(self, src: GrowingFile, folder: str, name: str, callback: Callback
+                        ) -> ObjectInfo | None:
         """Store ``folder/name`` from a file that is still being written (its ``read``
         waits for more; its end is known only when the writer is done), all-or-nothing.
         Backends with ``uploads_while_written`` send it as it grows; by default, and for a
         file complete before one chunk fills, it waits for the writer and uploads whole."""
         src.wait_for_size(-1)
-        self._upload(src.path, folder, name, callback)
+        return self._upload(src.path, folder, name, callback)
 
     @abstractmethod
     def _delete(self, folder: str, name: str) -> None:
         """Remove ``folder/name``; raise StorageNotFound if it does not exist."""
 
     @abstractmethod
-    def _rename(self, folder: str, name: str, new_name: str) -> None:
-        """Rename ``folder/name`` to ``folder/new_name``, replacing an existing one."""
+    def _rename(self, folder: str, name: str, new_name: str) -> ObjectInfo | None:
+        """Rename ``folder/name`` to ``folder/new_name``, replacing an existing one; returns
+        the renamed object when the backend's answer says it."""
+
+    def _create_exclusive(self, folder: str, name: str, data: bytes) -> bool:
+        """Store ``data`` as ``folder/name`` only if no object of that name exists, as one
+        atomic step on the storage; False if one exists."""
+        raise NotImplementedError(f"{type(self).__name__} cannot create exclusively yet")
 
     def _translate(self, exc: BaseException, action: str, target: str) -> ResutilError | None:
         """Turn a backend/SDK exception into a ResutilError (raise Transient to retry).
@@ -176,10 +197,12 @@ class Storage(ABC):
                 return info
         return None
 
-    def upload(self, src: Path, folder: str, name: str, callback: Callback = NO_PROGRESS) -> None:
-        """Store a local file as ``folder/name``, all-or-nothing."""
-        self._call(lambda: self._upload(src, folder, name, callback), "upload", f"{folder}/{name}",
-                   callback)
+    def upload(self, src: Path, folder: str, name: str, callback: Callback = NO_PROGRESS
+               ) -> ObjectInfo | None:
+        """Store a local file as ``folder/name``, all-or-nothing; returns what was stored
+        when the backend says it."""
+        return self._call(lambda: self._upload(src, folder, name, callback), "upload",
+                          f"{folder}/{name}", callback)
 
     def download(self, folder: str, name: str, dest: Path, callback: Callback = NO_PROGRESS) -> None:
         """Fetch ``folder/name`` into the local file ``dest``."""
@@ -207,47 +230,67 @@ class Storage(ABC):
         """Remove ``folder/name``."""
         self._call(lambda: self._delete(folder, name), "delete", f"{folder}/{name}")
 
-    def rename(self, folder: str, name: str, new_name: str) -> None:
-        """Rename ``folder/name`` within its folder."""
-        self._call(lambda: self._rename(folder, name, new_name), "rename", f"{folder}/{name}")
+    def rename(self, folder: str, name: str, new_name: str) -> ObjectInfo | None:
+        """Rename ``folder/name`` within its folder; returns the renamed object when the
+        backend says it."""
+        return self._call(lambda: self._rename(folder, name, new_name), "rename",
+                          f"{folder}/{name}")
+
+    def create_exclusive(self, folder: str, name: str, data: bytes) -> bool:
+        """Store a small object only if none of that name exists; True if this call stored
+        it. A retried call whose first attempt did store it still answers True: the content
+        decides, so ``data`` should be unique to the caller (e.g. hold a run id)."""
+        target = f"{folder}/{name}"
+        if self._call(lambda: self._create_exclusive(folder, name, data), "create", target):
+            return True
+        try:
+            return self.read_bytes(folder, name) == data
+        except StorageNotFound:  # removed in between: the name is free again
+            return self._call(lambda: self._create_exclusive(folder, name, data), "create", target)
 
     def read_bytes(self, folder: str, name: str) -> bytes:
         """A small object's content."""
         with self.fetched(folder, name) as path:
             return path.read_bytes()
 
-    def write_bytes(self, folder: str, name: str, data: bytes) -> None:
-        """Store a small object, all-or-nothing."""
-        with self.staged_upload(folder, name) as path:
-            path.write_bytes(data)
+    def write_bytes(self, folder: str, name: str, data: bytes) -> ObjectInfo | None:
+        """Store a small object, all-or-nothing; returns what was stored when known."""
+        with self.staged_upload(folder, name) as staged:
+            staged.path.write_bytes(data)
+        return staged.stored
 
     @contextlib.contextmanager
     def staged_upload(
         self, folder: str, name: str, callback: Callback = NO_PROGRESS
-    ) -> Iterator[Path]:
-        """Yield a local path to write; on a clean exit it is stored as ``folder/name``.
+    ) -> Iterator[Staged]:
+        """Yield a ``Staged`` whose path to write; on a clean exit it is stored as
+        ``folder/name`` and ``stored`` says what the storage holds.
 
         On an exception nothing is stored. Backends that can write in place (the local
         folder) override this to avoid a copy.
         """
         with self._scratch_file(name) as path:
+            staged = Staged(path)
             if not self.uploads_while_written:
-                yield path
-                self.upload(path, folder, name, callback)
+                yield staged
+                staged.stored = self.upload(path, folder, name, callback)
                 return
             with GrowingFile(path) as growing, ThreadPoolExecutor(1) as pool:
                 upload = pool.submit(self._upload_growing, growing, folder, name, callback)
                 try:
-                    yield path
+                    yield staged
                 except BaseException:
                     growing.abandon()  # the upload stops before its last chunk: nothing stored
                     upload.exception()
                     raise
                 growing.complete()
                 failed = upload.exception()
-                if failed is not None:
+                if failed is None:
+                    staged.stored = upload.result()
+                else:
                     self._after_growing_failed(failed, f"{folder}/{name}")
-                    self.upload(path, folder, name, callback)  # transient: once more, whole
+                    # transient: once more, whole
+                    staged.stored = self.upload(path, folder, name, callback)
 
     @contextlib.contextmanager
     def fetched(self, folder: str, name: str, callback: Callback = NO_PROGRESS) -> Iterator[Path]:

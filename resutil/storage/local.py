@@ -12,12 +12,24 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from ..errors import StorageError, StorageNotFound, StoragePermission, StorageUnavailable
+from ..liveness import Owner
 from ..progress import NO_PROGRESS, Callback, copy_stream
-from .base import ObjectInfo, Storage, StorageSettings, not_found
+from .base import ObjectInfo, Staged, Storage, StorageSettings, not_found
 
 PART_MARK = ".part-"
-# A part file nobody has written to for this long was left by a killed push.
+# A part file of another host's push, untouched this long, was left by a killed push
+# (this host's are removed as soon as their writer is dead).
 STALE_PART_AGE = 3600.0
+
+
+def _version(st: os.stat_result) -> str:
+    # A replaced file is a new inode (the rename of a part file); mtime and size guard
+    # against inode reuse after a delete.
+    return f"{st.st_ino}-{st.st_mtime_ns}-{st.st_size}"
+
+
+def _info(name: str, st: os.stat_result) -> ObjectInfo:
+    return ObjectInfo(name, st.st_size, st.st_mtime, _version(st))
 
 
 class LocalStorage(Storage):
@@ -49,8 +61,7 @@ class LocalStorage(Storage):
                 for entry in it:
                     if entry.name.startswith(".") or not entry.is_file():
                         continue
-                    st = entry.stat()
-                    out.append(ObjectInfo(entry.name, st.st_size, st.st_mtime))
+                    out.append(_info(entry.name, entry.stat()))
         except FileNotFoundError:
             return []
         return out
@@ -62,23 +73,20 @@ class LocalStorage(Storage):
             return None
         except OSError as e:
             raise self._os_error(e, "read", f"{folder}/{name}") from None
-        return ObjectInfo(name, st.st_size, st.st_mtime)
+        return _info(name, st)
 
     @contextlib.contextmanager
     def staged_upload(
         self, folder: str, name: str, callback: Callback = NO_PROGRESS
-    ) -> Iterator[Path]:
+    ) -> Iterator[Staged]:
         # Written in place under a hidden name and renamed: no second copy of the archive.
+        d, part = self._part(folder, name)
         try:
-            d = self._folder(folder)
-            d.mkdir(exist_ok=True)
-        except OSError as e:
-            raise self._os_error(e, "write", folder) from None
-        _remove_stale_parts(d)
-        part = d / f".{name}{PART_MARK}{uuid.uuid4().hex[:12]}"
-        try:
-            yield part
+            staged = Staged(part)
+            yield staged
+            st = os.stat(part)  # a rename keeps inode and mtime: this is the stored version
             os.replace(part, d / name)
+            staged.stored = _info(name, st)
         except OSError as e:
             raise self._os_error(e, "write", f"{folder}/{name}") from None
         finally:
@@ -87,6 +95,30 @@ class LocalStorage(Storage):
             except OSError:
                 pass  # e.g. a read-only mount (EROFS even for a missing file): keep the real error
 
+    def _part(self, folder: str, name: str) -> tuple[Path, Path]:
+        """The folder and a fresh hidden part file name, owned by this process."""
+        try:
+            d = self._folder(folder)
+            d.mkdir(exist_ok=True)
+        except OSError as e:
+            raise self._os_error(e, "write", folder) from None
+        _remove_stale_parts(d)
+        return d, d / f".{name}{PART_MARK}{Owner.current().tag}-{uuid.uuid4().hex[:8]}"
+
+    def _create_exclusive(self, folder: str, name: str, data: bytes) -> bool:
+        # Written whole under a hidden name, then linked: link() fails if the name exists,
+        # so the object appears complete or not at all, and only once.
+        d, part = self._part(folder, name)
+        try:
+            part.write_bytes(data)
+            os.link(part, d / name)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            with contextlib.suppress(OSError):
+                part.unlink()
+
     @contextlib.contextmanager
     def fetched(self, folder: str, name: str, callback: Callback = NO_PROGRESS) -> Iterator[Path]:
         path = self._folder(folder) / name
@@ -94,11 +126,12 @@ class LocalStorage(Storage):
             raise not_found(self, folder, name)
         yield path
 
-    def _upload(self, src: Path, folder: str, name: str, callback: Callback) -> None:
+    def _upload(self, src: Path, folder: str, name: str, callback: Callback) -> ObjectInfo | None:
         callback.set_total(src.stat().st_size)
-        with self.staged_upload(folder, name, callback) as part:
-            with open(src, "rb") as fi, open(part, "wb") as fo:
+        with self.staged_upload(folder, name, callback) as staged:
+            with open(src, "rb") as fi, open(staged.path, "wb") as fo:
                 copy_stream(fi, fo, callback)
+        return staged.stored
 
     def _download(self, folder: str, name: str, out: BinaryIO, callback: Callback,
                   checked: bool = False) -> None:
@@ -116,12 +149,14 @@ class LocalStorage(Storage):
         except FileNotFoundError:
             raise not_found(self, folder, name) from None
 
-    def _rename(self, folder: str, name: str, new_name: str) -> None:
+    def _rename(self, folder: str, name: str, new_name: str) -> ObjectInfo | None:
         d = self._folder(folder)
         try:
+            st = os.stat(d / name)
             os.replace(d / name, d / new_name)
         except FileNotFoundError:
             raise not_found(self, folder, name) from None
+        return _info(new_name, st)
 
     def _translate(self, exc: BaseException, action: str, target: str) -> StorageError | None:
         if isinstance(exc, OSError):
@@ -143,15 +178,19 @@ class LocalStorage(Storage):
 
 
 def _remove_stale_parts(folder: Path) -> None:
-    """Delete part files of killed pushes (an active push keeps its part file's mtime fresh)."""
+    """Delete part files of killed pushes: at once when their writer (named in the part's
+    name) was a process of this host that is gone, else when untouched for an hour."""
     cutoff = time.time() - STALE_PART_AGE
     try:
         with os.scandir(folder) as it:
             for entry in it:
-                if entry.name.startswith(".") and PART_MARK in entry.name:
-                    with contextlib.suppress(OSError):
-                        if entry.stat().st_mtime < cutoff:
-                            os.unlink(entry.path)
+                if not (entry.name.startswith(".") and PART_MARK in entry.name):
+                    continue
+                owner = Owner.parse(entry.name.rsplit(PART_MARK, 1)[1].rsplit("-", 1)[0])
+                alive = owner.alive() if owner else None
+                with contextlib.suppress(OSError):
+                    if alive is False or (alive is None and entry.stat().st_mtime < cutoff):
+                        os.unlink(entry.path)
     except OSError:
         pass  # cleaning up is best effort
 
