@@ -17,11 +17,12 @@ from typing import Any, Callable, Iterator, TypeVar
 
 from . import ui
 from .capture import OutputCapture, ReadObserver
-from .experiments import record_start
+from .experiments import new_experiment, record_start
 from .errors import ResutilError
-from .metadata import ExpMeta, compute_manifest, manifest_digest, read_meta, write_meta
-from .naming import check_comment, comment_problem, names_in_argv, parse_name
+from .metadata import ExpMeta, compute_manifest, read_meta, upstream_record, write_meta
+from .naming import IDENTITY_LEN, check_comment, comment_problem, names_in_argv, parse_name
 from .project import Project
+from .publish import publish
 from .workspace import DEBUG_NAME
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -109,10 +110,11 @@ class Run:
                 shutil.rmtree(self.folder, ignore_errors=True)
                 self.folder.mkdir(parents=True)
                 ui.info("Debug mode (RESUTIL_DEBUG): results go to a scratch folder, nothing is pushed")
+                self.meta = ExpMeta(name=self.folder.name)
             else:
-                self.folder = ws.path(ws.create(comment).name)
+                self.folder, self.meta = new_experiment(self.project, comment,
+                                                        claim=self.use_remote)
                 self._created = True
-            self.meta = ExpMeta(name=self.folder.name, comment=comment)
         meta = self.meta
         meta.status = "running"
         write_meta(self.folder, meta)  # marks the folder 'running' at once (push -A skips it)
@@ -152,7 +154,7 @@ class Run:
             local = ws.local_name(name)
         if local is None:
             raise ResutilError(f"upstream experiment {name} is not in {ws.root} (and RESUTIL_NO_REMOTE is set)")
-        if self.meta.add_dependency(local, source, manifest_digest(ws.path(local))):
+        if self.meta.add_dependency(local, source, **upstream_record(ws.path(local))):
             ui.info(f"  upstream ({source}): {ui.esc(local)}")
         return ws.path(local)
 
@@ -189,8 +191,8 @@ class Run:
         if not self._observer:
             return
         for name in list(self._observer.seen):
-            digest = manifest_digest(self.project.workspace.path(name))
-            if self.meta.add_dependency(name, "observed", digest):
+            record = upstream_record(self.project.workspace.path(name))
+            if self.meta.add_dependency(name, "observed", **record):
                 ui.info(f"  upstream (observed read): {ui.esc(name)}")
 
     def _push(self, final: bool) -> None:
@@ -198,7 +200,12 @@ class Run:
 
         try:
             with ui.RichProgress() as bars:
-                self.project.remote.push(self.folder, bars(self.folder.name))
+                done = publish(self.project, self.folder, bars(self.folder.name),
+                               checkpoint=not final)
+            if done.moved_from:
+                self.folder = self.project.workspace.path(done.name)
+                ui.warn(f"another run holds {done.moved_from[:IDENTITY_LEN]} on the remote: "
+                        f"this run moved to {done.name}")
             if final:
                 ui.info(f"Pushed {ui.esc(self.folder.name)} to {ui.esc(self.project.remote.describe())}")
                 others = [n for n in unpushed(self.project) if n != self.folder.name]

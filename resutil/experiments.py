@@ -9,14 +9,30 @@ from typing import Any, Iterator
 
 from .capture import copy_changed_files, environment, git_state
 from .errors import ExperimentNotFound
-from .metadata import ExpMeta, manifest_digest, read_meta, write_meta
-from .naming import check_comment, parse_name
+from .metadata import ExpMeta, read_meta, upstream_record, write_meta
+from .naming import check_comment, new_run_id, parse_name
 from .project import Project
+from .publish import claim_new, same_run
 
 
 def now_iso() -> str:
     """The local time with its offset, to the second, as metadata records it."""
     return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def new_experiment(project: Project, comment: str = "", claim: bool = True,
+                   status: str = "running") -> tuple[Path, ExpMeta]:
+    """Make a new experiment folder and its metadata (marked ``status`` at once, so ``push
+    -A`` leaves a running one alone), with a new run id. With ``claim`` its identity is
+    claimed on the storage when that is reachable; a clash with another run moves the new,
+    still empty folder to the next free identity before anything is written into it."""
+    ws = project.workspace
+    folder = ws.path(ws.create(comment).name)
+    meta = ExpMeta(name=folder.name, comment=comment, status=status, run_id=new_run_id())
+    write_meta(folder, meta)
+    if claim:
+        folder = claim_new(project, folder, meta)
+    return folder, meta
 
 
 def record_start(
@@ -28,6 +44,8 @@ def record_start(
     The start time, the command, the folder, the environment and (with ``code``) the git
     commit plus copies of changed tracked files; key files and results never get copied.
     """
+    if meta.run_id is None:
+        meta.run_id = new_run_id()
     meta.started_at = now_iso()
     meta.args = args
     try:
@@ -48,14 +66,13 @@ def add_experiment(project: Project, comment: str, deps: list[str]) -> Path:
     check_comment(comment)
     resolved = [project.resolve(d) for d in deps]
     ws = project.workspace
-    name = ws.create(comment).name
-    folder = ws.path(name)
-    meta = ExpMeta(name=name, comment=comment, status="finished")
+    folder, meta = new_experiment(project, comment, claim=not project.no_remote,
+                                  status="finished")
     record_start(project, folder, meta, " ".join(sys.argv), code=False)
     meta.ended_at = meta.started_at
     for dep in resolved:
         local = ws.local_name(dep)
-        meta.add_dependency(dep, "manual", manifest_digest(ws.path(local)) if local else None)
+        meta.add_dependency(dep, "manual", **(upstream_record(ws.path(local)) if local else {}))
     write_meta(folder, meta)
     return folder
 
@@ -67,6 +84,7 @@ def change_comment(project: Project, query: str, comment: str) -> str:
     new = parse_name(name).with_comment(comment).name  # type: ignore[union-attr]
     ws = project.workspace
     local = ws.local_name(name)
+    meta = None
     if local:
         meta = read_meta(ws.path(local))
         new = ws.rename(local, comment)
@@ -74,7 +92,9 @@ def change_comment(project: Project, query: str, comment: str) -> str:
         write_meta(ws.path(new), meta)
     if not project.no_remote:
         exp = project.remote.get(name)
-        if exp is not None and exp.name != new:
+        # Only this run's copy: the remote may hold another run under this identity, one
+        # that this unpushed experiment will move away from when it is pushed.
+        if exp is not None and exp.name != new and (meta is None or same_run(project, meta, exp)):
             project.remote.rename(exp, new)
     return new
 

@@ -94,6 +94,38 @@ def compute_manifest(folder: Path, exclude: Iterable[str] = (EXP_FILE,)) -> Mani
     return Manifest(files)
 
 
+def manifest_changes(folder: Path, manifest: Manifest, quick: bool = False) -> list[str]:
+    """How a folder's files differ from its manifest ([] when intact): ``changed: p``,
+    ``missing: p``, ``not in manifest: p``.
+
+    ``quick`` hashes only files whose size matches and that were written around or after
+    the metadata file (which is written after its manifest); older files of the right size
+    are taken as recorded. That is what a push checks; ``verify`` hashes everything.
+    """
+    since = None
+    if quick:
+        try:
+            # Two seconds of slack for file systems with coarse timestamps.
+            since = (folder / EXP_FILE).stat().st_mtime_ns - 2_000_000_000
+        except OSError:
+            since = None
+    problems = []
+    seen = set()
+    for rel, path, st in iter_files(folder):
+        if rel == EXP_FILE or (rel.startswith(f".{EXP_FILE}.tmp") and "/" not in rel):
+            continue
+        seen.add(rel)
+        recorded = manifest.files.get(rel)
+        if recorded is None:
+            problems.append(f"not in manifest: {rel}")
+        elif st.st_size != recorded[0]:
+            problems.append(f"changed: {rel}")
+        elif (since is None or st.st_mtime_ns >= since) and hash_file(Path(path)) != recorded[1]:
+            problems.append(f"changed: {rel}")
+    problems += [f"missing: {rel}" for rel in manifest.files if rel not in seen]
+    return sorted(problems, key=lambda p: p.split(": ", 1)[1])
+
+
 def scan_files(folder: Path) -> list[tuple[str, str, os.stat_result]]:
     """(relative posix path, path, stat) of every regular file, dir links not followed;
     a folder's files (by name) come before its subfolders (by name)."""
@@ -129,6 +161,7 @@ class Dependency:
     name: str
     source: str = "recorded"
     manifest: str | None = None  # the upstream manifest digest when it was used
+    run_id: str | None = None  # the upstream run, when it was recorded with one
 
     @property
     def identity(self) -> str:
@@ -141,6 +174,7 @@ class ExpMeta:
 
     name: str = ""
     comment: str = ""
+    run_id: str | None = None  # globally unique, from creation on; None for 0.1.x runs
     status: str = "finished"
     args: str = ""
     result_dir: str = ""
@@ -162,13 +196,14 @@ class ExpMeta:
         if parsed is not None:
             self.comment = parsed.comment
 
-    def add_dependency(self, name: str, source: str, manifest: str | None = None) -> bool:
+    def add_dependency(self, name: str, source: str, manifest: str | None = None,
+                       run_id: str | None = None) -> bool:
         """Record an upstream experiment once (by identity); True if it was new."""
         ident = identity_of(name)
         for dep in self.dependencies:
             if dep.identity == ident:
                 return False
-        self.dependencies.append(Dependency(name, source, manifest))
+        self.dependencies.append(Dependency(name, source, manifest, run_id))
         return True
 
     # -- (de)serialisation ---------------------------------------------------------------
@@ -181,12 +216,14 @@ class ExpMeta:
             "git": {"commit_hash": self.commit_hash, "uncommited_files": self.uncommitted_files},
             "schema_version": self.schema_version,
             "name": self.name,
+            "run_id": self.run_id,
             "comment": self.comment,
             "status": self.status,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "dependency_sources": [
-                {"name": dep.name, "source": dep.source, "manifest": dep.manifest}
+                {"name": dep.name, "source": dep.source, "manifest": dep.manifest,
+                 **({"run_id": dep.run_id} if dep.run_id else {})}
                 for dep in self.dependencies
             ],
             "environment": self.environment,
@@ -205,7 +242,7 @@ class ExpMeta:
     @classmethod
     def from_dict(cls, data: dict[str, Any], manifest: Manifest | None = None) -> ExpMeta:
         known = {
-            "args", "result_dir", "dependency", "git", "schema_version", "name", "comment",
+            "args", "result_dir", "dependency", "git", "schema_version", "name", "run_id", "comment",
             "status", "started_at", "ended_at", "dependency_sources", "environment", "pipeline",
             "manifest",
         }
@@ -227,9 +264,11 @@ class ExpMeta:
             src = sources.get(ident, {})
             found = NAME_IN_TEXT_RE.search(str(entry))  # 0.1.x wrote results/<name>
             name = found.group(0) if found else str(entry)
-            deps.append(Dependency(name, str(src.get("source", "recorded")), src.get("manifest")))
+            deps.append(Dependency(name, str(src.get("source", "recorded")), src.get("manifest"),
+                                   _opt_str(src.get("run_id"))))
         return cls(
             name=str(data.get("name") or ""),
+            run_id=_opt_str(data.get("run_id")),
             comment=str(data.get("comment") or ""),
             status=str(data.get("status") or "finished"),
             args=str(data.get("args") or ""),
@@ -245,6 +284,10 @@ class ExpMeta:
             schema_version=int(data.get("schema_version") or 1),
             extra={k: v for k, v in data.items() if k not in known},
         )
+
+
+def _opt_str(value: Any) -> str | None:
+    return str(value) if isinstance(value, (str, int)) and value != "" else None
 
 
 def parse_meta(text: str, with_manifest: bool = True) -> ExpMeta:
@@ -309,12 +352,25 @@ def write_meta(folder: Path, meta: ExpMeta) -> bytes:
 
 def manifest_digest(folder: Path) -> str | None:
     """The manifest digest of an experiment folder, read without parsing the file list."""
+    return upstream_record(folder)["manifest"]
+
+
+def upstream_record(folder: Path) -> dict[str, str | None]:
+    """What a downstream experiment records of an upstream folder: its manifest digest and
+    its run id (``add_dependency(name, source, **upstream_record(folder))``), read without
+    parsing the file list."""
+    record: dict[str, str | None] = {"manifest": None, "run_id": None}
     try:
         text = (folder / EXP_FILE).read_text(encoding="utf-8")
-    except OSError:
-        return None
-    _, sep, tail = text.partition(_MANIFEST_MARK)
+    except (OSError, UnicodeDecodeError):
+        return record
+    head, sep, tail = text.partition(_MANIFEST_MARK)
+    for line in head.splitlines():
+        if line.startswith("run_id:"):
+            value = line.split(":", 1)[1].strip().strip("'\"")
+            record["run_id"] = value if value not in ("", "null", "~") else None
+            break
     for line in tail.splitlines()[:6] if sep else ():
         if line.startswith("  digest:"):
-            return line.split(":", 1)[1].strip().strip("'\"")
-    return None
+            record["manifest"] = line.split(":", 1)[1].strip().strip("'\"")
+    return record

@@ -6,7 +6,10 @@ names sort by time. ``<prefix>_<timestamp>`` is the identity; the comment is a l
 
 from __future__ import annotations
 
+import os
 import re
+import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +26,15 @@ NAME_RE = re.compile(r"^([a-z]{6})_(\d{8}T\d{6})(?:_(.*))?$")
 NAME_IN_TEXT_RE = re.compile(r"(?<![A-Za-z])[a-z]{6}_\d{8}T\d{6}(?:_[^/\\\s]*)?")
 INVALID_COMMENT_CHARS = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
 MAX_COMMENT_LEN = 200
+
+
+def new_run_id() -> str:
+    """A globally unique run id: a UUIDv7 (RFC 9562), so ids also sort by creation time."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 68 & 0xFFF) << 64 | 0b10 << 62 \
+        | (rand & (2**62 - 1))
+    return str(uuid.UUID(int=value))
 
 
 def to_base26(n: int) -> str:

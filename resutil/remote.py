@@ -11,23 +11,71 @@ read by fetching their metadata once and caching it.
 from __future__ import annotations
 
 import json
+import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from .archive import DEFAULT_DEFLATE_LIMIT, ArchiveInfo, build_archive
-from .errors import ArchiveError, ExperimentError, ExperimentNotFound
+from .errors import ArchiveError, ExperimentError, ExperimentNotFound, StorageNotFound
+from .liveness import this_host
 from .metadata import EXP_FILE, ExpMeta, Manifest, parse_meta, read_meta, write_meta
-from .naming import parse_name
+from .naming import IDENTITY_LEN, parse_name
 from .progress import NO_PROGRESS, Callback
 from .storage.base import ObjectInfo, Storage
 
+log = logging.getLogger(__name__)
+
 ARCHIVE_SUFFIX = ".zip"
 SIDECAR_SUFFIX = ".json"
+CLAIM_SUFFIX = ".claim"
 SIDECAR_FORMAT = 1
+MAX_SIDECAR_SIZE = 16 << 20  # a sidecar holds metadata and a layout, never file contents
+
+
+def sidecar_problem(data: Any) -> str | None:
+    """Why a sidecar's content cannot be used (None when it can): remote data is untrusted."""
+    if not isinstance(data, dict):
+        return "is not a JSON object"
+    archive, meta = data.get("archive"), data.get("meta")
+    if not isinstance(archive, dict) or not isinstance(meta, dict):
+        return "lacks 'archive' or 'meta'"
+    if not isinstance(archive.get("name"), str) or not _is_int(archive.get("size")):
+        return "has no archive name or size"
+    for key in ("hash", "version"):
+        if archive.get(key) is not None and not isinstance(archive[key], str):
+            return f"has a bad archive {key}"
+    described = archive.get("described")
+    if described is not None and not (
+            isinstance(described, list)
+            and all(isinstance(p, list) and len(p) == 2 and all(map(_is_int, p)) for p in described)):
+        return "has a bad archive layout"
+    if data.get("run_id") is not None and not isinstance(data["run_id"], str):
+        return "has a bad run id"
+    try:
+        ExpMeta.from_dict(meta)
+    except Exception as e:  # noqa: BLE001 - any shape may arrive from the storage
+        return f"has unusable metadata ({type(e).__name__})"
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _key_part(version: str) -> str:
+    """A version as part of a cache file name."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in version)[:120]
+
+
+def _ignored(exp: RemoteExperiment, why: str) -> None:
+    log.warning("ignoring the sidecar of %s on the remote: it %s; reading its archive instead",
+                exp.name, why)
+    return None
 
 
 @dataclass(frozen=True)
@@ -40,7 +88,7 @@ class RemoteExperiment:
 
     @property
     def identity(self) -> str:
-        return self.name[:22]
+        return self.name[:IDENTITY_LEN]
 
 
 class Remote:
@@ -103,38 +151,72 @@ class Remote:
 
     # -- metadata -----------------------------------------------------------------------
     def sidecar(self, exp: RemoteExperiment, fetch: bool = True) -> dict[str, Any] | None:
-        """The sidecar content, from the local cache when it is current.
+        """The sidecar content, valid or None, from the local cache when it is current.
 
-        With ``fetch=False`` only the cache is consulted (listing stays one request).
+        The cache is keyed on the sidecar's version on the storage (its content), never on
+        a time. With ``fetch=False`` only the cache is consulted (listing stays one request).
         """
         if exp.sidecar is None:
             return None
-        key = f"{exp.identity}-{exp.sidecar.size}-{int(exp.sidecar.mtime or 0)}.json"
-        cached = self._cache_read(key)
+        version = exp.sidecar.version
+        key = f"{exp.identity}-side-{_key_part(version)}.json" if version else None
+        cached = self._cache_read(key) if key else None
         if cached is not None or not fetch:
             return cached
+        if exp.sidecar.size > MAX_SIDECAR_SIZE:
+            return _ignored(exp, f"is {exp.sidecar.size} bytes (at most {MAX_SIDECAR_SIZE})")
         try:
             data = json.loads(self.storage.read_bytes(self.meta_folder, exp.sidecar.name))
-        except ValueError:
-            return None  # a damaged sidecar: fall back to the archive
-        self._cache_write(key, data)
+        except StorageNotFound:
+            return None  # removed since the listing
+        except (ValueError, UnicodeDecodeError):
+            return _ignored(exp, "is not JSON")
+        problem = sidecar_problem(data)
+        if problem:
+            return _ignored(exp, problem)
+        if key:
+            self._cache_write(key, data)
         return data
+
+    def paired(self, exp: RemoteExperiment) -> dict[str, Any] | None:
+        """The sidecar when it was written for the archive the listing shows, else None.
+
+        A push replaces the archive, then the sidecar: a reader in between, or after a push
+        that was killed or raced by another, sees an archive version the sidecar does not
+        name, and then reads the archive itself instead of trusting another push's facts.
+        """
+        side = self.sidecar(exp)
+        if side is None:
+            return None
+        archive = side["archive"]
+        if archive.get("name") != exp.archive.name or archive.get("size") != exp.archive.size:
+            return None
+        recorded, listed = archive.get("version"), exp.archive.version
+        if recorded is not None and listed is not None and recorded != listed:
+            return None
+        return side
 
     def meta(self, exp: RemoteExperiment) -> ExpMeta:
         """The experiment's metadata without its manifest, fetching an archive only once."""
-        side = self.sidecar(exp)
-        if side is not None and isinstance(side.get("meta"), dict):
+        side = self.paired(exp)
+        if side is not None:
             meta = ExpMeta.from_dict(side["meta"])
             meta.set_name(exp.name)
             return meta
-        key = f"{exp.identity}-archive-{exp.archive.size}-{int(exp.archive.mtime or 0)}.json"
-        cached = self._cache_read(key)
+        version = exp.archive.version
+        key = f"{exp.identity}-archive-{_key_part(version)}.json" if version else None
+        cached = self._cache_read(key) if key else None
         if cached is None:
             cached = {"meta": self._meta_from_archive(exp).head_dict()}
-            self._cache_write(key, cached)
+            if key:
+                self._cache_write(key, cached)
         meta = ExpMeta.from_dict(cached["meta"])
         meta.set_name(exp.name)
         return meta
+
+    def run_id(self, exp: RemoteExperiment) -> str | None:
+        """The run id of the experiment the remote holds (None for a run without one)."""
+        return self.meta(exp).run_id
 
     def _meta_from_archive(self, exp: RemoteExperiment) -> ExpMeta:
         with self.storage.fetched(self.archive_folder, exp.archive.name) as path:
@@ -165,31 +247,48 @@ class Remote:
         return facts.get("hash"), layout
 
     def _archive_facts(self, exp: RemoteExperiment) -> dict[str, Any]:
-        side = self.sidecar(exp)
-        archive = (side or {}).get("archive") or {}
-        if archive.get("name") == exp.archive.name and archive.get("size") == exp.archive.size:
-            return archive
-        return {}  # no sidecar, or one that describes an older archive
+        side = self.paired(exp)
+        return side["archive"] if side is not None else {}
+
+    # -- identities -----------------------------------------------------------------------
+    def claim(self, identity: str, run_id: str, name: str) -> str | None:
+        """Claim ``identity`` for a run with one atomic create-if-absent on the storage.
+
+        Returns the run id that holds the identity: ``run_id`` when this run has it (now or
+        from before), another run's id, or None for a claim that names no run (damaged).
+        """
+        record = {"run_id": run_id, "name": name, "host": this_host(),
+                  "claimed_at": datetime.now().astimezone().isoformat(timespec="seconds")}
+        blob = json.dumps(record).encode("utf-8")
+        claim_name = identity + CLAIM_SUFFIX
+        if self.storage.create_exclusive(self.meta_folder, claim_name, blob):
+            return run_id
+        try:
+            holder = json.loads(self.storage.read_bytes(self.meta_folder, claim_name))
+        except StorageNotFound:  # removed meanwhile: try once more
+            if self.storage.create_exclusive(self.meta_folder, claim_name, blob):
+                return run_id
+            return None
+        except (ValueError, UnicodeDecodeError):
+            return None
+        held = holder.get("run_id") if isinstance(holder, dict) else None
+        return held if isinstance(held, str) else None
 
     # -- transfers ----------------------------------------------------------------------
-    def push(
-        self,
-        folder: Path,
-        callback: Callback = NO_PROGRESS,
-    ) -> ArchiveInfo:
-        """Archive a local experiment folder and store it, with its sidecar.
+    def store(self, folder: Path, callback: Callback = NO_PROGRESS,
+              replaces: RemoteExperiment | None = None) -> ArchiveInfo:
+        """Archive a local experiment folder and store it with its sidecar (use
+        ``publish.publish``, which decides whether and where a folder may go).
 
-        The archive goes first and appears all at once; the sidecar follows. The local
-        metadata gets the manifest computed while archiving. Large compressible files are
-        deflated only for remote storage: a local folder or NAS has disk to spare and no
-        bandwidth to save, so there CPU time is the cost that counts.
+        The archive goes first and appears all at once; the sidecar follows and names the
+        archive's version. The local metadata gets the manifest computed while archiving.
+        Large compressible files are deflated only for remote storage: a local folder or
+        NAS has disk to spare and no bandwidth to save, so there CPU time is what counts.
+        ``replaces``: the remote copy of this run under another label, removed after.
         """
         deflate_limit = DEFAULT_DEFLATE_LIMIT if self.storage.writes_in_place else None
         name = folder.name
         meta = read_meta(folder, with_manifest=False)
-        old = self.get(name)
-        if old is not None:
-            self._refuse_other_run(meta, old)
 
         def finish(manifest: Manifest) -> bytes:
             meta.manifest = manifest
@@ -205,32 +304,22 @@ class Remote:
                 # a power cut a torn archive fails its recorded hash on pull and verify.
                 info = build_archive(folder, out, finish, build_cb, deflate_limit,
                                      self.storage.settings.scratch_dir)
-        self.write_sidecar(meta, info, archive_name)
-        if old is not None and old.name != name:  # renamed elsewhere: drop the old label
-            self.storage.delete(self.archive_folder, old.archive.name)
+        stored = staged.stored
+        self.write_sidecar(meta, info, archive_name, stored.version if stored else None)
         self._listing = None
+        if stored is not None and stored.version is not None:
+            now = self.storage.stat(self.archive_folder, archive_name)
+            if now is None or now.version != stored.version:
+                raise ExperimentError(
+                    f"{name} was pushed by another process at the same time, so the remote "
+                    f"copy may be that one; run 'resutil push {name}' again"
+                )
+        if replaces is not None and replaces.archive.name != archive_name:
+            self.storage.delete(self.archive_folder, replaces.archive.name)
         return info
 
-    def _refuse_other_run(self, meta: ExpMeta, old: RemoteExperiment) -> None:
-        """Never replace (or drop the label of) a different run that has the same identity.
-
-        Identities are times to the second, so two machines can make the same one. A
-        relabel, a checkpoint or a pulled copy keeps its start time and host; another
-        run of the same second does not.
-        """
-        side = self.sidecar(old) or {}
-        theirs = side.get("meta") if isinstance(side.get("meta"), dict) else {}
-        mine = (meta.started_at, (meta.environment or {}).get("host"))
-        other = (theirs.get("started_at"), (theirs.get("environment") or {}).get("host"))
-        if None in mine or None in other or mine == other:
-            return
-        raise ExperimentError(
-            f"the remote already holds {old.name}, a different run with the same identity "
-            f"(started {other[0]} on {other[1]}); {meta.name} was not pushed - give it a new "
-            "identity (move the folder to a new <prefix>_<timestamp> name) and push again"
-        )
-
-    def write_sidecar(self, meta: ExpMeta, info: ArchiveInfo, archive_name: str) -> None:
+    def write_sidecar(self, meta: ExpMeta, info: ArchiveInfo, archive_name: str,
+                      version: str | None = None) -> None:
         head = meta.head_dict()
         head["manifest"] = {
             "algorithm": info.manifest.algorithm,
@@ -241,32 +330,40 @@ class Remote:
         data = {
             "format": SIDECAR_FORMAT,
             "name": archive_name[: -len(ARCHIVE_SUFFIX)],
+            "run_id": meta.run_id,
             "archive": {"name": archive_name, "size": info.size, "hash": info.hash,
-                        "algorithm": info.manifest.algorithm,
+                        "version": version, "algorithm": info.manifest.algorithm,
                         "described": sorted(info.described.items())},
             "meta": head,
         }
+        self._write_sidecar_data(meta.name[:IDENTITY_LEN], data)
+
+    def _write_sidecar_data(self, identity: str, data: dict[str, Any]) -> None:
         blob = json.dumps(data, ensure_ascii=False, indent=1, default=str).encode("utf-8")
-        self.storage.write_bytes(self.meta_folder, meta.name[:22] + SIDECAR_SUFFIX, blob)
+        self.storage.write_bytes(self.meta_folder, identity + SIDECAR_SUFFIX, blob)
 
     def delete(self, exp: RemoteExperiment) -> None:
-        """Remove an experiment's archive, then its sidecar."""
+        """Remove an experiment's archive, then its sidecar. The identity's claim stays, so
+        the identity is never given to another run."""
         self.storage.delete(self.archive_folder, exp.archive.name)
         if exp.sidecar is not None:
             self.storage.delete(self.meta_folder, exp.sidecar.name)
         self._listing = None
 
     def rename(self, exp: RemoteExperiment, new_name: str) -> None:
-        """Change the archive's label; the sidecar (keyed by identity) is updated after."""
-        self.storage.rename(self.archive_folder, exp.archive.name, new_name + ARCHIVE_SUFFIX)
-        side = self.sidecar(exp)
+        """Change the archive's label; its sidecar (keyed by identity) follows."""
+        side = self.paired(exp)
+        renamed = self.storage.rename(self.archive_folder, exp.archive.name,
+                                      new_name + ARCHIVE_SUFFIX)
         if side is not None:
+            if renamed is None:
+                renamed = self.storage.stat(self.archive_folder, new_name + ARCHIVE_SUFFIX)
             side["name"] = new_name
-            side.setdefault("archive", {})["name"] = new_name + ARCHIVE_SUFFIX
-            side.setdefault("meta", {})["name"] = new_name
+            side["archive"]["name"] = new_name + ARCHIVE_SUFFIX
+            side["archive"]["version"] = renamed.version if renamed else None
+            side["meta"]["name"] = new_name
             side["meta"]["comment"] = parse_name(new_name).comment  # type: ignore[union-attr]
-            blob = json.dumps(side, ensure_ascii=False, indent=1, default=str).encode("utf-8")
-            self.storage.write_bytes(self.meta_folder, exp.sidecar.name, blob)  # type: ignore[union-attr]
+            self._write_sidecar_data(exp.identity, side)
         self._listing = None
 
     # -- cache --------------------------------------------------------------------------

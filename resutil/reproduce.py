@@ -19,7 +19,8 @@ from typing import Any, Callable
 
 from .capture import git_state
 from .errors import ExperimentNotFound, ResutilError
-from .metadata import UNCOMMITTED_DIR, Dependency, ExpMeta, manifest_digest, read_meta
+from .experiments import new_experiment
+from .metadata import UNCOMMITTED_DIR, Dependency, ExpMeta, read_meta, upstream_record
 from .naming import MAX_COMMENT_LEN, parse_name
 from .pipeline import STEP_LOG, expand
 from .runner import execute, push_folder
@@ -175,12 +176,11 @@ def reproduce(
         from .sync import ensure_local
 
         ensure_local(project, plan.pulls)
-    folder = ws.path(ws.create(plan.comment).name)
-    meta = ExpMeta(name=folder.name, comment=plan.comment, status="running")
+    folder, meta = new_experiment(project, plan.comment, claim=not project.no_remote)
     meta.extra["reproduces"] = plan.original
     for dep in plan.dependencies:
         local = ws.local_name(dep.name) or dep.name
-        meta.add_dependency(local, "declared", manifest_digest(ws.path(local)))
+        meta.add_dependency(local, "declared", **upstream_record(ws.path(local)))
     env: dict[str, str] = {}
     if plan.step is not None:
         env = {"RESUTIL_PIPELINE_STEP": str(plan.step.get("step")),
@@ -191,8 +191,10 @@ def reproduce(
     result = ReproduceResult(plan, folder.name, outcome.status, outcome.returncode,
                              outcome.seconds, folder / STEP_LOG)
     if not project.no_remote:
-        result.push_error = push_folder(project, folder)
+        now, result.push_error = push_folder(project, folder)
         result.pushed = result.push_error is None
+        if now != folder.name:
+            result.experiment, result.log = now, ws.path(now) / STEP_LOG
     return result
 
 

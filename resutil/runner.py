@@ -19,17 +19,14 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 
 from .errors import PipelineError, ResutilError
-from .metadata import (
-    ExpMeta, compute_manifest, manifest_digest, read_meta, write_meta,
-)
+from .experiments import new_experiment, record_start
+from .metadata import ExpMeta, compute_manifest, read_meta, upstream_record, write_meta
 from .project import Project
-
-if TYPE_CHECKING:
-    pass
+from .publish import publish
 
 from .pipeline import ADOPT_ENV, STEP_LOG, Candidate, Pipeline, Step, _Context, expand
 
@@ -189,11 +186,11 @@ class _Runner:
 
     def _execute(self, step: Step, info: dict[str, Any], needs: dict[str, str]) -> StepResult:
         ws = self.project.workspace
-        folder = ws.path(ws.create(step.comment).name)
-        meta = ExpMeta(name=folder.name, comment=step.comment, status="running", pipeline=info)
+        folder, meta = new_experiment(self.project, step.comment, claim=self.known.use_remote)
+        meta.pipeline = info
         for name in needs.values():
             local = ws.local_name(name) or name
-            meta.add_dependency(local, "declared", manifest_digest(ws.path(local)))
+            meta.add_dependency(local, "declared", **upstream_record(ws.path(local)))
         paths = {k: ws.path(ws.local_name(v) or v) for k, v in needs.items()}
         command = expand(step.run, step.name, folder, paths, step.params, self.pipeline.root)
         info["command"] = command
@@ -213,7 +210,10 @@ class _Runner:
 
     def _push(self, name: str, folder: Path, result: StepResult) -> None:
         self.on_event(Event("push", name, folder.name))
-        error = push_folder(self.project, folder)
+        now, error = push_folder(self.project, folder)
+        if result.experiment == folder.name:
+            result.experiment = now
+            result.log = self.project.workspace.path(now) / STEP_LOG
         result.pushed = error is None
         result.push_error = error
         if error:
@@ -257,8 +257,6 @@ def execute(
     ``@resutil.main()`` adopts it instead of making its own; its whole output goes to
     ``resutil-step.log`` in the folder and, line by line, to ``on_output``.
     """
-    from .experiments import record_start
-
     cfg = project.config
     record_start(project, folder, meta, command if isinstance(command, str) else shlex.join(command), cwd)
     write_meta(folder, meta)
@@ -307,17 +305,17 @@ def execute(
     return Outcome(status, returncode, seconds)
 
 
-def push_folder(project: Project, folder: Path) -> str | None:
-    """Push one experiment folder; the error message when it failed (kept locally then)."""
+def push_folder(project: Project, folder: Path) -> tuple[str, str | None]:
+    """Publish one experiment folder: (its name now, the error message when it failed -
+    it is kept locally then, its manifest sealed)."""
     try:
-        project.remote.push(folder)
+        return publish(project, folder).name, None
     except ResutilError as e:
         meta = read_meta(folder, with_manifest=False)
         if meta.manifest is None:
             meta.manifest = compute_manifest(folder)
             write_meta(folder, meta)
-        return str(e)
-    return None
+        return folder.name, str(e)
 
 
 def log_tail(path: Path | None, lines: int = 15) -> list[str]:

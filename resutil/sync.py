@@ -8,14 +8,17 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from .archive import (
     LocalWriteError, NotStreamable, StreamExtractor, extract_archive, hash_mismatch,
 )
 from .errors import ExperimentError, ResutilError
-from .metadata import hash_file, read_meta
+from .metadata import hash_file, manifest_changes, read_meta
+from .naming import IDENTITY_LEN
 from .progress import NO_PROGRESS_FACTORY, Callback, CallbackFactory
 from .project import Project
+from .publish import UP_TO_DATE, Published, Target, settle, transfer, up_to_date
 from .remote import Remote, RemoteExperiment
 
 
@@ -38,6 +41,8 @@ class SyncResult:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)
+    up_to_date: list[str] = field(default_factory=list)
+    moved: list[tuple[str, str]] = field(default_factory=list)  # (old name, new name)
     bytes: int = 0
 
     @property
@@ -57,13 +62,13 @@ def plan_push(
     todo: list[tuple[str, str]] = []
     if all_:
         for ident, name in local.items():
-            if ident in on_remote:
-                continue
-            status = read_meta(ws.path(name), with_manifest=False).status
-            if status == "running":
+            meta = read_meta(ws.path(name), with_manifest=ident in on_remote)
+            if meta.status == "running":
                 plan.skipped.append((name, "still running"))
-            else:
+            elif ident not in on_remote:
                 todo.append((name, "not on the remote"))
+            elif not up_to_date(project, ws.path(name), meta, on_remote[ident]):
+                todo.append((name, "changed since pushed"))
     for query in queries:
         name = ws.resolve(query)
         todo.append((name, "requested"))
@@ -96,14 +101,32 @@ def push(
     plan: SyncPlan,
     jobs: int = 4,
     progress: CallbackFactory = NO_PROGRESS_FACTORY,
+    force: bool = False,
 ) -> SyncResult:
-    """Upload the planned experiments, in parallel up to ``jobs``."""
+    """Publish the planned experiments, in parallel up to ``jobs``.
+
+    Every identity is settled before anything is archived: a run that moves to a free
+    identity rewrites the local experiments that name it, and those must be archived after.
+    """
     ws, remote = project.workspace, project.remote
+    workers = remote.storage.max_workers
+    targets: dict[str, Target] = {}
 
-    def one(name: str) -> int:
-        return remote.push(ws.path(name), progress(name)).size
+    def claim(name: str) -> int:
+        targets[name] = settle(project, ws.path(name))
+        return 0
 
-    return _run(plan, one, jobs, remote.storage.max_workers)
+    settled = _run(plan, claim, jobs, workers)
+    plan = SyncPlan("push", [n for n in plan.items if n in targets], plan.reasons,
+                    plan.skipped, plan.missing)
+
+    def one(name: str) -> Published:
+        target = targets[name]
+        return transfer(project, target, progress(target.folder.name), force=force)
+
+    result = _run(plan, one, jobs, workers)
+    result.failed[:0] = settled.failed
+    return result
 
 
 # -- pull ---------------------------------------------------------------------------------------
@@ -121,11 +144,18 @@ def plan_pull(
     for query in queries:
         name = ws.resolve(query, [e.name for e in on_remote.values()])
         exp = remote.get(name)
-        if name[:22] in local:
-            plan.skipped.append((local[name[:22]], "already local"))
+        if name[:IDENTITY_LEN] in local:
+            here = local[name[:IDENTITY_LEN]]
+            mine = read_meta(ws.path(here), with_manifest=False)
+            if exp is not None and mine.run_id and remote.run_id(exp) not in (None, mine.run_id):
+                plan.skipped.append((here, (
+                    f"a different run holds this identity here; 'resutil push {here}' moves "
+                    "it to a free identity, then pull again")))
+                continue
+            plan.skipped.append((here, "already local"))
             if exp is None or not with_deps:
                 continue
-            todo_deps = read_meta(ws.path(local[name[:22]]), with_manifest=False).dependencies
+            todo_deps = mine.dependencies
             _queue_deps(todo_deps, name, local, on_remote, todo, plan)
             continue
         if exp is None:
@@ -243,20 +273,33 @@ def _local_write_failed(root: Path, name: str, e: OSError) -> ResutilError:
 
 
 # -- shared -------------------------------------------------------------------------------------
-def _run(plan: SyncPlan, one, jobs: int, max_workers: int) -> SyncResult:
+def _run(plan: SyncPlan, one: Callable[[str], int | Published], jobs: int, max_workers: int
+         ) -> SyncResult:
     result = SyncResult(skipped=list(plan.skipped), missing=list(plan.missing))
     workers = max(1, min(jobs, max_workers, len(plan.items) or 1))
+    order = {n: i for i, n in enumerate(plan.items)}
+    done: list[tuple[str, str]] = []  # (planned name, name now)
     with ThreadPoolExecutor(workers) as pool:
         futures = {pool.submit(one, name): name for name in plan.items}
         for fut in as_completed(futures):
             name = futures[fut]
             try:
-                result.bytes += fut.result()
-                result.transferred.append(name)
+                outcome = fut.result()
             except ResutilError as e:
                 result.failed.append((name, str(e)))
-    order = {n: i for i, n in enumerate(plan.items)}
-    result.transferred.sort(key=order.__getitem__)
+                continue
+            if isinstance(outcome, Published):
+                if outcome.moved_from:
+                    result.moved.append((outcome.moved_from, outcome.name))
+                if outcome.state == UP_TO_DATE:
+                    result.up_to_date.append(outcome.name)
+                    continue
+                result.bytes += outcome.size
+                done.append((name, outcome.name))
+            else:
+                result.bytes += outcome
+                done.append((name, name))
+    result.transferred = [now for _, now in sorted(done, key=lambda d: order[d[0]])]
     return result
 
 
@@ -281,22 +324,10 @@ def ensure_local(project: Project, names: list[str], progress: CallbackFactory =
 
 def verify_local(folder: Path) -> list[str]:
     """Differences between a local experiment's files and its manifest ([] when intact)."""
-    from .metadata import compute_manifest
-
     meta = read_meta(folder)
     if meta.manifest is None:
         return ["no manifest recorded (still running, or made by resutil 0.1.x)"]
-    now = compute_manifest(folder)
-    problems = []
-    for path, (size, digest) in sorted(meta.manifest.files.items()):
-        got = now.files.get(path)
-        if got is None:
-            problems.append(f"missing: {path}")
-        elif got != (size, digest):
-            problems.append(f"changed: {path}")
-    for path in sorted(set(now.files) - set(meta.manifest.files)):
-        problems.append(f"not in manifest: {path}")
-    return problems
+    return manifest_changes(folder, meta.manifest)
 
 
 def verify_remote(project: Project, exp: RemoteExperiment) -> tuple[list[str], str | None]:
@@ -308,6 +339,11 @@ def verify_remote(project: Project, exp: RemoteExperiment) -> tuple[list[str], s
     expected = remote.expected_hash(exp)
     note = None if expected else "no recorded hash (pushed by resutil 0.1.x?): checked the zip CRCs only"
     problems = []
+    side = remote.sidecar(exp)
+    if not expected and side is not None and side["archive"].get("name") == exp.archive.name:
+        note = None
+        problems.append("archive does not match its recorded hash and version (changed after "
+                        "it was pushed, or its push was interrupted): push it again")
     with remote.storage.fetched(remote.archive_folder, exp.archive.name) as path:
         if expected and hash_file(path) != expected:
             problems.append("archive does not match its recorded hash")

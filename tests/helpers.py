@@ -19,7 +19,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from resutil.cli import cli
-from resutil.metadata import EXP_FILE, ExpMeta, compute_manifest, write_meta
+from resutil.metadata import EXP_FILE, ExpMeta, compute_manifest, read_meta, write_meta
 from resutil.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -212,6 +212,14 @@ def make_exp(
     meta.manifest = compute_manifest(folder)
     write_meta(folder, meta)
     return folder
+
+
+def seal(folder: Path) -> None:
+    """Record a folder's files as its manifest, as a run does when it ends (after a test
+    wrote more files into a ``make_exp`` folder)."""
+    meta = read_meta(folder)
+    meta.manifest = compute_manifest(folder)
+    write_meta(folder, meta)
 
 
 def assert_one_error_line(stderr: str, *needles: str) -> str:

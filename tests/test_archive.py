@@ -41,10 +41,8 @@ def _files() -> dict[str, bytes]:
 
 def test_archive_is_a_standard_zip_with_sensible_compression(proj):
     files = _files()
-    exp = make_exp(proj, "arch", files, when=T0)
-    script = exp / "run.sh"
-    script.write_text("#!/bin/sh\necho hi\n" * 20)
-    script.chmod(0o755)
+    exp = make_exp(proj, "arch", {**files, "run.sh": "#!/bin/sh\necho hi\n" * 20}, when=T0)
+    (exp / "run.sh").chmod(0o755)
     ok("push", exp.name)
     zpath = proj.zip_of(exp.name)
     with zipfile.ZipFile(zpath) as zf:

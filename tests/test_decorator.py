@@ -223,7 +223,8 @@ def test_dependency_from_argv(proj):
     meta = read_exp(down)
     assert meta["dependency"] == [up.name]
     assert meta["dependency_sources"] == [
-        {"name": up.name, "source": "argv", "manifest": up_digest}
+        {"name": up.name, "source": "argv", "manifest": up_digest,
+         "run_id": read_exp(up)["run_id"]}
     ]
 
 

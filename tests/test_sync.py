@@ -162,9 +162,11 @@ def test_remote_layout_is_the_0_1_x_layout(proj, chain):
         assert entry.endswith(".zip")
         assert NAME_RE.match(entry[:-4]), entry
         assert (proj.archive_dir / entry).is_file()
-    # Sidecars live beside the project folder, one per identity.
-    sidecars = sorted(p.name for p in proj.sidecar_dir.iterdir())
+    # Sidecars and identity claims live beside the project folder, one each per identity.
+    sidecars = sorted(p.name for p in proj.sidecar_dir.iterdir() if p.suffix == ".json")
     assert sidecars == sorted(e[:22] + ".json" for e in entries)
+    claims = sorted(p.name for p in proj.sidecar_dir.iterdir() if p.suffix != ".json")
+    assert claims == sorted(e[:22] + ".claim" for e in entries)
     assert sorted(p.name for p in proj.remote.iterdir()) == [proj.name, f"{proj.name}.resutil"]
     for s in sidecars:
         data = json.loads((proj.sidecar_dir / s).read_text())

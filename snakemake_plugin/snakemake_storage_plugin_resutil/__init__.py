@@ -52,7 +52,8 @@ from snakemake_interface_storage_plugins.storage_provider import (
     StorageQueryValidationResult,
 )
 
-from resutil.experiments import record_start
+from resutil.experiments import new_experiment, record_start
+from resutil.publish import publish
 from resutil.config import load_config
 from resutil.errors import ExperimentNotFound, ResutilError
 from resutil.metadata import (
@@ -60,7 +61,7 @@ from resutil.metadata import (
     UNCOMMITTED_DIR,
     ExpMeta,
     compute_manifest,
-    manifest_digest,
+    upstream_record,
     read_meta,
     walk_files,
     write_meta,
@@ -239,8 +240,8 @@ class StorageProvider(StorageProviderBase):
         exp = self.project.remote.get(name)
         if exp is None:
             return None, None, None
-        side = self.project.remote.sidecar(exp)
-        if side is None or not isinstance(side.get("meta"), dict):
+        side = self.project.remote.paired(exp)
+        if side is None:
             return None, None, {}  # pushed by 0.1.x: no metadata without the archive
         meta = ExpMeta.from_dict(side["meta"])
         meta.set_name(exp.name)
@@ -329,10 +330,8 @@ class StorageProvider(StorageProviderBase):
             if comment in self._runs:
                 return self.project.workspace.path(self._runs[comment])
             project = self.project
-            ws = project.workspace
-            name = ws.create(comment).name
-            folder = ws.path(name)
-            meta = ExpMeta(name=name, comment=comment, status="running")
+            folder, meta = new_experiment(project, comment, claim=self.use_remote)
+            name = folder.name
             record_start(project, folder, meta, shlex.join(sys.argv))
             meta.extra[RECORD_KEY] = {"workdir": os.getcwd(), "outputs": {}}
             write_meta(folder, meta)
@@ -348,7 +347,7 @@ class StorageProvider(StorageProviderBase):
             write_meta(folder, meta)
             return
         try:
-            self.project.remote.push(folder)
+            publish(self.project, folder)
         except ResutilError as e:
             raise ResutilError(
                 f"{e}; the output is kept in {folder} - run 'resutil push {folder.name}' later"
@@ -497,7 +496,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
             meta.extra[RECORD_KEY]["outputs"][q.path] = {"mtime": now, "size": size, "dir": is_dir}
             for upstream in self._upstream(folder.name):
                 local = provider.local_folder(upstream)
-                meta.add_dependency(upstream, "declared", manifest_digest(local) if local else None)
+                meta.add_dependency(upstream, "declared", **(upstream_record(local) if local else {}))
             meta.status = "finished"
             meta.ended_at = datetime.now().astimezone().isoformat(timespec="seconds")
             write_meta(folder, meta)
