@@ -122,7 +122,7 @@ def _sync_options(f):
     return click.argument("experiments", nargs=-1, **EXP)(f)
 
 
-def _do_sync(direction: str, experiments, all_, no_dependency, dry_run, jobs) -> None:
+def _do_sync(direction: str, experiments, all_, no_dependency, dry_run, jobs, force=False) -> None:
     from . import sync
 
     if not experiments and not all_:
@@ -139,7 +139,11 @@ def _do_sync(direction: str, experiments, all_, no_dependency, dry_run, jobs) ->
         for name, why in plan.skipped:
             click.echo(f"skip {name} ({why})")
         return
-    run = sync.push if direction == "push" else sync.pull
+    if direction == "push":
+        def run(*args):
+            return sync.push(*args, force=force)
+    else:
+        run = sync.pull
     progress = ui.RichProgress() if ui.console.is_terminal else ui.QuietMessages()
     if isinstance(progress, ui.RichProgress):
         with progress:
@@ -147,12 +151,17 @@ def _do_sync(direction: str, experiments, all_, no_dependency, dry_run, jobs) ->
     else:
         result = run(project, plan, jobs, progress)
     done = "Pushed" if direction == "push" else "Pulled"
+    for old, new in result.moved:
+        ui.warn(f"{old}: another run holds {old[:22]} on the remote; moved to {new} "
+                "(local experiments naming it follow)")
     for name in result.transferred:
         ui.info(f"{done} {ui.esc(name)}")
+    for name in result.up_to_date:
+        ui.info(f"Up to date: {ui.esc(name)}")
     for name, why in result.skipped:
         ui.info(f"Skipped {ui.esc(name)}: {ui.esc(why)}")
     if not plan.items and not result.skipped:
-        ui.info(f"Nothing to {direction}.")
+        ui.info(f"Nothing to {direction}: everything is up to date.")
     for name, why in result.failed:
         ui.error(f"{name}: {why}")
     if result.failed:
@@ -161,12 +170,19 @@ def _do_sync(direction: str, experiments, all_, no_dependency, dry_run, jobs) ->
 
 @cli.command()
 @_sync_options
-def push(experiments, all_, no_dependency, dry_run, jobs) -> None:
+@click.option("--force", is_flag=True,
+              help="Publish a finished experiment even though its files changed since it "
+                   "ended (see 'resutil verify'); the old remote copy stays until the new one "
+                   "is complete.")
+def push(experiments, all_, no_dependency, dry_run, jobs, force) -> None:
     """Upload experiments, with the upstream experiments the remote lacks.
+
+    An unchanged experiment is up to date and moves nothing. A run whose identity another
+    run holds on the remote moves to the next free identity.
 
     Example: resutil push aapiyl -j 8
     """
-    _do_sync("push", experiments, all_, no_dependency, dry_run, jobs)
+    _do_sync("push", experiments, all_, no_dependency, dry_run, jobs, force)
 
 
 @cli.command()

@@ -125,7 +125,7 @@ def settle(project: Project, folder: Path, meta: ExpMeta | None = None,
         old = folder.name
         folder = move_to_free_identity(project, folder, meta)
         moved_from = moved_from or old
-        log.warning("%s: another run holds this identity on the remote; moved to %s",
+        log.info("%s: another run holds this identity on the remote; moved to %s",
                     old, folder.name)
 
 

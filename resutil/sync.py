@@ -18,7 +18,7 @@ from .metadata import hash_file, manifest_changes, read_meta
 from .naming import IDENTITY_LEN
 from .progress import NO_PROGRESS_FACTORY, Callback, CallbackFactory
 from .project import Project
-from .publish import UP_TO_DATE, Published, Target, settle, transfer, up_to_date
+from .publish import UP_TO_DATE, Published, Target, same_run, settle, transfer, up_to_date
 from .remote import Remote, RemoteExperiment
 
 
@@ -86,10 +86,14 @@ def plan_push(
         for dep in read_meta(ws.path(name), with_manifest=False).dependencies:
             if dep.identity in seen:
                 continue
-            if dep.identity in on_remote:
-                continue
             if dep.identity in local:
-                todo.append((local[dep.identity], f"upstream of {name}"))
+                up = local[dep.identity]
+                if dep.identity in on_remote and same_run(
+                        project, read_meta(ws.path(up), with_manifest=False), on_remote[dep.identity]):
+                    continue  # the remote has this very run
+                todo.append((up, f"upstream of {name}"))
+            elif dep.identity in on_remote:
+                continue
             else:
                 seen.add(dep.identity)
                 plan.missing.append((dep.name, f"upstream of {name}, found neither locally nor on the remote"))

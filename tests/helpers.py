@@ -129,6 +129,15 @@ def make_project(base: Path, name: str = "Proj", git: bool = False) -> Proj:
     return Proj(root, remote, name)
 
 
+def make_clone(proj: Proj, base: Path) -> Proj:
+    """A second clone of ``proj`` (another folder, same project and storage), as a teammate
+    or a second cluster node has."""
+    other = make_project(base, proj.name)
+    conf = other.root / "resutil-conf.yaml"
+    conf.write_text(conf.read_text().replace(str(other.remote), str(proj.remote)))
+    return Proj(other.root, proj.remote, proj.name)
+
+
 def init_git(root: Path) -> None:
     env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com",
            "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}

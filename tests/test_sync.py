@@ -193,34 +193,6 @@ def test_relabel_while_offline_then_push_leaves_one_archive(proj, chain, monkeyp
     assert read_exp(proj.results / new)["comment"] == "offline-label"
 
 
-def test_a_different_run_with_the_same_identity_is_never_replaced(proj, tmp_path, monkeypatch):
-    """Two machines can start a run in the same second; neither push may destroy the other."""
-    mine = make_exp(proj, "mine", {"r.txt": "node1\n"}, when=T0, host="node1")
-    ok("push", mine.name)
-    other_machine = make_project(tmp_path / "node2")
-    conf = other_machine.root / "resutil-conf.yaml"
-    conf.write_text(conf.read_text().replace(str(other_machine.remote), str(proj.remote)))
-    monkeypatch.chdir(other_machine.root)
-    for comment in ("theirs", "mine"):  # a new label, or even the same one
-        theirs = make_exp(other_machine, comment, {"r.txt": "node2\n"}, when=T0, host="node2")
-        assert theirs.name[:22] == mine.name[:22]
-        r = run_cli("push", theirs.name)
-        assert r.exit_code == 1
-        assert_one_error_line(r.stderr, "different run", "not pushed")
-        assert proj.remote_zips() == [f"{mine.name}.zip"]
-        with zipfile.ZipFile(proj.zip_of(mine.name)) as zf:
-            assert zf.read("r.txt") == b"node1\n"
-        shutil.rmtree(theirs)
-
-    # The same run, pulled elsewhere, relabelled there and pushed back, is fine.
-    ok("pull", mine.name)
-    monkeypatch.setenv("RESUTIL_NO_REMOTE", "1")
-    ok("comment", mine.name, "relabelled")
-    monkeypatch.delenv("RESUTIL_NO_REMOTE")
-    ok("push", mine.name[:22])
-    assert proj.remote_zips() == [f"{mine.name[:22]}_relabelled.zip"]
-
-
 def test_a_push_in_progress_elsewhere_is_left_alone(proj, chain):
     """Only part files nobody has written to for a long time are cleaned up."""
     proj.archive_dir.mkdir(parents=True, exist_ok=True)
