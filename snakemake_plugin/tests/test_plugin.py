@@ -30,6 +30,7 @@ from snakemake_storage_plugin_resutil import (
 from resutil.initialize import InitOptions, init_project
 from resutil.metadata import ExpMeta, read_meta, write_meta
 from resutil.project import Project
+from resutil.publish import publish
 
 RESUTIL = [str(Path(sys.executable).with_name("resutil"))]  # the venv's console script
 
@@ -56,7 +57,7 @@ def make_remote_experiment(config: Path, comment: str, files: dict[str, str]) ->
     now = datetime.now().astimezone().isoformat(timespec="seconds")
     write_meta(folder, ExpMeta(name=name, comment=comment, status="finished",
                                started_at=now, ended_at=now))
-    project.remote.push(folder)
+    name = publish(project, folder).name
     ws.remove(name)
     return name
 
