@@ -1,8 +1,9 @@
 """The lineage DAG over experiments, local and remote, built from metadata only.
 
 Reading 10,000 metadata files must take well under a second, so ``collect`` keeps an
-index of what it read (local: by the metadata file's inode, size and mtime; remote: by the
-sidecar's or archive's size and mtime) and, on a miss, parses a local file's head without
+index of what it read (local: by the metadata file's inode, size and mtime, which an atomic
+rewrite always changes; remote: by the versions of the archive and its sidecar on the
+storage) and, on a miss, parses a local file's head without
 its ``environment`` block, the bulk of it and of no use to the lineage.
 """
 
@@ -29,7 +30,7 @@ from .workspace import Workspace
 
 _PACKED = [f.name for f in fields(ExpMeta) if f.name not in ("environment", "manifest", "dependencies")]
 # Changes whenever ExpMeta's fields do, so an index written by another version is ignored.
-INDEX_VERSION = "1:" + ",".join(_PACKED)
+INDEX_VERSION = "2:" + ",".join(_PACKED)
 LOCAL_INDEX = "lineage-local.json"
 REMOTE_INDEX = "lineage-remote.json"
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -136,15 +137,21 @@ def _remote_metas(remote: Remote, exps: list[RemoteExperiment]) -> list[ExpMeta]
     return metas
 
 
-def _remote_sig(exp: RemoteExperiment) -> list[Any]:
-    obj, kind = (exp.sidecar, "sidecar") if exp.sidecar is not None else (exp.archive, "archive")
-    return [kind, obj.name, obj.size, obj.mtime]
+def _remote_sig(exp: RemoteExperiment) -> list[Any] | None:
+    """What the cached metadata of a remote experiment depends on: the versions (content)
+    of its archive and sidecar, since a sidecar counts only for the archive it names.
+    None (never cached) where the storage does not tell versions."""
+    sig: list[Any] = [exp.archive.name, exp.archive.version]
+    if exp.sidecar is not None:
+        sig += [exp.sidecar.name, exp.sidecar.version]
+    return None if None in sig else sig
 
 
 def _pack(meta: ExpMeta) -> dict[str, Any]:
     """ExpMeta as JSON-ready data, without environment and manifest (see _unpack)."""
     d = {k: getattr(meta, k) for k in _PACKED}
-    d["dependencies"] = [[dep.name, dep.source, dep.manifest] for dep in meta.dependencies]
+    d["dependencies"] = [[dep.name, dep.source, dep.manifest, dep.run_id]
+                         for dep in meta.dependencies]
     return d
 
 
