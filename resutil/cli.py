@@ -53,11 +53,15 @@ EXP = {"shell_complete": complete_experiments, "metavar": "EXP"}
 
 @click.group(cls=ResutilGroup, context_settings=CONTEXT)
 @click.version_option(package_name="resutil")
-def cli() -> None:
+@click.option("-v", "--verbose", count=True,
+              help="Show what resutil does: -v listings, transfers and decisions; -vv "
+                   "everything (also RESUTIL_LOG=info|debug).")
+def cli(verbose: int) -> None:
     """Experiment folders that describe themselves and sync to your team's storage.
 
-    Example: resutil list
+    Example: resutil -v push -A
     """
+    ui.setup_logging(verbose)
 
 
 # -- init ---------------------------------------------------------------------------------------

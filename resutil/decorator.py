@@ -87,6 +87,7 @@ class Run:
 
     # -- start --------------------------------------------------------------------------------
     def start(self) -> Params:
+        ui.setup_logging()
         try:
             return self._start()
         except BaseException:

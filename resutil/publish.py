@@ -210,8 +210,10 @@ def transfer(project: Project, target: Target, callback: Callback = NO_PROGRESS,
         if not changes and exp is not None and not force:
             state = compare(project, meta, exp)
             if state == UP_TO_DATE:
+                log.info("%s is up to date on the remote", name)
                 return Published(name, UP_TO_DATE, 0, target.moved_from)
             if state == RELABELLED:
+                log.info("%s: same run and files on the remote as %s: relabelling", name, exp.name)
                 project.remote.rename(exp, name)
                 return Published(name, RELABELLED, 0, target.moved_from)
     replaces = exp if exp is not None and exp.name != name else None

@@ -133,6 +133,8 @@ class Remote:
             found[parsed.identity] = RemoteExperiment(
                 parsed.name, obj, sidecars.get(parsed.identity)
             )
+        log.debug("listed %d experiments (%d sidecars) on %s", len(found), len(sidecars),
+                  self.describe())
         self._listing = found
         return found
 
@@ -262,6 +264,7 @@ class Remote:
         blob = json.dumps(record).encode("utf-8")
         claim_name = identity + CLAIM_SUFFIX
         if self.storage.create_exclusive(self.meta_folder, claim_name, blob):
+            log.info("claimed %s for run %s", identity, run_id)
             return run_id
         try:
             holder = json.loads(self.storage.read_bytes(self.meta_folder, claim_name))
@@ -305,6 +308,8 @@ class Remote:
                 info = build_archive(folder, out, finish, build_cb, deflate_limit,
                                      self.storage.settings.scratch_dir)
         stored = staged.stored
+        log.info("stored %s (%d bytes, version %s)", archive_name, info.size,
+                 stored.version if stored else "unknown")
         self.write_sidecar(meta, info, archive_name, stored.version if stored else None)
         self._listing = None
         if stored is not None and stored.version is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -17,6 +18,8 @@ from .errors import ExperimentError, ResutilError
 from .metadata import hash_file, manifest_changes, read_meta
 from .naming import IDENTITY_LEN
 from .progress import NO_PROGRESS_FACTORY, Callback, CallbackFactory
+
+log = logging.getLogger(__name__)
 from .project import Project
 from .publish import UP_TO_DATE, Published, Target, same_run, settle, transfer, up_to_date
 from .remote import Remote, RemoteExperiment
@@ -120,6 +123,8 @@ def push(
         targets[name] = settle(project, ws.path(name))
         return 0
 
+    log.info("push: %d to publish, %d skipped, %d missing upstream", len(plan.items),
+             len(plan.skipped), len(plan.missing))
     settled = _run(plan, claim, jobs, workers)
     plan = SyncPlan("push", [n for n in plan.items if n in targets], plan.reasons,
                     plan.skipped, plan.missing)

@@ -6,6 +6,7 @@ on a terminal; in CI logs and pipes there is at most one line per finished trans
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -150,3 +151,35 @@ class QuietMessages(CallbackFactory):
 
     def __call__(self, description: str) -> Callback:
         return self._Cb()
+
+
+# -- logging --------------------------------------------------------------------------------------
+LOG_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+class _ConsoleHandler(logging.Handler):
+    """Library log records on stderr: warnings as ``Warning: ...``, the rest with a prefix."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.levelno >= logging.WARNING:
+                warn(text)
+            else:
+                console.print(Text.assemble((f"{record.name}: ", "dim"), text), soft_wrap=True)
+        except Exception:  # noqa: BLE001 - logging must never break a command
+            self.handleError(record)
+
+
+def setup_logging(verbosity: int = 0) -> None:
+    """Show what the library logs: warnings always; ``-v`` info (listings, transfers,
+    decisions), ``-vv`` or ``RESUTIL_LOG=debug`` everything. Idempotent."""
+    env = os.environ.get("RESUTIL_LOG", "").strip().lower()
+    level = LOG_LEVELS.get(env, logging.WARNING)
+    if verbosity:
+        level = min(level, logging.INFO if verbosity == 1 else logging.DEBUG)
+    root = logging.getLogger("resutil")
+    root.setLevel(level)
+    if not any(isinstance(h, _ConsoleHandler) for h in root.handlers):
+        root.addHandler(_ConsoleHandler())
+    root.propagate = False

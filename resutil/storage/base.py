@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import threading
 import tempfile
@@ -24,6 +25,8 @@ from typing import Any, BinaryIO, Callable, ClassVar, Iterator, Mapping, TypeVar
 
 from ..errors import ConfigError, ResutilError, StorageError, StorageNotFound, StorageUnavailable
 from ..progress import NO_PROGRESS, Callback
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 S = TypeVar("S")
@@ -327,6 +330,7 @@ class Storage(ABC):
         self, fn: Callable[[], T], action: str, target: str, callback: Callback = NO_PROGRESS
     ) -> T:
         attempts = max(1, self.settings.retries + 1)
+        log.debug("%s %s on %s", action, target, self.describe())
         for attempt in range(attempts):
             try:
                 try:
@@ -342,6 +346,8 @@ class Storage(ABC):
                 if attempt + 1 >= attempts:
                     raise t.error from None
                 wait = self.settings.retry_wait * 2**attempt
+                log.info("%s - retrying in %.1fs (attempt %d of %d)", t.error, wait, attempt + 2,
+                         attempts)
                 callback.message(f"{t.error} - retrying in {wait:.1f}s")
                 time.sleep(wait)
         raise AssertionError("unreachable")
