@@ -72,9 +72,15 @@ def _key_part(version: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in version)[:120]
 
 
+_warned: set[tuple[str, str | None]] = set()  # each bad sidecar is reported once
+
+
 def _ignored(exp: RemoteExperiment, why: str) -> None:
-    log.warning("ignoring the sidecar of %s on the remote: it %s; reading its archive instead",
-                exp.name, why)
+    key = (exp.name, exp.sidecar.version if exp.sidecar else None)
+    if key not in _warned:
+        _warned.add(key)
+        log.warning("ignoring the sidecar of %s on the remote: it %s; reading its archive "
+                    "instead", exp.name, why)
     return None
 
 

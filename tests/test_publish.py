@@ -313,3 +313,52 @@ def test_a_killed_push_part_file_is_removed_by_the_next_push_at_once(proj):
     ok("push", exp.name)
     assert not part.exists()
     assert live.exists()  # a live writer's part file stays
+
+
+# -- untrusted sidecars ---------------------------------------------------------------------
+@pytest.mark.parametrize("bad", [
+    "[1, 2]",
+    '{"archive": [], "meta": 3}',
+    '{"archive": {"name": 5, "size": 1}, "meta": {}}',
+    '{"archive": {"name": "NAME.zip", "size": "big"}, "meta": {}}',
+    '{"archive": {"name": "NAME.zip", "size": 1, "described": [[1, "x"]]}, "meta": {}}',
+    '{"archive": {"name": "NAME.zip", "size": 1}, "meta": {"git": "a string"}}',
+    "not json at all",
+    b"\xff\xfe\x00binary",
+])
+def test_a_sidecar_of_the_wrong_shape_is_ignored_and_the_archive_read(proj, tmp_path, bad):
+    up = make_exp(proj, "up", {"u.txt": "upstream"}, when=T0)
+    down = make_exp(proj, "down", {"d.txt": "downstream"}, deps=[up.name], when=T0 + timedelta(minutes=1))
+    ok("push", down.name)
+    side = proj.sidecar_dir / f"{up.name[:22]}.json"
+    if isinstance(bad, str):
+        side.write_text(bad.replace("NAME", up.name))
+    else:
+        side.write_bytes(bad)
+    node2 = make_clone(proj, tmp_path / "node2")
+    with chdir(node2.root):
+        rows = json.loads(ok("list", "--json").stdout)
+        assert sorted(r["name"] for r in rows) == sorted([up.name, down.name])
+        r = ok("pull", down.name)  # brings the upstream, checked by its CRCs
+        assert r.stderr.count("sidecar") == 1 and "Traceback" not in r.stderr
+        assert (node2.results / up.name / "u.txt").read_text() == "upstream"
+        shutil.rmtree(node2.results / up.name)
+        graph = json.loads(ok("graph", "--format", "json").stdout)
+        assert up.name in json.dumps(graph)
+        assert json.loads(ok("show", "--json", up.name).stdout)["where"] == "remote only"
+        r = run_cli("rm", "-r", up.name)  # still protected by its downstream
+        assert r.exit_code == 1 and "upstream of" in r.stderr
+
+
+def test_verbose_shows_what_resutil_did(proj):
+    exp = make_exp(proj, "v", when=T0)
+    r = ok("-v", "push", exp.name)
+    assert "claimed" in r.stderr and "stored" in r.stderr
+    r = ok("push", exp.name)
+    assert "claimed" not in r.stderr and "resutil." not in r.stderr
+    os.environ["RESUTIL_LOG"] = "debug"
+    try:
+        r = ok("push", exp.name)
+    finally:
+        del os.environ["RESUTIL_LOG"]
+    assert "list" in r.stderr and "up to date" in r.stderr
