@@ -685,8 +685,8 @@ def test_staged_upload_sends_chunks_while_the_file_is_written(tmp_path, gcs_buck
     data = os.urandom(3 * (1 << 20) + 12345)
     fault = proxy.add("drop", times=1, method="PUT", path=r"upload_id=", skip=1,
                       after_bytes=200_000)  # one chunk is cut: the SDK resends it
-    with storage.staged_upload("Proj", "big.zip") as path:
-        _write_slowly(path, data)
+    with storage.staged_upload("Proj", "big.zip") as staged:
+        _write_slowly(staged.path, data)
         sent_while_writing = _chunk_puts(proxy)
     assert sent_while_writing >= 2, "nothing was uploaded before the file was complete"
     assert fault.hits == 1
@@ -698,8 +698,8 @@ def test_staged_upload_sends_chunks_while_the_file_is_written(tmp_path, gcs_buck
 def test_staged_upload_abandoned_midway_stores_nothing(tmp_path, gcs_bucket, proxy, gcs_admin):
     storage = make_storage(tmp_path, gcs_bucket, proxy.url, chunk_size_mb=1)
     with pytest.raises(RuntimeError, match="build failed"):
-        with storage.staged_upload("Proj", "big.zip") as path:
-            _write_slowly(path, os.urandom(5 << 19))
+        with storage.staged_upload("Proj", "big.zip") as staged:
+            _write_slowly(staged.path, os.urandom(5 << 19))
             assert _chunk_puts(proxy) >= 1
             raise RuntimeError("build failed")
     assert list(gcs_admin.list_blobs(gcs_bucket, prefix="Proj/")) == []
@@ -708,8 +708,8 @@ def test_staged_upload_abandoned_midway_stores_nothing(tmp_path, gcs_bucket, pro
 
 def test_a_small_staged_upload_is_one_request(tmp_path, gcs_bucket, proxy, gcs_admin):
     storage = make_storage(tmp_path, gcs_bucket, proxy.url, chunk_size_mb=1)
-    with storage.staged_upload("Proj", "small.zip") as path:
-        path.write_bytes(b"a small archive")
+    with storage.staged_upload("Proj", "small.zip") as staged:
+        staged.path.write_bytes(b"a small archive")
     uploads = [(m, p) for m, p, _ in proxy.requests if "upload" in p]
     assert len(uploads) == 1 and "uploadType=multipart" in uploads[0][1], uploads
     assert gcs_admin.bucket(gcs_bucket).blob("Proj/small.zip").download_as_bytes() == b"a small archive"

@@ -544,8 +544,8 @@ def test_staged_upload_sends_chunks_while_the_file_is_written(storage, fake_driv
     fake_drive.drop_next_upload_chunk()  # one chunk is cut: the session resumes
     chunk_puts = lambda: sum(1 for m, p in list(fake_drive.requests) if m == "PUT")  # noqa: E731
     before = chunk_puts()
-    with storage.staged_upload("Proj", "big.zip") as path:
-        with open(path, "wb") as f:
+    with storage.staged_upload("Proj", "big.zip") as staged:
+        with open(staged.path, "wb") as f:
             for k in range(0, size, 64 << 10):
                 f.write(data[k:k + (64 << 10)])
                 f.flush()
@@ -561,8 +561,8 @@ def test_staged_upload_abandoned_midway_stores_nothing(storage, fake_drive, monk
 
     monkeypatch.setattr(gdrive, "CHUNK_SIZE", 256 << 10)
     with pytest.raises(RuntimeError, match="build failed"):
-        with storage.staged_upload("Proj", "big.zip") as path:
-            with open(path, "wb") as f:
+        with storage.staged_upload("Proj", "big.zip") as staged:
+            with open(staged.path, "wb") as f:
                 for _ in range(12):
                     f.write(os.urandom(64 << 10))
                     f.flush()
