@@ -1,7 +1,9 @@
 """Google Cloud Storage against gcp-storage-emulator, started in-process on 127.0.0.1.
 
 The real google-cloud-storage SDK talks HTTP to the emulator; nothing is mocked. Each test
-gets a fresh bucket, so tests never see each other's objects.
+gets a fresh bucket, so tests never see each other's objects. The emulator's upload handlers
+are wrapped to honour ``ifGenerationMatch`` as Cloud Storage does (it ignores it; see
+tests/servers/gcs_emulator.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ def gcs_emulator():
     _require_gcs()
     from gcp_storage_emulator.server import create_server
 
+    from tests.servers.gcs_emulator import honour_preconditions
+
+    honour_preconditions()
     server = create_server("127.0.0.1", 0, in_memory=True)
     server.start()
     port = server._api._httpd.server_address[1]  # the emulator has no public accessor

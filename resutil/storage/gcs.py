@@ -62,6 +62,7 @@ PERMISSIONS = {
     "download": "storage.objects.get",
     "upload": "storage.objects.create",
     "write": "storage.objects.create",
+    "create": "storage.objects.create",
     "delete": "storage.objects.delete",
     "rename": "storage.objects.create/delete",
 }
@@ -221,7 +222,7 @@ class GCSStorage(Storage):
             name = blob.name[len(prefix):]
             if not name or name.startswith("."):  # folder marker, hidden/probe files
                 continue
-            out.append(ObjectInfo(name, int(blob.size or 0), _updated(blob)))
+            out.append(_info(name, blob))
         return out
 
     def stat(self, folder: str, name: str) -> ObjectInfo | None:
@@ -233,11 +234,11 @@ class GCSStorage(Storage):
                 if _mentions_bucket(e):
                     raise
                 return None
-            return ObjectInfo(name, int(blob.size or 0), _updated(blob))
+            return _info(name, blob)
 
         return self._call(get, "stat", f"{folder}/{name}")
 
-    def _upload(self, src: Path, folder: str, name: str, callback: Callback) -> None:
+    def _upload(self, src: Path, folder: str, name: str, callback: Callback) -> ObjectInfo:
         size = src.stat().st_size
         callback.set_total(size)
         blob = self._get_bucket().blob(self._key(folder, name), chunk_size=self.chunk_size)
@@ -249,19 +250,21 @@ class GCSStorage(Storage):
                 _ProgressReader(f, callback), size=size, content_type=_content_type(name),
                 retry=self._retry(callback), timeout=self.timeout,
             )
+        return _info(name, blob)  # the SDK keeps the object resource the upload answered
 
-    def _upload_growing(self, src: GrowingFile, folder: str, name: str, callback: Callback) -> None:
+    def _upload_growing(self, src: GrowingFile, folder: str, name: str, callback: Callback
+                        ) -> ObjectInfo | None:
         # A resumable session of unknown length, fed chunk by chunk as the archive is
         # written; the object appears only when the last (short) chunk is in. An archive
         # complete before its first chunk fills goes the usual way (one request if small).
         if src.wait(self.chunk_size):
-            super()._upload_growing(src, folder, name, callback)
-            return
+            return super()._upload_growing(src, folder, name, callback)
         blob = self._get_bucket().blob(self._key(folder, name), chunk_size=self.chunk_size)
         blob.upload_from_file(
             _ProgressReader(src, callback), size=None, content_type=_content_type(name),
             retry=self._retry(callback), timeout=self.timeout,
         )
+        return _info(name, blob)
 
     def _download(self, folder: str, name: str, out: BinaryIO, callback: Callback,
                   checked: bool = False) -> None:
@@ -292,7 +295,7 @@ class GCSStorage(Storage):
         except api_exceptions.NotFound as e:
             raise self._missing(e, folder, name) from None
 
-    def _rename(self, folder: str, name: str, new_name: str) -> None:
+    def _rename(self, folder: str, name: str, new_name: str) -> ObjectInfo:
         bucket = self._get_bucket()
         src = bucket.blob(self._key(folder, name))
         dst = bucket.blob(self._key(folder, new_name))
@@ -310,6 +313,7 @@ class GCSStorage(Storage):
             src.delete(retry=self._retry(), timeout=self.timeout)
         except api_exceptions.NotFound:
             pass  # already gone (e.g. a retried delete whose first answer was lost)
+        return _info(new_name, dst)  # a copy is a new object: a new generation
 
     def read_bytes(self, folder: str, name: str) -> bytes:
         def read() -> bytes:
@@ -322,13 +326,28 @@ class GCSStorage(Storage):
 
         return self._call(read, "read", f"{folder}/{name}")
 
-    def write_bytes(self, folder: str, name: str, data: bytes) -> None:
-        def write() -> None:
+    def write_bytes(self, folder: str, name: str, data: bytes) -> ObjectInfo:
+        def write() -> ObjectInfo:
             blob = self._get_bucket().blob(self._key(folder, name))
             blob.upload_from_string(data, content_type=_content_type(name),
                                     retry=self._retry(), timeout=self.timeout)
+            return _info(name, blob)
 
-        self._call(write, "write", f"{folder}/{name}")
+        return self._call(write, "write", f"{folder}/{name}")
+
+    def _create_exclusive(self, folder: str, name: str, data: bytes) -> bool:
+        # ifGenerationMatch=0: Cloud Storage stores the object only if no live object has
+        # that name, as one step; otherwise 412. The SDK retries such a conditional upload
+        # on transient errors (it cannot create twice); a retry whose first attempt did
+        # store gets the 412, and the base class then finds its own data there.
+        blob = self._get_bucket().blob(self._key(folder, name))
+        try:
+            blob.upload_from_string(data, content_type=_content_type(name),
+                                    if_generation_match=0, retry=self._retry(),
+                                    timeout=self.timeout)
+        except api_exceptions.PreconditionFailed:
+            return False
+        return True
 
     # -- errors ----------------------------------------------------------------------
     def _missing(self, exc: api_exceptions.NotFound, folder: str, name: str) -> StorageError:
@@ -394,7 +413,7 @@ class GCSStorage(Storage):
         if isinstance(exc, api_exceptions.NotFound):
             # Object 404s are handled in the primitives; what is left is the bucket
             # (list, upload) or an upload session that expired.
-            if action in ("list", "upload", "write", "stat") or _mentions_bucket(exc):
+            if action in ("list", "upload", "write", "create", "stat") or _mentions_bucket(exc):
                 return self._bucket_not_found()
             return StorageError(f"{where}: cannot {action} {target}: {_reason(exc)}")
         if isinstance(exc, api_exceptions.Forbidden):
@@ -582,6 +601,14 @@ def _reason(exc: BaseException) -> str:
         if any(n in text for n in needles):
             return phrase
     return _first_line(exc)
+
+
+def _info(name: str, blob: Any) -> ObjectInfo:
+    """An object as a listing, a GET or an upload's answer describes it; its version is the
+    generation, which Cloud Storage gives every newly written object."""
+    generation = blob._properties.get("generation")
+    return ObjectInfo(name, int(blob.size or 0), _updated(blob),
+                      str(generation) if generation else None)
 
 
 def _updated(blob: Any) -> float | None:
