@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
+import hashlib
 import http.client
+import io
 import json
 import mimetypes
 import os
@@ -82,8 +84,10 @@ CONNECT_TIMEOUT = 3.0  # a dead network is reported after ~4 attempts x 3 s
 READ_TIMEOUT = 60.0
 TOKEN_MARGIN = _dt.timedelta(minutes=5)  # refresh before a chunk if the token expires sooner
 
-LIST_FIELDS = "nextPageToken,items(id,title,mimeType,fileSize,createdDate,modifiedDate)"
-FILE_FIELDS = "id,title,mimeType,fileSize,createdDate,modifiedDate"
+# md5Checksum is an object's version: Drive computes it from the content of every upload.
+LIST_FIELDS = ("nextPageToken,"
+               "items(id,title,mimeType,fileSize,createdDate,modifiedDate,md5Checksum)")
+FILE_FIELDS = "id,title,mimeType,fileSize,createdDate,modifiedDate,md5Checksum"
 # Reasons Google uses for "slow down" / "try again"; they come with 403, 429 or 5xx.
 TRANSIENT_REASONS = {
     "rateLimitExceeded", "userRateLimitExceeded", "backendError", "internalError",
@@ -518,16 +522,16 @@ class GDriveStorage(Storage):
     @staticmethod
     def _info(f: dict) -> ObjectInfo:
         return ObjectInfo(f.get("title", ""), int(f.get("fileSize") or 0),
-                          _timestamp(f.get("modifiedDate")))
+                          _timestamp(f.get("modifiedDate")), f.get("md5Checksum") or None)
 
     def stat(self, folder: str, name: str) -> ObjectInfo | None:
         """One title query instead of listing the whole folder."""
         f = self._call(lambda: self._file(folder, name), "read", f"{folder}/{name}")
         return self._info(f) if f else None
 
-    def _upload(self, src: Path, folder: str, name: str, callback: Callback) -> None:
+    def _upload(self, src: Path, folder: str, name: str, callback: Callback) -> ObjectInfo:
         try:
-            self._upload_once(src, folder, name, callback)
+            return self._upload_once(src, folder, name, callback)
         except HttpError as e:
             if _http_error_details(e)[0] not in (404, 410):
                 raise
@@ -541,7 +545,7 @@ class GDriveStorage(Storage):
                 f"{self.describe()}: cannot upload {folder}/{name}: the folder changed or the "
                 "upload session expired; starting over")) from None
 
-    def _upload_once(self, src: Path, folder: str, name: str, callback: Callback) -> None:
+    def _upload_once(self, src: Path, folder: str, name: str, callback: Callback) -> ObjectInfo:
         size = src.stat().st_size
         callback.set_total(size)
         resumable = size > RESUMABLE_THRESHOLD
@@ -549,21 +553,23 @@ class GDriveStorage(Storage):
             media = _ChunkUpload(fd, mimetype=_mime(name), chunksize=CHUNK_SIZE, resumable=resumable)
             request = self._media_request(folder, name, media)
             if not resumable:
-                request.execute(http=self._http())
+                stored = request.execute(http=self._http())
                 callback.advance(size)
-                return
-            self._resumable(request, size, callback, f"{folder}/{name}")
+                return self._info(stored)
+            _, stored = self._resumable(request, size, callback, f"{folder}/{name}")
+            return self._info(stored)
 
-    def _upload_growing(self, src: GrowingFile, folder: str, name: str, callback: Callback) -> None:
+    def _upload_growing(self, src: GrowingFile, folder: str, name: str, callback: Callback
+                        ) -> ObjectInfo | None:
         # A resumable session of unknown length ("bytes a-b/*"), fed chunk by chunk as the
         # archive is written; the file appears only when the last (short) chunk is in.
         if src.wait(CHUNK_SIZE):  # complete before the first chunk filled: the usual way
-            super()._upload_growing(src, folder, name, callback)
-            return
+            return super()._upload_growing(src, folder, name, callback)
         media = _GrowingUpload(src, mimetype=_mime(name), chunksize=CHUNK_SIZE, resumable=True)
         request = self._media_request(folder, name, media)
-        sent = self._resumable(request, None, callback, f"{folder}/{name}")
+        sent, stored = self._resumable(request, None, callback, f"{folder}/{name}")
         callback.advance(os.path.getsize(src.path) - sent)
+        return self._info(stored)
 
     def _just_listed(self, folder: str, name: str) -> dict | None:
         """``folder/name`` as the last listing saw it, if that was moments ago; used once
@@ -594,9 +600,11 @@ class GDriveStorage(Storage):
             body={"title": name, "mimeType": _mime(name), "parents": [{"id": folder_id}]},
             media_body=media, supportsAllDrives=True, fields=FILE_FIELDS)
 
-    def _resumable(self, request: Any, size: int | None, callback: Callback, target: str) -> int:
+    def _resumable(self, request: Any, size: int | None, callback: Callback, target: str
+                   ) -> tuple[int, dict]:
         """Send the chunks; resume the same session after a network error or 5xx (the
-        file only appears once the last chunk is in). Returns the bytes reported."""
+        file only appears once the last chunk is in). Returns the bytes reported and the
+        stored file (FILE_FIELDS)."""
         reported = 0
         failures = 0
         response = None
@@ -619,7 +627,7 @@ class GDriveStorage(Storage):
                 callback.advance(done - reported)
                 reported = done
                 failures = 0
-        return reported
+        return reported, response
 
     def _retry_or_raise(self, exc: Exception, action: str, target: str, failures: int,
                         callback: Callback) -> None:
@@ -682,24 +690,53 @@ class GDriveStorage(Storage):
         for f in found:  # duplicates too, so an older copy does not reappear
             self._remove(f["id"])
 
-    def _rename(self, folder: str, name: str, new_name: str) -> None:
+    def _rename(self, folder: str, name: str, new_name: str) -> ObjectInfo:
         self._forget(folder, name, new_name)
         folder_id = self._folder_id(folder, create=False)
         found = self._files(folder_id, name) if folder_id else []
         if not found:
             raise not_found(self, folder, name)
         if new_name == name:
-            return
+            return self._info(found[0])
         assert folder_id is not None
         # Replace the target: remove it first, so the renamed file is the only one with
         # that title (a crash in between loses the old target, never the renamed file).
         for f in self._files(folder_id, new_name):
             self._remove(f["id"])
         keep, *shadowed = found
-        self._execute(lambda f: f.patch(fileId=keep["id"], body={"title": new_name},
-                                        supportsAllDrives=True, fields="id"))
+        renamed = self._execute(lambda f: f.patch(
+            fileId=keep["id"], body={"title": new_name}, supportsAllDrives=True,
+            fields=FILE_FIELDS))
         for f in shadowed:  # hidden duplicates of the old name must not resurface
             self._remove(f["id"])
+        return self._info(renamed)  # same content, same md5Checksum: the version stays
+
+    def _create_exclusive(self, folder: str, name: str, data: bytes) -> bool:
+        """Drive has no conditional create: create, then check. The file is inserted, then
+        every file of that title in the folder is listed; the earliest (createdDate, then
+        id: the order every client reads in) wins, and a loser deletes its own file. This
+        is exclusive as long as every writer of the name follows it and a listing shows
+        every file created before it was asked for (see docs/backend-gdrive.md)."""
+        self._forget(folder, name)
+        folder_id = self._folder_id(folder, create=True)
+        assert folder_id is not None
+        mine = hashlib.md5(data).hexdigest()  # data is unique to the caller
+        found = self._files(folder_id, name)
+        made = None
+        if not found:
+            media = _ChunkUpload(io.BytesIO(data), mimetype=_mime(name), resumable=False)
+            made = self._execute(lambda f: f.insert(
+                body={"title": name, "mimeType": _mime(name), "parents": [{"id": folder_id}]},
+                media_body=media, supportsAllDrives=True, fields=FILE_FIELDS))
+            found = self._files(folder_id, name)
+            if all(f["id"] != made["id"] for f in found):  # the listing lags behind
+                found = _oldest_first([*found, made])
+        # Later copies of our own data (this loss, or an earlier attempt whose answer was
+        # lost or whose clean-up failed) go, so none resurfaces if the winner is removed.
+        for f in found[1:]:
+            if f.get("md5Checksum") == mine:
+                self._remove(f["id"])
+        return made is not None and found[0]["id"] == made["id"]
 
     # -- errors --------------------------------------------------------------------------
     def _host(self) -> str:

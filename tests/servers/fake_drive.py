@@ -14,6 +14,10 @@ to run unmodified against it:
   (POST) and update (PUT); resumable sessions answer chunks with ``308`` + ``Range`` and
   status queries (``Content-Range: bytes */N``) with the persisted range.
 
+Responses honour ``fields`` (Google's partial-response syntax: ``a,b``, ``a/b``,
+``items(id,title)``, ``*``): like Drive, only the fields asked for come back, so a client
+that forgets to ask for one (say ``md5Checksum`` in a listing) does not get it.
+
 Query subset: ``'X' in parents``, ``title = '...'`` (``\\'`` and ``\\\\`` escapes),
 ``title contains '...'``, ``mimeType = / != '...'``, ``trashed = true/false``, ``and``,
 ``or``, ``not`` and parentheses.
@@ -200,6 +204,63 @@ class _Parser:
                ">": lambda a, b: a > b, "<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b}
         cmp = ops[op[1]]
         return lambda f: cmp(get(f), value)
+
+
+# -- partial responses ---------------------------------------------------------------------
+def parse_fields(spec: str) -> dict[str, Any]:
+    """Google's ``fields`` selector as a tree: name -> subtree (None: the whole value).
+    ``list := path (',' path)*``, ``path := name ('/' path | '(' list ')')?``."""
+    tokens = re.findall(r"[^,/()\s]+|[,/()]", spec)
+    pos = 0
+
+    def bad() -> DriveError:
+        return DriveError(400, "invalidParameter", f"Invalid field selection {spec}",
+                          locationType="parameter", location="fields")
+
+    def path() -> dict[str, Any]:
+        nonlocal pos
+        if pos >= len(tokens) or tokens[pos] in ",/()":
+            raise bad()
+        name, sub = tokens[pos], None
+        pos += 1
+        if pos < len(tokens) and tokens[pos] == "/":
+            pos += 1
+            sub = path()
+        elif pos < len(tokens) and tokens[pos] == "(":
+            pos += 1
+            sub = selection()
+            if pos >= len(tokens) or tokens[pos] != ")":
+                raise bad()
+            pos += 1
+        return {name: sub}
+
+    def selection() -> dict[str, Any]:
+        nonlocal pos
+        out: dict[str, Any] = {}
+        while True:
+            for name, sub in path().items():
+                prev = out.get(name, {})
+                out[name] = None if sub is None or prev is None else {**prev, **sub}
+            if pos < len(tokens) and tokens[pos] == ",":
+                pos += 1
+                continue
+            return out
+
+    tree = selection()
+    if pos != len(tokens):
+        raise bad()
+    return tree
+
+
+def select_fields(value: Any, tree: dict[str, Any] | None) -> Any:
+    """``value`` reduced to the fields in ``tree`` (see parse_fields)."""
+    if tree is None or "*" in tree and tree["*"] is None:
+        return value
+    if isinstance(value, list):
+        return [select_fields(v, tree) for v in value]
+    if not isinstance(value, dict):
+        return value
+    return {k: select_fields(value[k], sub) for k, sub in tree.items() if k in value}
 
 
 def compile_query(q: str) -> Callable[[dict], bool]:
@@ -577,6 +638,7 @@ class FakeDrive:
 
 class _Handler(BaseHTTPRequestHandler):
     drive: FakeDrive
+    fields: str | None = None
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # else every keep-alive request stalls ~40 ms
 
@@ -598,6 +660,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: bytes | dict | None = None,
               headers: dict[str, str] | None = None) -> None:
         if isinstance(body, dict):
+            if status == 200 and self.fields:  # a partial response, as asked
+                body = select_fields(body, parse_fields(self.fields))
             payload = json.dumps(body).encode()
             ctype = "application/json; charset=UTF-8"
         else:
@@ -635,6 +699,7 @@ class _Handler(BaseHTTPRequestHandler):
         split = urlsplit(self.path)
         path = split.path
         params = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+        self.fields = params.get("fields") or None
         with d.lock:
             d.requests.append((self.command, self.path))
             fault = next((f for f in d.faults if f.match(self.command, self.path)), None)
