@@ -64,7 +64,7 @@ from ..errors import (
     StoragePermission,
     StorageUnavailable,
 )
-from ..progress import Callback
+from ..progress import NO_PROGRESS, Callback
 from .base import ObjectInfo, Storage, StorageSettings, Transient, not_found
 
 T = TypeVar("T")
@@ -87,13 +87,24 @@ JWT_KEYS = [
 
 @dataclass(frozen=True)
 class _Entry:
-    """A file as last seen in a folder listing."""
+    """A file as last seen in a folder listing or an answer about it."""
 
     id: str
     name: str
     size: int
     mtime: float | None
-    sha1: str | None
+    sha1: str | None  # hex; the file's version for resutil (Box checks it on upload)
+
+    @classmethod
+    def of(cls, item: Any) -> _Entry:
+        """From the SDK's File/FileFull/FileMini (an item of a listing or an answer)."""
+        mtime = item.modified_at.timestamp() if getattr(item, "modified_at", None) else None
+        sha1 = getattr(item, "sha_1", None)
+        return cls(str(item.id), item.name, int(getattr(item, "size", None) or 0), mtime,
+                   sha1.lower() if sha1 else None)
+
+    def info(self) -> ObjectInfo:
+        return ObjectInfo(self.name, self.size, self.mtime, self.sha1)
 
 
 class _RetryStrategy(BoxRetryStrategy):
@@ -236,6 +247,17 @@ def _conflict_id(exc: BoxAPIError, kind: str) -> str | None:
     for item in items:
         if isinstance(item, dict) and item.get("type") == kind and item.get("id"):
             return str(item["id"])
+    return None
+
+
+def _conflict_entry(exc: BoxAPIError, name: str) -> _Entry | None:
+    """The file a 409 names, as far as the answer describes it: id, name and SHA-1, not
+    its size (a reader then needs no listing, which may lag behind)."""
+    conflicts = (exc.response_info.context_info or {}).get("conflicts")
+    for item in conflicts if isinstance(conflicts, list) else [conflicts]:
+        if isinstance(item, dict) and item.get("type") == "file" and item.get("id"):
+            sha1 = str(item.get("sha1") or "").lower() or None
+            return _Entry(str(item["id"]), str(item.get("name") or name), 0, None, sha1)
     return None
 
 
@@ -531,9 +553,7 @@ class BoxStorage(Storage):
         entries = {}
         for e in self._items(fid):
             if _kind(e) == "file":
-                mtime = e.modified_at.timestamp() if getattr(e, "modified_at", None) else None
-                entries[e.name] = _Entry(str(e.id), e.name, int(e.size or 0), mtime,
-                                         getattr(e, "sha_1", None))
+                entries[e.name] = _Entry.of(e)
         with self._lock:
             self._files[fid] = entries
         return entries
@@ -547,16 +567,14 @@ class BoxStorage(Storage):
                 return entry, True
         return self._scan(fid).get(name), False
 
-    def _remember(self, fid: str, name: str, info: Any) -> None:
+    def _remember(self, fid: str, name: str, entry: _Entry | None) -> None:
         with self._lock:
             files = self._files.get(fid)
             if files is None:
                 return
             files.pop(name, None)
-            if info is not None:
-                mtime = info.modified_at.timestamp() if getattr(info, "modified_at", None) else None
-                files[info.name] = _Entry(str(info.id), info.name, int(info.size or 0), mtime,
-                                          getattr(info, "sha_1", None))
+            if entry is not None:
+                files[entry.name] = entry
 
     def _with_file(self, folder: str, name: str, fn: Callable[[str, _Entry], T]) -> T:
         """Run ``fn(folder id, entry)`` for an existing file; retry once if the remembered
@@ -582,16 +600,16 @@ class BoxStorage(Storage):
     # -- primitives ---------------------------------------------------------------------------
     def _list(self, folder: str) -> list[ObjectInfo]:
         entries = self._in_folder(folder, False, lambda fid: self._scan(fid) if fid else {})
-        return [ObjectInfo(e.name, e.size, e.mtime) for e in entries.values()
+        return [e.info() for e in entries.values()
                 if not e.name.startswith(".")]  # like the local backend: hide dot files
 
-    def _upload(self, src: Path, folder: str, name: str, callback: Callback) -> None:
+    def _upload(self, src: Path, folder: str, name: str, callback: Callback) -> ObjectInfo:
         size = src.stat().st_size
         callback.set_total(size)
         progress = _Progress(callback)
         sha1 = _file_sha1(src) if size < CHUNKED_MIN else None
 
-        def in_folder(fid: str | None) -> None:
+        def in_folder(fid: str | None) -> ObjectInfo:
             assert fid is not None
             with self._lock:
                 known = self._files.get(fid)
@@ -616,13 +634,39 @@ class BoxStorage(Storage):
                     raise
                 info = self._put(fid, name, file_id, src, size, sha1, progress, target)
             self._remember(fid, name, info)
+            return info.info()
 
-        self._in_folder(folder, True, in_folder)
+        return self._in_folder(folder, True, in_folder)
+
+    def _create_exclusive(self, folder: str, name: str, data: bytes) -> bool:
+        # An upload as a new file (never as a new version): Box refuses a name that is in
+        # use in the folder with 409 item_name_in_use, as one step on its side.
+        def in_folder(fid: str | None) -> bool:
+            assert fid is not None
+            with self._scratch_file(name) as src:
+                src.write_bytes(data)
+                try:
+                    entry = self._put(fid, name, None, src, len(data),
+                                      hashlib.sha1(data).hexdigest(), _Progress(NO_PROGRESS),
+                                      f"{folder}/{name}")
+                except BoxAPIError as e:
+                    if _status(e) != 409:
+                        raise
+                    if _conflict_id(e, "file") is None:
+                        raise StorageError(
+                            f"{self.describe()}: cannot create {folder}/{name}: a folder "
+                            "with that name is in the way; rename or remove it in Box"
+                        ) from None
+                    self._remember(fid, name, _conflict_entry(e, name))
+                    return False
+            self._remember(fid, name, entry)
+            return True
+
+        return self._in_folder(folder, True, in_folder)
 
     def _put(self, fid: str, name: str, file_id: str | None, src: Path, size: int,
-             sha1: str | None, progress: _Progress, target: str) -> Any:
-        """One upload: a new file or a new version of ``file_id``; returns its FileFull (None
-        when Box reports that a new version is identical to the current one)."""
+             sha1: str | None, progress: _Progress, target: str) -> _Entry:
+        """One upload: a new file or a new version of ``file_id``; returns the stored file."""
         client = self._client()
         if size >= CHUNKED_MIN:
             return self._put_chunked(fid, name, file_id, src, size, progress, target)
@@ -635,10 +679,10 @@ class BoxStorage(Storage):
             else:
                 files = client.uploads.upload_file_version(
                     file_id, UploadFileVersionAttributes(name=name), stream, content_md_5=sha1)
-        return files.entries[0]
+        return _Entry.of(files.entries[0])
 
     def _put_chunked(self, fid: str, name: str, file_id: str | None, src: Path, size: int,
-                     progress: _Progress, target: str) -> Any:
+                     progress: _Progress, target: str) -> _Entry:
         """An upload session, as the SDK's ``upload_big_file(_version)`` runs it (parts in
         order, each checked against Box's answer; for a new version, parts equal to the
         current one's are planned instead of sent), except that a thread reads and hashes
@@ -692,10 +736,14 @@ class BoxStorage(Storage):
             reader.close()
         if files is None:  # 202 without Retry-After: Box is still processing the commit
             if file_id is not None:
-                return None  # the SDK's reading: the new version is the current one
+                # The SDK's reading: the new version is the current one. Box accepted the
+                # whole file's SHA-1 with the commit, so that is what it holds.
+                assert reader.file_sha1 is not None
+                sha1 = base64.b64decode(reader.file_sha1).hex()
+                return _Entry(file_id, name, size, None, sha1)
             raise Transient(StorageUnavailable(
                 f"{self.describe()}: Box did not confirm the upload of {name}; retrying"))
-        return files.entries[0]
+        return _Entry.of(files.entries[0])
 
     def _abort(self, url: str | None, exc: BaseException | None) -> None:
         """Best effort: abort a failed upload session (Box would expire it in 7 days). Not
@@ -738,11 +786,11 @@ class BoxStorage(Storage):
 
         self._with_file(folder, name, delete)
 
-    def _rename(self, folder: str, name: str, new_name: str) -> None:
+    def _rename(self, folder: str, name: str, new_name: str) -> ObjectInfo:
         """Rename in place; an existing ``new_name`` is deleted (to the Box trash) first."""
-        def rename(fid: str, entry: _Entry) -> None:
+        def rename(fid: str, entry: _Entry) -> ObjectInfo:
             if new_name == name:
-                return
+                return entry.info()
             client = self._client()
             target, _ = self._find(fid, new_name)
             if target is not None and target.id != entry.id:
@@ -763,10 +811,12 @@ class BoxStorage(Storage):
                     if attempt or conflict is None:
                         raise
                     target = _Entry(conflict, new_name, 0, None, None)  # appeared meanwhile
+            renamed = _Entry.of(info)
             self._remember(fid, name, None)
-            self._remember(fid, new_name, info)
+            self._remember(fid, new_name, renamed)
+            return renamed.info()  # same content, same SHA-1: the version stays
 
-        self._with_file(folder, name, rename)
+        return self._with_file(folder, name, rename)
 
     # -- errors ------------------------------------------------------------------------------
     def _translate(self, exc: BaseException, action: str, target: str) -> ResutilError | None:

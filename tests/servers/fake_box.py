@@ -267,9 +267,16 @@ class FakeBox:
             raise BoxError(400, "item_name_invalid", "Item name invalid")
         other = self.find(parent, name)
         if other is not None and other.id != ignore:
-            conflict = self.item_json(other)
+            # Box describes a file in the way as a "File (Conflict)": its mini form plus
+            # sha1 and file_version (no size), as one object; a folder as a list of one.
+            if isinstance(other, Folder):
+                conflicts: list | dict = [self.item_json(other)]
+            else:
+                full = self.file_json(other)
+                conflicts = {k: full[k] for k in ("type", "id", "etag", "sequence_id", "name",
+                                                  "sha1", "file_version")}
             raise BoxError(409, "item_name_in_use", "Item with the same name already exists",
-                           conflicts=[conflict] if isinstance(other, Folder) else conflict)
+                           conflicts=conflicts)
 
     def store(self, parent: str, name: str, data: bytes, file_id: str | None) -> File:
         """A new file, or a new version of ``file_id`` (all-or-nothing, under the lock)."""
