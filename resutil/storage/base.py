@@ -2,9 +2,9 @@
 
 A backend stores flat files in one level of folders under its root (a local folder, a
 bucket, a Drive or Box folder): ``<folder>/<name>``. Backends implement a handful of
-primitives (``_list``, ``_upload``, ``_download``, ``_delete``, ``_rename``); the public
-methods here wrap each call with retries and turn SDK exceptions into one-line
-``StorageError``s through ``_translate``.
+primitives (``_list``, ``_upload``, ``_download``, ``_delete``, ``_rename``,
+``_create_exclusive``); the public methods here wrap each call with retries and turn SDK
+exceptions into one-line ``StorageError``s through ``_translate``.
 """
 
 from __future__ import annotations
@@ -172,10 +172,10 @@ class Storage(ABC):
         """Rename ``folder/name`` to ``folder/new_name``, replacing an existing one; returns
         the renamed object when the backend's answer says it."""
 
+    @abstractmethod
     def _create_exclusive(self, folder: str, name: str, data: bytes) -> bool:
         """Store ``data`` as ``folder/name`` only if no object of that name exists, as one
         atomic step on the storage; False if one exists."""
-        raise NotImplementedError(f"{type(self).__name__} cannot create exclusively yet")
 
     def _translate(self, exc: BaseException, action: str, target: str) -> ResutilError | None:
         """Turn a backend/SDK exception into a ResutilError (raise Transient to retry).
