@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -64,13 +66,19 @@ def test_failed_staged_upload_stores_nothing(storage):
     assert storage.list("Proj") == []
 
 
+def big_file(path, mb, seed=b""):
+    """``mb`` MiB of incompressible data (a different file for another ``seed``)."""
+    block = os.urandom(1 << 20)
+    with open(path, "wb") as f:
+        for i in range(mb):
+            f.write(block[i:] + block[:i])
+        f.write(seed)
+    return path
+
+
 def test_large_file_round_trip(storage, tmp_path, big_file_mb):
     """Big enough to take the SDK's chunked/resumable path."""
-    src = tmp_path / "big.bin"
-    block = os.urandom(1 << 20)
-    with open(src, "wb") as f:
-        for i in range(big_file_mb):
-            f.write(block[i:] + block[:i])
+    src = big_file(tmp_path / "big.bin", big_file_mb)
     seen = []
 
     class Cb:
@@ -110,3 +118,53 @@ def test_create_exclusive_only_once(storage):
     # A retry of the call that stored it (its answer was lost) still says it is ours.
     assert storage.create_exclusive("Proj.resutil", "x.claim", b"run-1")
     assert storage.read_bytes("Proj.resutil", "x.claim") == b"run-1"
+
+
+def test_create_exclusive_has_one_winner_among_concurrent_writers(storage, storage_settings):
+    """Two writers (clients of their own, as on two machines) create the same name at the
+    same moment: exactly one is told it did, and the object holds that one's data."""
+    cls = type(storage)
+    writers = [cls(storage_settings), cls(storage_settings)]
+    names = []
+    for n in range(8):
+        name = f"race-{n}.claim"
+        names.append(name)
+        start = threading.Barrier(2)
+
+        def create(i, name=name, start=start, n=n):
+            start.wait()
+            return writers[i].create_exclusive("Proj.resutil", name, f"run-{i}-{n}".encode())
+
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(create, range(2)))
+        assert results.count(True) == 1, results
+        winner = results.index(True)
+        for w in writers:
+            assert w.read_bytes("Proj.resutil", name) == f"run-{winner}-{n}".encode()
+    assert sorted(o.name for o in storage.list("Proj.resutil")) == names
+
+
+def test_upload_reports_the_stored_version_of_a_large_file(storage, tmp_path, big_file_mb):
+    """The chunked/resumable paths answer with what they stored: the version a listing
+    shows, for a new object and for new content under the same name."""
+    src = big_file(tmp_path / "big.bin", big_file_mb)
+    first = storage.upload(src, "Proj", "big.zip")
+    listed = storage.stat("Proj", "big.zip")
+    assert first is not None and first.version is not None
+    assert (first.name, first.size, first.version) == (listed.name, listed.size, listed.version)
+    other = big_file(tmp_path / "other.bin", big_file_mb, seed=b"other")
+    with storage.staged_upload("Proj", "big.zip") as staged:
+        staged.path.write_bytes(other.read_bytes())
+    second = staged.stored
+    listed = storage.stat("Proj", "big.zip")
+    assert second is not None and second.version == listed.version != first.version
+    assert second.size == listed.size == other.stat().st_size
+
+
+def test_rename_returns_the_renamed_object(storage):
+    storage.write_bytes("Proj", "old.zip", b"data")
+    renamed = storage.rename("Proj", "old.zip", "new.zip")
+    listed = storage.stat("Proj", "new.zip")
+    assert renamed is not None and renamed.version is not None
+    assert (renamed.name, renamed.size, renamed.version) == ("new.zip", 4, listed.version)
+    assert storage.stat("Proj", "old.zip") is None
