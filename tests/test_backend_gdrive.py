@@ -112,6 +112,59 @@ def test_rename_replaces_target_and_shadowed_duplicates(storage, fake_drive, bas
     assert storage.read_bytes("Proj", "x_20240101T000000_b.zip") == b"keep"
 
 
+# -- exclusive create: create, then check ---------------------------------------------------
+def _claims(fake, parent: str, title: str = "x.claim") -> list[bytes]:
+    """The content of every (untrashed) file of that title, oldest first."""
+    files = sorted((f for f in fake.children(parent) if f["title"] == title),
+                   key=lambda f: (f["createdDate"], f["id"]))
+    return [fake.read(f["id"]) for f in files]
+
+
+def _meta_folder(storage, fake, base) -> str:
+    storage.write_bytes("Proj.resutil", "other.json", b"{}")
+    return folder_id(fake, base, "Proj.resutil")
+
+
+def test_exclusive_create_loses_to_a_file_made_just_before_its_own(storage, fake_drive, base):
+    """Another client's file appears between this client's look and its insert: its file is
+    the earlier one, so it wins, and this client removes its own."""
+    meta = _meta_folder(storage, fake_drive, base)
+    fake_drive.before_next("uploadType=multipart",
+                           lambda: fake_drive.create_file("x.claim", meta, b"run-B"))
+    assert not storage.create_exclusive("Proj.resutil", "x.claim", b"run-A")
+    assert _claims(fake_drive, meta) == [b"run-B"]
+    assert storage.read_bytes("Proj.resutil", "x.claim") == b"run-B"
+
+
+def test_exclusive_create_wins_over_a_later_file(storage, fake_drive, base):
+    """A file of the same title created after this client's is the loser's to remove: the
+    order is Drive's createdDate, not the order of the listing."""
+    meta = _meta_folder(storage, fake_drive, base)
+    later = time.time() + 3600
+    fake_drive.before_next("uploadType=multipart", lambda: fake_drive.create_file(
+        "x.claim", meta, b"run-B", created=later))
+    assert storage.create_exclusive("Proj.resutil", "x.claim", b"run-A")
+    assert _claims(fake_drive, meta) == [b"run-A", b"run-B"]
+    assert storage.read_bytes("Proj.resutil", "x.claim") == b"run-A"
+
+
+def test_exclusive_create_whose_answer_was_lost_is_still_ours(storage, fake_drive, base):
+    meta = _meta_folder(storage, fake_drive, base)
+    fake_drive.lose_next_answer("uploadType=multipart")
+    assert storage.create_exclusive("Proj.resutil", "x.claim", b"run-A")
+    assert _claims(fake_drive, meta) == [b"run-A"]  # a resent insert's copy was removed
+
+
+def test_exclusive_create_loser_whose_clean_up_failed_removes_its_file_later(
+        storage, fake_drive, base):
+    meta = _meta_folder(storage, fake_drive, base)
+    fake_drive.before_next("uploadType=multipart",
+                           lambda: fake_drive.create_file("x.claim", meta, b"run-B"))
+    fake_drive.fail_next(503, "backendError", match="DELETE /drive/v2/files/")
+    assert not storage.create_exclusive("Proj.resutil", "x.claim", b"run-A")
+    assert _claims(fake_drive, meta) == [b"run-B"]
+
+
 def test_project_folder_removed_meanwhile_is_recreated(storage, fake_drive, base):
     storage.write_bytes("Proj", "a.zip", b"x")
     fake_drive.remove(folder_id(fake_drive, base, "Proj"))  # someone, in the web UI

@@ -30,8 +30,11 @@ storageQuotaExceeded``; permanent delete in a Shared Drive needs the ``organizer
 (a Content manager, ``fileOrganizer``, may only trash).
 
 Fault injection: :meth:`FakeDrive.fail_next` answers the next N matching requests with a
-Google-shaped error, and :meth:`FakeDrive.drop_next_upload_chunk` cuts the connection in
-the middle of the next resumable chunk (nothing of that chunk is persisted).
+Google-shaped error, :meth:`FakeDrive.drop_next_upload_chunk` cuts the connection in
+the middle of the next resumable chunk (nothing of that chunk is persisted),
+:meth:`FakeDrive.lose_next_answer` carries out the next matching request and then cuts the
+connection instead of answering, and :meth:`FakeDrive.before_next` runs a function just
+before the next matching request is served (another client acting at that moment).
 """
 
 from __future__ import annotations
@@ -330,6 +333,8 @@ class FakeDrive:
         self.tokens: dict[str, dict] = {}
         self.faults: list[Fault] = []
         self.drop_chunks = 0
+        self.lost_answers: list[list] = []  # [match, remaining]
+        self.hooks: list[list] = []  # [match, function, remaining]
         self.requests: list[tuple[str, str]] = []  # (method, path?query) seen, in order
         self.no_service_account_quota = no_service_account_quota
         self.require_auth = True
@@ -396,10 +401,32 @@ class FakeDrive:
         with self.lock:
             self.drop_chunks += times
 
+    def lose_next_answer(self, match: str, times: int = 1) -> None:
+        """Carry out the next ``times`` requests containing ``match`` (in ``"METHOD
+        /path?query"``), then cut the connection instead of answering: the client cannot
+        tell whether they happened."""
+        with self.lock:
+            self.lost_answers.append([match, times])
+
+    def before_next(self, match: str, fn: Callable[[], Any], times: int = 1) -> None:
+        """Call ``fn()`` just before the next ``times`` matching requests are served."""
+        with self.lock:
+            self.hooks.append([match, fn, times])
+
+    def _take(self, entries: list[list], method: str, path: str) -> list | None:
+        with self.lock:
+            for entry in entries:
+                if entry[0] in f"{method} {path}" and entry[-1] > 0:
+                    entry[-1] -= 1
+                    return entry
+        return None
+
     def clear_faults(self) -> None:
         with self.lock:
             self.faults.clear()
             self.drop_chunks = 0
+            self.lost_answers.clear()
+            self.hooks.clear()
 
     def create_shared_drive(self, name: str = "Team", role: str = "fileOrganizer") -> str:
         """A Shared Drive where service accounts have ``role`` (organizer, fileOrganizer,
@@ -639,6 +666,7 @@ class FakeDrive:
 class _Handler(BaseHTTPRequestHandler):
     drive: FakeDrive
     fields: str | None = None
+    lose_answer = False
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # else every keep-alive request stalls ~40 ms
 
@@ -667,6 +695,13 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             payload = body or b""
             ctype = "application/octet-stream"
+        if self.lose_answer:  # done, but the answer never arrives
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         self.send_response(status)
         hdrs = {"Content-Type": ctype, **(headers or {})}
         for k, v in hdrs.items():
@@ -700,6 +735,10 @@ class _Handler(BaseHTTPRequestHandler):
         path = split.path
         params = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         self.fields = params.get("fields") or None
+        hook = d._take(d.hooks, self.command, self.path)
+        if hook is not None:
+            hook[1]()
+        self.lose_answer = d._take(d.lost_answers, self.command, self.path) is not None
         with d.lock:
             d.requests.append((self.command, self.path))
             fault = next((f for f in d.faults if f.match(self.command, self.path)), None)
