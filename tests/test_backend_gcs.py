@@ -13,6 +13,7 @@ lookup (see ``_no_regional_access_boundary``).
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import re
@@ -128,7 +129,9 @@ class TokenServer(_Server):
 
 @dataclass
 class Fault:
-    kind: str  # "fail": answer with status/body; "drop": close mid-body, no answer
+    # "fail": answer with status/body; "drop": close mid-body, no answer; "lose": pass the
+    # request on, then close instead of answering (done, but the client cannot know)
+    kind: str
     times: int
     method: str | None = None
     path: str | None = None  # regex searched in the request path + query
@@ -158,7 +161,7 @@ class _ProxyHandler(_Handler):
                 pass
             return
         body = self._body()
-        if fault is not None:
+        if fault is not None and fault.kind == "fail":
             payload = fault.body or {"error": {"code": fault.status, "message": "Backend Error",
                                                "errors": [{"reason": "backendError"}]}}
             self._reply(fault.status, json.dumps(payload).encode())
@@ -171,6 +174,13 @@ class _ProxyHandler(_Handler):
         resp = conn.getresponse()
         data = resp.read()
         conn.close()
+        if fault is not None and fault.kind == "lose":
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         if proxy.page_size and self.command == "GET" and resp.status == 200 and re.search(
                 r"/b/[^/]+/o(\?|$)", self.path):
             data = proxy.paginate(self.path, data)
@@ -690,6 +700,8 @@ def test_staged_upload_sends_chunks_while_the_file_is_written(tmp_path, gcs_buck
         sent_while_writing = _chunk_puts(proxy)
     assert sent_while_writing >= 2, "nothing was uploaded before the file was complete"
     assert fault.hits == 1
+    generation = str(gcs_admin.bucket(gcs_bucket).get_blob("Proj/big.zip").generation)
+    assert staged.stored.version == generation == storage.stat("Proj", "big.zip").version
     assert gcs_admin.bucket(gcs_bucket).blob("Proj/big.zip").download_as_bytes() == data
     session_starts = [p for m, p, _ in proxy.requests if m == "POST" and "resumable" in p]
     assert len(session_starts) == 1
@@ -713,3 +725,39 @@ def test_a_small_staged_upload_is_one_request(tmp_path, gcs_bucket, proxy, gcs_a
     uploads = [(m, p) for m, p, _ in proxy.requests if "upload" in p]
     assert len(uploads) == 1 and "uploadType=multipart" in uploads[0][1], uploads
     assert gcs_admin.bucket(gcs_bucket).blob("Proj/small.zip").download_as_bytes() == b"a small archive"
+
+
+# -- exclusive create ----------------------------------------------------------------------------
+def test_exclusive_create_whose_answer_was_lost_is_still_ours(tmp_path, gcs_bucket, proxy,
+                                                              gcs_admin):
+    """The upload is done but its answer is lost: the SDK sends it again (a conditional
+    upload cannot create twice) and gets 412; the object holds this caller's data."""
+    storage = make_storage(tmp_path, gcs_bucket, proxy.url)
+    fault = proxy.add("lose", times=1, method="POST", path=r"ifGenerationMatch=0")
+    assert storage.create_exclusive("Proj.resutil", "x.claim", b"run-A")
+    assert fault.hits == 1
+    sent = [p for m, p, _ in proxy.requests if m == "POST" and "ifGenerationMatch=0" in p]
+    assert len(sent) == 2  # the lost one and the SDK's retry
+    assert gcs_admin.bucket(gcs_bucket).blob("Proj.resutil/x.claim").download_as_bytes() \
+        == b"run-A"
+    assert not storage.create_exclusive("Proj.resutil", "x.claim", b"run-B")
+
+
+def test_emulator_refuses_an_upload_whose_precondition_fails(gcs_bucket, gcs_admin):
+    """The test harness's precondition check (tests/servers/gcs_emulator.py) answers as
+    Cloud Storage does, for one-request and resumable uploads."""
+    from google.api_core.exceptions import PreconditionFailed
+
+    bucket = gcs_admin.bucket(gcs_bucket)
+    bucket.blob("o").upload_from_string(b"one", if_generation_match=0)
+    generation = bucket.get_blob("o").generation
+    with pytest.raises(PreconditionFailed):
+        bucket.blob("o").upload_from_string(b"two", if_generation_match=0)
+    with pytest.raises(PreconditionFailed):
+        bucket.blob("o", chunk_size=256 << 10).upload_from_file(
+            io.BytesIO(os.urandom(600_000)), if_generation_match=0)
+    with pytest.raises(PreconditionFailed):
+        bucket.blob("o").upload_from_string(b"three", if_generation_not_match=generation)
+    assert bucket.blob("o").download_as_bytes() == b"one"
+    bucket.blob("o").upload_from_string(b"four", if_generation_match=generation)
+    assert bucket.blob("o").download_as_bytes() == b"four"

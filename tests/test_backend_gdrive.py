@@ -7,6 +7,7 @@ class and its one-line message.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -607,6 +608,32 @@ def test_staged_upload_sends_chunks_while_the_file_is_written(storage, fake_driv
     assert sent_while_writing >= 2, "nothing was uploaded before the file was complete"
     assert storage.read_bytes("Proj", "big.zip") == data
     assert [o.name for o in storage.list("Proj")] == ["big.zip"]
+    listed = storage.stat("Proj", "big.zip")
+    assert staged.stored.version == listed.version == hashlib.md5(data).hexdigest()
+    assert staged.stored.size == listed.size == size
+
+
+def test_staged_upload_that_could_not_follow_the_writer_uploads_whole(storage, fake_drive,
+                                                                       monkeypatch):
+    """The session of the upload-while-written fails to start (a transient 503): the
+    finished file goes up whole, and what was stored is still reported."""
+    from resutil.storage import gdrive
+
+    monkeypatch.setattr(gdrive, "CHUNK_SIZE", 256 << 10)
+    data = os.urandom(5 * (256 << 10) + 99)
+    fake_drive.fail_next(503, "backendError", match="uploadType=resumable")
+    before = len(fake_drive.requests)
+    with storage.staged_upload("Proj", "big.zip") as staged:
+        with open(staged.path, "wb") as f:
+            for k in range(0, len(data), 64 << 10):
+                f.write(data[k:k + (64 << 10)])
+                f.flush()
+                time.sleep(0.01)
+    assert not fake_drive.faults, "the upload never tried to follow the writer"
+    assert any("uploadType=multipart" in p for _, p in fake_drive.requests[before:])
+    assert storage.read_bytes("Proj", "big.zip") == data
+    assert staged.stored.version == storage.stat("Proj", "big.zip").version \
+        == hashlib.md5(data).hexdigest()
 
 
 def test_staged_upload_abandoned_midway_stores_nothing(storage, fake_drive, monkeypatch):
