@@ -267,6 +267,8 @@ def test_dropped_part_and_202_commit_are_retried(box_fake, box_settings, tmp_pat
     assert box_fake.count("PUT", "/upload_sessions/") - puts == 3 + 1  # 3 parts, one sent twice
     assert box_fake.count("POST", "/commit$") - commits == 2  # 202 + Retry-After, then 201
     assert storage.read_bytes("Proj", "big.zip") == src.read_bytes()
+    (info,) = storage.list("Proj")
+    assert info.version == hashlib.sha1(src.read_bytes()).hexdigest()
 
 
 def test_failed_chunked_upload_keeps_old_version(box_fake, box_settings, tmp_path):
@@ -309,6 +311,45 @@ def test_listing_lag_409_races_are_absorbed(box_fake, box_settings):
     (f,) = box_fake.children(box_fake.children(root)[0].id)
     assert f.versions == [b"old", b"new"]
     assert storage.read_bytes("Proj", "a.zip") == b"new"
+
+
+def test_exclusive_create_whose_answer_was_lost_is_still_ours(box_fake, box_settings):
+    """The upload is done but its answer is lost: the SDK sends it again and gets 409; the
+    file named in the 409 is read back without a listing (which may lag) and is ours."""
+    storage = make(box_settings)
+    storage.write_bytes("Proj.resutil", "other.json", b"{}")
+    box_fake.lose_next("/api/2.0/files/content")
+    box_fake.listing_lag(5)
+    uploads = box_fake.count("POST", "/files/content$")
+    assert storage.create_exclusive("Proj.resutil", "x.claim", b"run-A")
+    assert box_fake.count("POST", "/files/content$") - uploads == 2
+    box_fake.clear_faults()
+    (meta,) = [f for f in box_fake.children(box_settings.values["folder_id"])]
+    assert {f.name: f.versions for f in box_fake.children(meta.id)} == {
+        "other.json": [b"{}"], "x.claim": [b"run-A"]}
+    assert not make(box_settings).create_exclusive("Proj.resutil", "x.claim", b"run-B")
+
+
+def test_exclusive_create_never_adds_a_version(box_fake, box_settings):
+    """A name that is in use is not overwritten, not even when this client believes the
+    folder lacks it (a listing from before another client created it)."""
+    a, b = make(box_settings), make(box_settings)
+    a.list("Proj.resutil")
+    b.write_bytes("Proj.resutil", "x.claim", b"run-B")
+    assert not a.create_exclusive("Proj.resutil", "x.claim", b"run-A")
+    assert a.read_bytes("Proj.resutil", "x.claim") == b"run-B"
+    (meta,) = box_fake.children(box_settings.values["folder_id"])
+    (f,) = box_fake.children(meta.id)
+    assert f.versions == [b"run-B"]
+
+
+def test_exclusive_create_with_a_folder_in_the_way(box_fake, box_settings):
+    storage = make(box_settings)
+    storage.write_bytes("Proj.resutil", "other.json", b"{}")
+    (meta,) = box_fake.children(box_settings.values["folder_id"])
+    box_fake.create_folder("x.claim", meta.id)
+    with pytest.raises(StorageError, match="a folder with that name is in the way"):
+        storage.create_exclusive("Proj.resutil", "x.claim", b"run-A")
 
 
 def test_rename_replaces_existing_target(box_settings):

@@ -12,7 +12,8 @@ for new versions, commit possibly answering ``202 + Retry-After``), downloads th
     box.stop()
 
 Fault injection for tests: ``fail_next`` (answer the next N matching requests with a status),
-``drop_next`` (cut the connection mid-request/mid-response), ``expire_tokens``,
+``drop_next`` (cut the connection mid-request/mid-response), ``lose_next`` (carry out the
+request, then cut the connection instead of answering), ``expire_tokens``,
 ``commit_202_once``, ``listing_lag`` (folder listings briefly miss items) and ``read_only``
 (folders where the service account is only a Viewer, so writes get 403).
 """
@@ -121,6 +122,7 @@ class FakeBox:
         self.read_only: set[str] = set()  # folder ids where writes answer 403
         self.faults: list[dict] = []
         self.drops: list[dict] = []
+        self.losses: list[dict] = []
         self.commit_202_once = False
         self.lag = 0  # next N folder listings return no entries
         self.log: list[tuple[str, str]] = []  # (method, path) of every request
@@ -194,9 +196,15 @@ class FakeBox:
         """Cut the connection of the next ``count`` matching requests halfway through."""
         self.drops.append({"match": match, "count": count})
 
+    def lose_next(self, match: str, count: int = 1) -> None:
+        """Carry out the next ``count`` matching requests, then cut the connection instead
+        of answering: done, but the client cannot tell."""
+        self.losses.append({"match": match, "count": count})
+
     def clear_faults(self) -> None:
         self.faults.clear()
         self.drops.clear()
+        self.losses.clear()
         self.commit_202_once = False
         self.lag = 0
 
@@ -354,6 +362,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._drop()
         self.body = self._read_body()
         fault = self._take(box.faults, path)
+        self.lose_answer = self._take(box.losses, path) is not None
         try:
             if fault:
                 if fault["status"] == 401:
@@ -424,6 +433,10 @@ class _Handler(BaseHTTPRequestHandler):
             'error_description="The access token provided is invalid."')})
 
     def _send(self, status: int, body=None, headers: dict | None = None) -> None:
+        if getattr(self, "lose_answer", False):  # done, but the answer never arrives
+            self.close_connection = True
+            self.connection.close()
+            return
         if body is None or isinstance(body, bytes):
             data = body or b""
         else:
