@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from functools import partial
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Callable
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -130,7 +131,8 @@ class TokenServer(_Server):
 @dataclass
 class Fault:
     # "fail": answer with status/body; "drop": close mid-body, no answer; "lose": pass the
-    # request on, then close instead of answering (done, but the client cannot know)
+    # request on, then close instead of answering (done, but the client cannot know);
+    # "call": run ``fn`` (another client acting at that moment), then pass the request on
     kind: str
     times: int
     method: str | None = None
@@ -139,6 +141,7 @@ class Fault:
     status: int = 503
     body: dict | None = None
     after_bytes: int = 64 * 1024
+    fn: Callable[[], object] | None = None
     hits: int = 0
 
 
@@ -151,6 +154,8 @@ class _ProxyHandler(_Handler):
         proxy: FaultProxy = self.owner
         proxy.requests.append((self.command, self.path, self.headers.get("Authorization")))
         fault = proxy.take(self.command, self.path)
+        if fault is not None and fault.kind == "call":
+            fault.fn()
         if fault is not None and fault.kind == "drop":
             # Read part of the body, then vanish: what a dropped Wi-Fi or a reset NAT does.
             self.rfile.read(min(int(self.headers.get("Content-Length") or 0), fault.after_bytes))
@@ -761,3 +766,33 @@ def test_emulator_refuses_an_upload_whose_precondition_fails(gcs_bucket, gcs_adm
     assert bucket.blob("o").download_as_bytes() == b"one"
     bucket.blob("o").upload_from_string(b"four", if_generation_match=generation)
     assert bucket.blob("o").download_as_bytes() == b"four"
+
+
+# -- rename: copy, then delete, both conditional -----------------------------------------------
+def test_rename_leaves_a_source_uploaded_anew_after_the_copy(tmp_path, gcs_bucket, proxy,
+                                                             gcs_admin):
+    """Another push replaces the source between the copy and the delete: the delete is
+    refused (412) and that push's object stays; the renamed object is what was copied."""
+    storage = make_storage(tmp_path, gcs_bucket, proxy.url)
+    storage.write_bytes("Proj", "a.zip", b"old")
+    bucket = gcs_admin.bucket(gcs_bucket)
+    push = proxy.add("call", times=1, method="DELETE", path=r"/o/Proj%2Fa\.zip",
+                     fn=lambda: bucket.blob("Proj/a.zip").upload_from_string(b"new push"))
+    renamed = storage.rename("Proj", "a.zip", "b.zip")
+    assert push.hits == 1
+    assert bucket.blob("Proj/a.zip").download_as_bytes() == b"new push"
+    assert bucket.blob("Proj/b.zip").download_as_bytes() == b"old"
+    assert renamed.version == storage.stat("Proj", "b.zip").version
+
+
+def test_rename_starts_over_when_the_source_is_replaced_before_the_copy(
+        tmp_path, gcs_bucket, proxy, gcs_admin):
+    storage = make_storage(tmp_path, gcs_bucket, proxy.url)
+    storage.write_bytes("Proj", "a.zip", b"old")
+    bucket = gcs_admin.bucket(gcs_bucket)
+    push = proxy.add("call", times=1, method="POST", path=r"/rewriteTo/",
+                     fn=lambda: bucket.blob("Proj/a.zip").upload_from_string(b"new push"))
+    storage.rename("Proj", "a.zip", "b.zip")
+    assert push.hits == 1
+    assert [o.name for o in storage.list("Proj")] == ["b.zip"]
+    assert bucket.blob("Proj/b.zip").download_as_bytes() == b"new push"

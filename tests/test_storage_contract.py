@@ -168,3 +168,6 @@ def test_rename_returns_the_renamed_object(storage):
     assert renamed is not None and renamed.version is not None
     assert (renamed.name, renamed.size, renamed.version) == ("new.zip", 4, listed.version)
     assert storage.stat("Proj", "old.zip") is None
+    same = storage.rename("Proj", "new.zip", "new.zip")  # a no-op, not a loss
+    assert storage.read_bytes("Proj", "new.zip") == b"data"
+    assert same is not None and same.version == storage.stat("Proj", "new.zip").version

@@ -298,21 +298,39 @@ class GCSStorage(Storage):
     def _rename(self, folder: str, name: str, new_name: str) -> ObjectInfo:
         bucket = self._get_bucket()
         src = bucket.blob(self._key(folder, name))
+        try:
+            src.reload(retry=self._retry(), timeout=self.timeout)
+        except api_exceptions.NotFound as e:
+            raise self._missing(e, folder, name) from None
+        if new_name == name:  # a copy onto itself and a delete would remove it
+            return _info(name, src)
+        generation = src.generation
+        src = bucket.blob(self._key(folder, name))  # no generation: rewrite names none
         dst = bucket.blob(self._key(folder, new_name))
         try:
             # rewrite, not copy: it works for objects of any size (it may take several
             # calls for large ones). GCS has no rename; copy + delete is what the SDK's
-            # rename_blob does too.
-            token, _, _ = dst.rewrite(src, retry=self._retry(), timeout=self.timeout)
+            # rename_blob does too. Both are conditional on the generation looked at, so
+            # an upload that replaces the source meanwhile is neither half-copied nor lost.
+            token, _, _ = dst.rewrite(src, if_source_generation_match=generation,
+                                      retry=self._retry(), timeout=self.timeout)
             while token is not None:
-                token, _, _ = dst.rewrite(src, token=token, retry=self._retry(),
-                                          timeout=self.timeout)
+                token, _, _ = dst.rewrite(src, token=token,
+                                          if_source_generation_match=generation,
+                                          retry=self._retry(), timeout=self.timeout)
         except api_exceptions.NotFound as e:
             raise self._missing(e, folder, name) from None
+        except api_exceptions.PreconditionFailed:
+            raise Transient(StorageError(
+                f"{self.describe()}: {folder}/{name} was replaced while renaming it; "
+                "starting over")) from None
         try:
-            src.delete(retry=self._retry(), timeout=self.timeout)
+            src.delete(if_generation_match=generation, retry=self._retry(),
+                       timeout=self.timeout)
         except api_exceptions.NotFound:
             pass  # already gone (e.g. a retried delete whose first answer was lost)
+        except api_exceptions.PreconditionFailed:
+            pass  # uploaded anew since it was copied: that upload stays
         return _info(new_name, dst)  # a copy is a new object: a new generation
 
     def read_bytes(self, folder: str, name: str) -> bytes:
