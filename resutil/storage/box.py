@@ -5,7 +5,9 @@ whose only package is ``box_sdk_gen``).
 (``<project>``, ``<project>.resutil``) is a subfolder of it, created on demand. Files below
 20 MiB go up in one request; larger ones through a chunked upload session (8 MiB parts,
 SHA-1 checked per part and for the whole file). Replacing a file uploads a new *version* of
-the same Box file, so the old content stays current until the new one is committed.
+the same Box file, so the old content stays current until the new one is committed. A
+file's version is its SHA-1; an exclusive create uploads a new file, which Box refuses
+(409) when the name is in use.
 
 Authentication, in this order:
   1. ``storage_config.key_file_path``: a Box JWT ``config.json`` (server authentication).

@@ -6,6 +6,10 @@ from ``key_file_path`` (a service-account JSON key) or, without it, from Applica
 Default Credentials. ``endpoint`` (or ``STORAGE_EMULATOR_HOST``, as in the SDK) points
 the client at an emulator or proxy.
 
+An object's version is its generation; an exclusive create is an upload with
+``ifGenerationMatch=0``, and a rename's copy and delete are conditional on the source's
+generation.
+
 Retries happen inside the SDK, with a short deadline (``retry_timeout``, default 10 s)
 instead of its default 120 s: a resumable upload then resumes from its last committed
 chunk rather than resending the whole archive. When that deadline has passed the error is

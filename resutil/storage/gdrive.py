@@ -8,7 +8,9 @@ Drive allows several items with one title in a folder. This backend always picks
 (earliest ``createdDate``, then smallest id), so every client sees the same one: ``list``
 gives one entry per title, ``upload`` replaces the content of that file (``files.update``
 with media: same id, the new content appears atomically when the upload completes) and
-never adds a duplicate.
+never adds a duplicate. A file's version is its ``md5Checksum``. Drive has no conditional
+create, so an exclusive create creates, then checks which file of that title is the oldest
+(see ``_create_exclusive``).
 
 Auth and transport: pydrive2's ``GoogleAuth`` with a service-account settings dict and
 ``ServiceAuth()`` (oauth2client; the key's ``token_uri`` is honoured), optional domain-wide
