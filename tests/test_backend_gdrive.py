@@ -166,6 +166,13 @@ def test_exclusive_create_loser_whose_clean_up_failed_removes_its_file_later(
     assert _claims(fake_drive, meta) == [b"run-B"]
 
 
+def test_exclusive_create_in_a_folder_removed_meanwhile(storage, fake_drive, base):
+    meta = _meta_folder(storage, fake_drive, base)
+    fake_drive.remove(meta)  # someone, in the web UI
+    assert storage.create_exclusive("Proj.resutil", "x.claim", b"run-A")
+    assert _claims(fake_drive, folder_id(fake_drive, base, "Proj.resutil")) == [b"run-A"]
+
+
 def test_project_folder_removed_meanwhile_is_recreated(storage, fake_drive, base):
     storage.write_bytes("Proj", "a.zip", b"x")
     fake_drive.remove(folder_id(fake_drive, base, "Proj"))  # someone, in the web UI

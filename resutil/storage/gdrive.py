@@ -540,12 +540,15 @@ class GDriveStorage(Storage):
             # The folder or the file being replaced was removed since we looked it up (e.g.
             # in the web UI during a long pipeline run), or the upload session expired:
             # look everything up again and retry.
-            with self._lock:
-                self._folders.pop(folder, None)
-                self._base_checked = False
-            raise Transient(StorageUnavailable(
-                f"{self.describe()}: cannot upload {folder}/{name}: the folder changed or the "
-                "upload session expired; starting over")) from None
+            raise self._start_over(folder, f"cannot upload {folder}/{name}: the folder "
+                                   "changed or the upload session expired") from None
+
+    def _start_over(self, folder: str, why: str) -> Transient:
+        """Forget the looked-up folder ids, for a retry that looks them up again."""
+        with self._lock:
+            self._folders.pop(folder, None)
+            self._base_checked = False
+        return Transient(StorageUnavailable(f"{self.describe()}: {why}; starting over"))
 
     def _upload_once(self, src: Path, folder: str, name: str, callback: Callback) -> ObjectInfo:
         size = src.stat().st_size
@@ -727,9 +730,16 @@ class GDriveStorage(Storage):
         made = None
         if not found:
             media = _ChunkUpload(io.BytesIO(data), mimetype=_mime(name), resumable=False)
-            made = self._execute(lambda f: f.insert(
-                body={"title": name, "mimeType": _mime(name), "parents": [{"id": folder_id}]},
-                media_body=media, supportsAllDrives=True, fields=FILE_FIELDS))
+            try:
+                made = self._execute(lambda f: f.insert(
+                    body={"title": name, "mimeType": _mime(name),
+                          "parents": [{"id": folder_id}]},
+                    media_body=media, supportsAllDrives=True, fields=FILE_FIELDS))
+            except HttpError as e:
+                if _http_error_details(e)[0] != 404:
+                    raise
+                raise self._start_over(  # the folder was removed since we looked it up
+                    folder, f"cannot create {folder}/{name}: the folder changed") from None
             found = self._files(folder_id, name)
             if all(f["id"] != made["id"] for f in found):  # the listing lags behind
                 found = _oldest_first([*found, made])
