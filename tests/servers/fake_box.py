@@ -13,7 +13,8 @@ for new versions, commit possibly answering ``202 + Retry-After``), downloads th
 
 Fault injection for tests: ``fail_next`` (answer the next N matching requests with a status),
 ``drop_next`` (cut the connection mid-request/mid-response), ``lose_next`` (carry out the
-request, then cut the connection instead of answering), ``expire_tokens``,
+request, then cut the connection instead of answering), ``corrupt_next`` (flip a byte of the
+next downloads of a file on the way: the stored file and its SHA-1 stay intact), ``expire_tokens``,
 ``commit_202_once``, ``listing_lag`` (folder listings briefly miss items) and ``read_only``
 (folders where the service account is only a Viewer, so writes get 403).
 """
@@ -123,6 +124,7 @@ class FakeBox:
         self.faults: list[dict] = []
         self.drops: list[dict] = []
         self.losses: list[dict] = []
+        self.corruptions: dict[str, int] = {}  # file name -> downloads left to damage
         self.commit_202_once = False
         self.lag = 0  # next N folder listings return no entries
         self.log: list[tuple[str, str]] = []  # (method, path) of every request
@@ -201,10 +203,16 @@ class FakeBox:
         of answering: done, but the client cannot tell."""
         self.losses.append({"match": match, "count": count})
 
+    def corrupt_next(self, name: str, count: int = 1) -> None:
+        """Damage the next ``count`` downloads of files named ``name`` in transit (one byte
+        in the middle flipped)."""
+        self.corruptions[name] = count
+
     def clear_faults(self) -> None:
         self.faults.clear()
         self.drops.clear()
         self.losses.clear()
+        self.corruptions.clear()
         self.commit_202_once = False
         self.lag = 0
 
@@ -596,7 +604,14 @@ class _Handler(BaseHTTPRequestHandler):
         fid, version = self.box.downloads.get(token, ("", 0))
         if fid not in self.box.files:
             raise BoxError(404, "not_found", "Not Found")
-        return 200, self.box.files[fid].versions[version]
+        f = self.box.files[fid]
+        data = f.versions[version]
+        if self.box.corruptions.get(f.name, 0) > 0 and data:
+            self.box.corruptions[f.name] -= 1
+            damaged = bytearray(data)
+            damaged[len(data) // 2] ^= 0xFF
+            data = bytes(damaged)
+        return 200, data
 
     # -- simple uploads -------------------------------------------------------------------
     def _upload_parts(self) -> tuple[dict, bytes]:
