@@ -101,7 +101,9 @@ def list_(as_json: bool, local_only: bool) -> None:
     """
     from .experiments import experiment_rows
 
-    rows = experiment_rows(_project(), remote=not local_only)
+    rows, warnings = experiment_rows(_project(), remote=not local_only)
+    for warning in warnings:
+        ui.warn(warning)
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
@@ -134,6 +136,8 @@ def _do_sync(direction: str, experiments, all_, no_dependency, dry_run, jobs, fo
     project = _project()
     plan_fn = sync.plan_push if direction == "push" else sync.plan_pull
     plan = plan_fn(project, list(experiments), all_, not no_dependency)
+    for warning in plan.warnings:
+        ui.warn(warning)
     for name, why in plan.missing:
         ui.warn(f"{name}: {why}")
     if dry_run:
@@ -226,13 +230,15 @@ def rm(experiments, local_only, remote_only, force) -> None:
 
     Example: resutil rm -l aapiyl
     """
-    from .lineage import collect
+    from .lineage import collect, unreadable
 
     project = _project()
     both = not local_only and not remote_only
     records = collect(project, remote=not local_only)
     names = [project.resolve(q, remote=not local_only) for q in experiments]
     targets = {n[:22] for n in names}
+    for warning in unreadable(records, targets):  # their upstream experiments are unknown
+        ui.warn(f"{warning} (not checked for depending on what is removed)")
     for name in names:
         ident = name[:22]
         users = sorted(r.name for r in records.values()
@@ -285,6 +291,8 @@ def show(experiment: str, as_json: bool) -> None:
     from .experiments import describe_experiment
 
     info = describe_experiment(_project(), experiment)
+    for warning in info.pop("warnings"):
+        ui.warn(warning)
     if as_json:
         click.echo(json.dumps(info, indent=1, default=str))
         return

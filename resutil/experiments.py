@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .capture import copy_changed_files, environment, git_state
-from .errors import ExperimentNotFound
+from .errors import ExperimentError, ExperimentNotFound
 from .metadata import ExpMeta, read_meta, upstream_record, write_meta
 from .naming import check_comment, new_run_id, parse_name
 from .project import Project
@@ -100,8 +100,9 @@ def change_comment(project: Project, query: str, comment: str) -> str:
 
 
 def describe_experiment(project: Project, query: str) -> dict[str, Any]:
-    """Everything ``resutil show`` prints, as plain data."""
-    from .lineage import collect
+    """Everything ``resutil show`` prints, as plain data; ``warnings`` names the other
+    experiments whose metadata could not be read (so ``downstream`` may lack them)."""
+    from .lineage import collect, unreadable
 
     name = project.resolve(query)
     ws = project.workspace
@@ -139,6 +140,7 @@ def describe_experiment(project: Project, query: str) -> dict[str, Any]:
         "upstream": [{"name": records[d.identity].name if d.identity in records else d.name,
                       "source": d.source} for d in meta.dependencies],
         "downstream": downstream,
+        "warnings": unreadable(records, {name[:22]}),
     }
 
 
@@ -150,24 +152,35 @@ def _human(n: float) -> str:
     return str(n)
 
 
-def experiment_rows(project: Project, remote: bool = True) -> list[dict[str, Any]]:
-    """One row per experiment (by identity): name, local, remote, status."""
+def experiment_rows(project: Project, remote: bool = True
+                    ) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per experiment (by identity): name, local, remote, status; and a warning
+    per local experiment whose metadata cannot be read (listed with status "broken")."""
+    from .lineage import BROKEN
+
     ws = project.workspace
     local = ws.names()
     remote_exps = project.remote.experiments() if remote and not project.no_remote else {}
     rows = []
+    warnings = []
     for ident in sorted(set(local) | set(remote_exps)):
         if ident in local:
             name = local[ident]
-            status = read_meta(ws.path(name), with_manifest=False).status
+            try:
+                status = read_meta(ws.path(name), with_manifest=False).status
+            except ExperimentError as e:
+                status = BROKEN
+                warnings.append(str(e))
         else:
             exp = remote_exps[ident]
             name = exp.name
             side = project.remote.sidecar(exp, fetch=False)
-            status = ((side or {}).get("meta") or {}).get("status", "") if side else ""
+            meta = side.get("meta") if isinstance(side, dict) else None
+            status = meta.get("status") if isinstance(meta, dict) else ""
+            status = status if isinstance(status, str) else ""
         rows.append({"name": name, "identity": ident, "local": ident in local,
                      "remote": ident in remote_exps, "status": status})
-    return rows
+    return rows, warnings
 
 
 def verify_many(
@@ -186,11 +199,16 @@ def verify_many(
         local = ws.local_name(name)
         if local and not remote_only:
             folder = ws.path(local)
-            if read_meta(folder).manifest is None:  # nothing to check against: a note, not a fault
-                yield local, "local", [], ("no manifest recorded (still running, or made by "
-                                           "resutil 0.1.x): nothing to check")
+            try:
+                manifest = read_meta(folder).manifest
+            except ExperimentError as e:  # a broken record is a fault of this one only
+                yield local, "local", [str(e)], None
             else:
-                yield local, "local", verify_local(folder), None
+                if manifest is None:  # nothing to check against: a note, not a fault
+                    yield local, "local", [], ("no manifest recorded (still running, or made "
+                                               "by resutil 0.1.x): nothing to check")
+                else:
+                    yield local, "local", verify_local(folder), None
         if use_remote:
             exp = project.remote.get(name)
             if exp is not None:

@@ -22,8 +22,8 @@ from typing import Any, Iterator
 import networkx as nx
 import yaml
 
-from .errors import LineageError
-from .metadata import EXP_FILE, Dependency, ExpMeta, read_meta
+from .errors import ArchiveError, ExperimentError, LineageError
+from .metadata import EXP_FILE, Dependency, ExpMeta, read_meta, read_meta_text
 from .project import Project
 from .remote import Remote, RemoteExperiment
 from .workspace import Workspace
@@ -35,6 +35,7 @@ LOCAL_INDEX = "lineage-local.json"
 REMOTE_INDEX = "lineage-remote.json"
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TOP_KEY = re.compile(r"^[^\s#-]", re.M)  # a line that starts a top-level key (or ends the doc)
+BROKEN = "broken"  # the status shown for an experiment whose metadata cannot be used
 
 
 @dataclass
@@ -45,23 +46,40 @@ class Record:
     meta: ExpMeta
     local: bool = False
     remote: bool = False
+    problem: str | None = None  # why its metadata could not be used (then it has no upstream)
 
     @property
     def identity(self) -> str:
         return self.name[:22]
 
 
+def _broken(name: str, problem: str, **where: bool) -> Record:
+    return Record(name, ExpMeta(name=name, status=BROKEN), problem=problem, **where)
+
+
+def unreadable(records: dict[str, Record], skip: set[str] | frozenset[str] = frozenset()
+               ) -> list[str]:
+    """One message per experiment whose metadata could not be used (identities in ``skip``
+    left out): what front ends show as warnings."""
+    return [r.problem for i, r in sorted(records.items()) if r.problem and i not in skip]
+
+
 def collect(project: Project, remote: bool = True) -> dict[str, Record]:
     """identity -> Record for every experiment, local metadata first, then the remote's.
 
     A record's metadata has no manifest and, for local experiments, no ``environment``.
+    An experiment whose metadata cannot be used is a record with a ``problem`` (see
+    ``unreadable``), so one broken folder or sidecar affects only itself.
     """
     records = _local_records(project.workspace)
     if remote and not project.no_remote:
         exps = project.remote.experiments()
         missing = [e for i, e in exps.items() if i not in records]
         for exp, meta in zip(missing, _remote_metas(project.remote, missing)):
-            records[exp.identity] = Record(exp.name, meta, remote=True)
+            if isinstance(meta, str):
+                records[exp.identity] = _broken(exp.name, meta, remote=True)
+            else:
+                records[exp.identity] = Record(exp.name, meta, remote=True)
         for ident in exps:
             records[ident].remote = True
     return records
@@ -83,7 +101,12 @@ def _local_records(ws: Workspace) -> dict[str, Record]:
         packed = _hit(old.get(name), sig)
         meta = _unpack(packed) if packed is not None else None
         if meta is None:
-            meta = read_lineage_meta(ws.path(name))
+            try:
+                meta = read_lineage_meta(ws.path(name))
+            except ExperimentError as e:
+                records[ident] = _broken(name, str(e), local=True)
+                changed = changed or name in old
+                continue
             packed = _pack(meta)
             changed = True
         if sig is not None:
@@ -102,7 +125,9 @@ def _hit(entry: Any, sig: list[Any] | None) -> dict[str, Any] | None:
     return entry[1] if isinstance(entry[1], dict) else None
 
 
-def _remote_metas(remote: Remote, exps: list[RemoteExperiment]) -> list[ExpMeta]:
+def _remote_metas(remote: Remote, exps: list[RemoteExperiment]) -> list[ExpMeta | str]:
+    """Each experiment's metadata, or why it cannot be used (a damaged sidecar or archive
+    affects only its own experiment; an unreachable storage still fails the whole call)."""
     cache_dir = remote.cache_dir
     path = cache_dir / REMOTE_INDEX if cache_dir is not None else None
     old = _load_index(path) if path is not None else {}
@@ -110,23 +135,30 @@ def _remote_metas(remote: Remote, exps: list[RemoteExperiment]) -> list[ExpMeta]
     packs = [_hit(old.get(e.identity), sig) for e, sig in zip(exps, sigs)]
     cached = [_unpack(p) if p is not None else None for p in packs]
     todo = [e for e, meta in zip(exps, cached) if meta is None]
-    fetched: dict[str, ExpMeta] = {}
+    fetched: dict[str, ExpMeta | str] = {}
     if todo:
         # This index caches sidecars already, so they are read past Remote's cache of one
         # file per sidecar (creating 10,000 small files is most of a cold run); an archive
         # without sidecar (0.1.x) goes through that cache, so it is fetched only once.
         uncached = Remote(remote.storage, remote.project)
 
-        def meta(exp: RemoteExperiment) -> ExpMeta:
-            return (uncached if exp.sidecar is not None else remote).meta(exp)
+        def meta(exp: RemoteExperiment) -> ExpMeta | str:
+            try:
+                return (uncached if exp.sidecar is not None else remote).meta(exp)
+            except (ExperimentError, ArchiveError) as e:
+                return f"{exp.name} on the remote: {e}"
 
         with ThreadPoolExecutor(8) as pool:
             fetched = dict(zip((e.identity for e in todo), pool.map(meta, todo)))
     new: dict[str, Any] = {}
-    metas = []
+    metas: list[ExpMeta | str] = []
     for exp, sig, meta, packed in zip(exps, sigs, cached, packs):
         if meta is None:
-            meta = fetched[exp.identity]
+            got = fetched[exp.identity]
+            if isinstance(got, str):
+                metas.append(got)  # not indexed: read again next time
+                continue
+            meta = got
             meta.environment = {}
             packed = _pack(meta)
         new[exp.identity] = [sig, packed]
@@ -169,22 +201,21 @@ def read_lineage_meta(folder: Path) -> ExpMeta:
 
     The environment block (hundreds of package versions) is cut out of the text before
     parsing; if what is left does not parse, the whole file goes through ``read_meta``.
+    ExperimentError naming the file when the metadata cannot be used.
     """
+    path = folder / EXP_FILE
     try:
-        text = (folder / EXP_FILE).read_text(encoding="utf-8")
-    except OSError:
+        head = read_meta_text(path, with_manifest=False)
+    except FileNotFoundError:
         return read_meta(folder, with_manifest=False)
-    head = text.partition("\nmanifest:\n")[0]
     start = head.find("\nenvironment:")
     if start >= 0:
         nxt = _TOP_KEY.search(head, start + 2)
         head = head[: start + 1] + (head[nxt.start():] if nxt else "")
     try:
         data = yaml.load(head, Loader=_Loader)
-        if not isinstance(data, dict):
-            raise ValueError
-        meta = ExpMeta.from_dict(data)
-    except (yaml.YAMLError, ValueError, TypeError):
+        meta = ExpMeta.from_dict(data, where=str(path))
+    except (yaml.YAMLError, ExperimentError, ValueError, RecursionError):
         return read_meta(folder, with_manifest=False)  # its error names the file
     meta.set_name(folder.name)
     return meta
@@ -270,9 +301,10 @@ class Problems:
     cycles: list[list[str]] = field(default_factory=list)
     dangling: list[tuple[str, str]] = field(default_factory=list)  # (experiment, missing dep)
     searched: str = "neither local nor on the remote"  # where a dangling dep was looked for
+    unreadable: list[str] = field(default_factory=list)  # experiments shown without upstream
 
     def __bool__(self) -> bool:
-        return bool(self.cycles or self.dangling)
+        return bool(self.cycles or self.dangling or self.unreadable)
 
     def messages(self, g: nx.DiGraph) -> list[str]:
         """One line per problem, naming experiments by their full names."""
@@ -288,6 +320,8 @@ class Problems:
             f"{name(exp)} depends on {name(dep)}, which is {self.searched}"
             for exp, dep in self.dangling
         ]
+        out += [f"{problem} (shown without its upstream experiments)"
+                for problem in self.unreadable]
         return out
 
 
@@ -312,10 +346,15 @@ def lineage_view(
     both are kept. Cycles and dangling references are reported in ``problems``, not raised.
     """
     with gc_paused():
-        full = build_graph(collect(project, remote=remote))
+        records = collect(project, remote=remote)
+        full = build_graph(records)
         roots = resolve_nodes(project, full, queries)
+        for root in roots:  # a named experiment whose upstream cannot be known: an error
+            if root in records and records[root].problem:
+                raise ExperimentError(records[root].problem)  # type: ignore[arg-type]
         g = decorate(select(full, roots, direction))
         problems = find_problems(g)
+        problems.unreadable = unreadable(records)
     if not remote or project.no_remote:
         problems.searched = "not local (the remote was not searched)"
     mark_cycles(g, problems)

@@ -7,9 +7,12 @@ written last, one line per file, so readers that do not need it stop before it.
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -28,8 +31,18 @@ DEP_SOURCES = ("argv", "observed", "declared", "manual", "recorded")
 _MANIFEST_MARK = "\nmanifest:\n"
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9_./ +=,@%-]*")  # needs no escaping inside "..."
 
+# Local metadata is untrusted input: bounded before it is read or parsed. The part before
+# the manifest (args, environment, ...) is a few KB; the manifest has one line per file.
+MAX_HEAD_BYTES = 16 << 20
+MAX_MANIFEST_BYTES = 1 << 30
+MAX_NODES = 1_000_000  # YAML aliases can make a small file expand enormously
+MAX_DEPTH = 100
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Unusable(ValueError):
+    """A value in the metadata that cannot be used; the message names the key."""
 
 
 def hash_file(path: Path, bufsize: int = 256 << 10) -> str:
@@ -77,10 +90,24 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Any) -> Manifest | None:
-        if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+        """The manifest of a parsed ``manifest:`` mapping; None when there is none or it is
+        a summary without the file list (as in a sidecar).
+
+        Raises ValueError naming what is wrong with any other shape."""
+        if data is None or (isinstance(data, dict) and data.get("files") is None):
             return None
-        files = {str(k): (int(v[0]), str(v[1])) for k, v in data["files"].items()}
-        return cls(files, str(data.get("algorithm", HASH_ALGORITHM)))
+        if not isinstance(data, dict) or not isinstance(data["files"], dict):
+            raise _Unusable("'manifest' must be a mapping with a 'files' mapping")
+        files = {}
+        for k, v in data["files"].items():
+            if (not isinstance(k, str) or not isinstance(v, (list, tuple)) or len(v) != 2
+                    or not _is_int(v[0]) or v[0] < 0 or not isinstance(v[1], str)):
+                raise _Unusable("'manifest' has an entry that is not 'path: [size, hash]'")
+            files[k] = (v[0], v[1])
+        algorithm = data.get("algorithm", HASH_ALGORITHM)
+        if not isinstance(algorithm, str):
+            raise _Unusable("'manifest.algorithm' must be a string")
+        return cls(files, algorithm)
 
 
 def compute_manifest(folder: Path, exclude: Iterable[str] = (EXP_FILE,)) -> Manifest:
@@ -240,48 +267,83 @@ class ExpMeta:
         return head + (self.manifest.to_text() if self.manifest else "")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], manifest: Manifest | None = None) -> ExpMeta:
+    def from_dict(cls, data: Any, manifest: Manifest | None = None,
+                  where: str = "experiment metadata") -> ExpMeta:
+        """Metadata from a parsed mapping; ExperimentError naming ``where`` and the key on any
+        shape it cannot use. The only coercions are those that cannot change the meaning:
+        an empty value is the default, a YAML timestamp is its ISO text, a lone dependency
+        is a list of one."""
+        try:
+            return cls._from_dict(data, manifest)
+        except _Unusable as e:
+            raise ExperimentError(f"{where}: {e}; fix it by hand") from None
+
+    @classmethod
+    def _from_dict(cls, data: Any, manifest: Manifest | None) -> ExpMeta:
+        if not isinstance(data, dict):
+            raise _Unusable(f"the content is {_kind(data)}, not a mapping of keys to values")
+        _check_shape({k: v for k, v in data.items() if k != "manifest"})
         known = {
             "args", "result_dir", "dependency", "git", "schema_version", "name", "run_id", "comment",
             "status", "started_at", "ended_at", "dependency_sources", "environment", "pipeline",
             "manifest",
         }
-        git = data.get("git") or {}
+        git = _mapping(data, "git")
         deps: list[Dependency] = []
         sources = {}
-        for item in data.get("dependency_sources") or []:
-            if isinstance(item, dict) and item.get("name"):
-                sources[identity_of(str(item["name"]))] = item
+        for item in _list(data, "dependency_sources"):
+            if not isinstance(item, dict):
+                raise _Unusable(f"'dependency_sources' holds {_kind(item)}, not a mapping")
+            src_name = _text(item, "name", "dependency_sources.name")
+            source = _text(item, "source", "dependency_sources.source") or "recorded"
+            digest = _text(item, "manifest", "dependency_sources.manifest", None)
+            with contextlib.suppress(ExperimentError):  # not a name: nothing refers to it
+                sources[identity_of(src_name)] = (source, digest, _opt_str(item.get("run_id")))
         seen = set()
-        for entry in data.get("dependency") or []:
+        entries = data.get("dependency")
+        if isinstance(entries, str):
+            entries = [entries]  # one dependency written without the list around it
+        for entry in _list({"dependency": entries}, "dependency"):
+            if not isinstance(entry, str):
+                raise _Unusable(f"'dependency' holds {_kind(entry)}, not an experiment name")
             try:
-                ident = identity_of(str(entry))
+                ident = identity_of(entry)
             except ExperimentError:
                 continue  # 0.1.x `add -d` stored whatever was typed
             if ident in seen:
                 continue
             seen.add(ident)
-            src = sources.get(ident, {})
-            found = NAME_IN_TEXT_RE.search(str(entry))  # 0.1.x wrote results/<name>
-            name = found.group(0) if found else str(entry)
-            deps.append(Dependency(name, str(src.get("source", "recorded")), src.get("manifest"),
-                                   _opt_str(src.get("run_id"))))
+            source, digest, run_id = sources.get(ident, ("recorded", None, None))
+            found = NAME_IN_TEXT_RE.search(entry)  # 0.1.x wrote results/<name>
+            name = found.group(0) if found else entry
+            deps.append(Dependency(name, source, digest, run_id))
+        uncommitted = _list(git, "uncommited_files", "git.uncommited_files")
+        if not all(isinstance(f, str) for f in uncommitted):
+            raise _Unusable("'git.uncommited_files' must be a list of file names")
+        version = data.get("schema_version")
+        if isinstance(version, str) and version.isdigit():
+            version = int(version)
+        if version is not None and not _is_int(version):
+            raise _Unusable(f"'schema_version' is {_kind(version)}, not a whole number")
+        pipeline = data.get("pipeline")
+        if pipeline is not None and not isinstance(pipeline, dict):
+            raise _Unusable(f"'pipeline' is {_kind(pipeline)}, not a mapping")
         return cls(
-            name=str(data.get("name") or ""),
+            name=_text(data, "name"),
             run_id=_opt_str(data.get("run_id")),
-            comment=str(data.get("comment") or ""),
-            status=str(data.get("status") or "finished"),
-            args=str(data.get("args") or ""),
-            result_dir=str(data.get("result_dir") or ""),
+            comment=_text(data, "comment"),
+            status=_text(data, "status") or "finished",
+            args=_text(data, "args"),
+            result_dir=_text(data, "result_dir"),
             dependencies=deps,
-            commit_hash=git.get("commit_hash"),
-            uncommitted_files=list(git.get("uncommited_files") or []),
-            started_at=data.get("started_at"),
-            ended_at=data.get("ended_at"),
-            environment=dict(data.get("environment") or {}),
-            pipeline=data.get("pipeline"),
+            commit_hash=_text(git, "commit_hash", "git.commit_hash", None),
+            uncommitted_files=list(uncommitted),
+            started_at=_text(data, "started_at", default=None),
+            ended_at=_text(data, "ended_at", default=None),
+            environment=dict(_mapping(data, "environment")),
+            pipeline=pipeline or None,
             manifest=manifest or Manifest.from_dict(data.get("manifest")),
-            schema_version=int(data.get("schema_version") or 1),
+            schema_version=version or 1,
             extra={k: v for k, v in data.items() if k not in known},
         )
 
@@ -290,18 +352,119 @@ def _opt_str(value: Any) -> str | None:
     return str(value) if isinstance(value, (str, int)) and value != "" else None
 
 
-def parse_meta(text: str, with_manifest: bool = True) -> ExpMeta:
-    """Parse the text of a ``resutil-exp.yaml``."""
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _kind(v: Any) -> str:
+    """How a wrong value is named in an error: its YAML kind, not Python's."""
+    if isinstance(v, dict):
+        return "a mapping"
+    if isinstance(v, (list, tuple, set)):
+        return "a list"
+    if isinstance(v, bool):
+        return "true/false"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, (dt.date, dt.datetime)):
+        return "a date"
+    if isinstance(v, bytes):
+        return "binary data"
+    return "a string" if isinstance(v, str) else "empty"
+
+
+def _text(d: dict[str, Any], key: str, label: str | None = None, default: Any = "") -> Any:
+    v = d.get(key)
+    if v is None or v == "":
+        return default
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (dt.datetime, dt.date)):  # an unquoted timestamp
+        return v.isoformat()
+    hint = " (quote it)" if isinstance(v, (int, float)) else ""
+    raise _Unusable(f"'{label or key}' is {_kind(v)}, not a string{hint}")
+
+
+def _mapping(d: dict[str, Any], key: str, label: str | None = None) -> dict[str, Any]:
+    v = d.get(key)
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise _Unusable(f"'{label or key}' is {_kind(v)}, not a mapping")
+    return v
+
+
+def _list(d: dict[str, Any], key: str, label: str | None = None) -> list[Any]:
+    v = d.get(key)
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        raise _Unusable(f"'{label or key}' is {_kind(v)}, not a list")
+    return v
+
+
+_END = object()
+
+
+def _check_shape(root: Any) -> None:
+    """Refuse parsed YAML that refers to itself, nests deeper than MAX_DEPTH or, with every
+    alias expanded, has more than MAX_NODES values (iterative: no recursion limit to hit)."""
+    done: dict[int, int] = {}  # id -> expanded size of a finished container
+    active: set[int] = set()
+    frames: list[list[Any]] = []  # [container, iterator over its children, size so far]
+
+    def enter(node: Any) -> int | None:
+        if not isinstance(node, (dict, list, set, tuple)):
+            return 1
+        if id(node) in done:
+            return done[id(node)]
+        if id(node) in active:
+            raise _Unusable("it refers to itself (a YAML alias inside its own anchor)")
+        if len(frames) >= MAX_DEPTH:
+            raise _Unusable(f"it nests deeper than {MAX_DEPTH} levels")
+        active.add(id(node))
+        kids = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        frames.append([node, iter(kids), 1])
+        return None
+
+    enter(root)
+    while frames:
+        frame = frames[-1]
+        child = next(frame[1], _END)
+        if child is _END:
+            frames.pop()
+            active.discard(id(frame[0]))
+            done[id(frame[0])] = size = frame[2]
+            if not frames:
+                return
+            parent = frames[-1]
+        else:
+            size = enter(child)
+            if size is None:
+                continue
+            parent = frame
+        parent[2] += size
+        if parent[2] > MAX_NODES:
+            raise _Unusable(f"it expands to more than {MAX_NODES} values (YAML aliases)")
+
+
+def parse_meta(text: str, with_manifest: bool = True,
+               where: str = "experiment metadata") -> ExpMeta:
+    """Parse the text of a ``resutil-exp.yaml``; ExperimentError naming ``where`` on
+    anything that is not usable metadata."""
     head, sep, tail = text.partition(_MANIFEST_MARK)
-    if not sep:
-        data = yaml.load(text, Loader=_Loader) or {}
-        manifest = None
-    else:
-        data = yaml.load(head, Loader=_Loader) or {}
-        manifest = _parse_manifest_block(tail) if with_manifest else None
-    if not isinstance(data, dict):
-        raise ValueError("not a mapping")
-    return ExpMeta.from_dict(data, manifest)
+    try:
+        data = yaml.load(head if sep else text, Loader=_Loader)
+        manifest = _parse_manifest_block(tail) if sep and with_manifest else None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark else ""
+        raise ExperimentError(f"{where} is not valid YAML{line}; fix it by hand") from None
+    except _Unusable as e:
+        raise ExperimentError(f"{where}: {e}; fix it by hand") from None
+    except (ValueError, RecursionError):  # e.g. a number too long to convert, deep nesting
+        raise ExperimentError(f"{where} is not usable metadata; fix it by hand") from None
+    return ExpMeta.from_dict({} if data is None else data, manifest, where)
 
 
 def _parse_manifest_block(tail: str) -> Manifest | None:
@@ -314,30 +477,102 @@ def _parse_manifest_block(tail: str) -> Manifest | None:
             if line.startswith("    "):
                 key, _, value = line.strip().rpartition(": [")
                 size, digest = value.rstrip("]").split(", ")
-                files[json.loads(key)] = (int(size), digest.strip("'\""))
+                path = json.loads(key)
+                if not isinstance(path, str) or int(size) < 0:
+                    raise ValueError("not a manifest entry")
+                files[path] = (int(size), digest.strip("'\""))
             elif line.startswith("  algorithm:"):
                 algorithm = line.split(":", 1)[1].strip()
+            elif line.startswith("  files:") and line[8:].strip() not in ("", "{}"):
+                raise ValueError("files written in another layout")
             elif line and not line.startswith("  "):
                 raise ValueError("more keys after the manifest")
         return Manifest(files, algorithm)
-    except ValueError:
+    except (ValueError, RecursionError):
         data = yaml.load("manifest:\n" + tail, Loader=_Loader)
-        return Manifest.from_dict((data or {}).get("manifest"))
+        if not isinstance(data, dict):
+            raise _Unusable("'manifest' is not a mapping") from None
+        return Manifest.from_dict(data.get("manifest"))
 
 
 def read_meta(folder: Path, with_manifest: bool = True) -> ExpMeta:
-    """The metadata of an experiment folder (a bare one if the file is missing)."""
+    """The metadata of an experiment folder (a bare one if the file is missing).
+
+    ExperimentError naming the file when it cannot be read or used."""
     path = folder / EXP_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_meta_text(path, with_manifest)
     except FileNotFoundError:
         return ExpMeta(name=folder.name, status="finished", result_dir=str(folder))
-    try:
-        meta = parse_meta(text, with_manifest)
-    except (yaml.YAMLError, ValueError, TypeError) as e:
-        raise ExperimentError(f"{path} is not valid metadata ({e.__class__.__name__}); fix it by hand") from None
+    meta = parse_meta(text, with_manifest, where=str(path))
     meta.set_name(folder.name)  # the folder name is the authority (comment may have changed)
     return meta
+
+
+def read_meta_text(path: Path, with_manifest: bool = True) -> str:
+    """The text of a metadata file, read with a size cap; without ``with_manifest`` only
+    the part before the manifest is read. FileNotFoundError when it does not exist;
+    ExperimentError naming the file when it cannot be read, is too large or is not text."""
+    return _read_capped(path, MAX_MANIFEST_BYTES if with_manifest else 0, strict=True)
+
+
+def _read_capped(path: Path, after_mark: int, strict: bool) -> str:
+    """Up to MAX_HEAD_BYTES before the manifest mark and ``after_mark`` bytes after it
+    (more: ExperimentError if ``strict``, else cut off)."""
+    mark = _MANIFEST_MARK.encode()
+    buf = bytearray()
+    fd = -1
+    try:
+        # Non-blocking: a FIFO named like the metadata file must not hang every command.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        mode = os.fstat(fd).st_mode
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        mode = stat.S_IFDIR
+    except OSError as e:
+        if fd >= 0:
+            os.close(fd)
+        raise ExperimentError(f"cannot read {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(mode):
+        if fd >= 0:
+            os.close(fd)
+        what = "a folder" if stat.S_ISDIR(mode) else "a special file"
+        raise ExperimentError(f"{path} is {what}, not a metadata file; remove it")
+    with os.fdopen(fd, "rb") as f:
+        limit = MAX_HEAD_BYTES + len(mark)
+        cut = -1
+        try:
+            while True:
+                chunk = f.read(min(1 << 20, limit - len(buf) + 1))
+                if not chunk:
+                    break
+                searched = max(0, len(buf) - len(mark) + 1)
+                buf += chunk
+                if cut < 0:
+                    cut = buf.find(mark, searched)
+                    if cut >= 0:
+                        if not after_mark:
+                            del buf[cut + 1:]  # keep the newline that ends the head
+                            break
+                        limit = cut + len(mark) + after_mark
+                if len(buf) > limit:
+                    if cut < 0 or strict:
+                        raise ExperimentError(
+                            f"{path} is larger than resutil reads "
+                            f"({(MAX_HEAD_BYTES if cut < 0 else limit) >> 20} MiB); fix or "
+                            "remove it"
+                        )
+                    del buf[limit:]
+                    break
+        except OSError as e:
+            raise ExperimentError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        return buf.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if not strict and e.start >= len(buf) - 3:  # cut inside a character
+            return buf[:e.start].decode("utf-8")
+        raise ExperimentError(f"{path} is not UTF-8 text (binary data?); fix or remove it") from None
 
 
 def write_meta(folder: Path, meta: ExpMeta) -> bytes:
@@ -345,8 +580,13 @@ def write_meta(folder: Path, meta: ExpMeta) -> bytes:
     path = folder / EXP_FILE
     tmp = folder / f".{EXP_FILE}.tmp{os.getpid()}"
     data = meta.to_text().encode("utf-8")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # (a full disk must not keep a partial copy)
+        raise
     return data
 
 
@@ -361,8 +601,8 @@ def upstream_record(folder: Path) -> dict[str, str | None]:
     parsing the file list."""
     record: dict[str, str | None] = {"manifest": None, "run_id": None}
     try:
-        text = (folder / EXP_FILE).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        text = _read_capped(folder / EXP_FILE, 4096, strict=False)
+    except (OSError, ExperimentError):
         return record
     head, sep, tail = text.partition(_MANIFEST_MARK)
     for line in head.splitlines():

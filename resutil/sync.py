@@ -34,6 +34,7 @@ class SyncPlan:
     reasons: dict[str, str] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # experiments left out, and why
 
 
 @dataclass
@@ -57,15 +58,25 @@ class SyncResult:
 def plan_push(
     project: Project, queries: list[str], all_: bool = False, with_deps: bool = True
 ) -> SyncPlan:
-    """Which local experiments to upload: the requested ones plus missing upstream ones."""
+    """Which local experiments to upload: the requested ones plus missing upstream ones.
+
+    A requested experiment whose metadata cannot be read is an ExperimentError; one found
+    by ``all_`` or as an upstream experiment is left out with a warning.
+    """
     ws, remote = project.workspace, project.remote
     local = ws.names()
     on_remote = remote.experiments()
     plan = SyncPlan("push")
     todo: list[tuple[str, str]] = []
+    seen: set[str] = set()
     if all_:
         for ident, name in local.items():
-            meta = read_meta(ws.path(name), with_manifest=ident in on_remote)
+            try:
+                meta = read_meta(ws.path(name), with_manifest=ident in on_remote)
+            except ExperimentError as e:
+                plan.warnings.append(f"{e} (not pushed)")
+                seen.add(ident)
+                continue
             if meta.status == "running":
                 plan.skipped.append((name, "still running"))
             elif ident not in on_remote:
@@ -75,25 +86,36 @@ def plan_push(
     for query in queries:
         name = ws.resolve(query)
         todo.append((name, "requested"))
-    seen: set[str] = set()
+        seen.discard(name[:22])  # named: its error is the command's error
     while todo:
         name, reason = todo.pop(0)
         ident = name[:22]
         if ident in seen:
             continue
         seen.add(ident)
+        try:
+            deps = read_meta(ws.path(name), with_manifest=False).dependencies
+        except ExperimentError as e:
+            if reason == "requested":
+                raise
+            plan.warnings.append(f"{e} (not pushed)")
+            continue
         plan.items.append(name)
         plan.reasons[name] = reason
         if not with_deps:
             continue
-        for dep in read_meta(ws.path(name), with_manifest=False).dependencies:
+        for dep in deps:
             if dep.identity in seen:
                 continue
             if dep.identity in local:
                 up = local[dep.identity]
-                if dep.identity in on_remote and same_run(
-                        project, read_meta(ws.path(up), with_manifest=False), on_remote[dep.identity]):
-                    continue  # the remote has this very run
+                try:
+                    if dep.identity in on_remote and same_run(
+                            project, read_meta(ws.path(up), with_manifest=False),
+                            on_remote[dep.identity]):
+                        continue  # the remote has this very run
+                except ExperimentError:
+                    pass  # broken: reported once, when it is planned below
                 todo.append((up, f"upstream of {name}"))
             elif dep.identity in on_remote:
                 continue
@@ -179,7 +201,15 @@ def plan_pull(
         plan.items.append(exp.name)
         plan.reasons[exp.name] = reason
         if with_deps:
-            _queue_deps(remote.meta(exp).dependencies, exp.name, local, on_remote, todo, plan)
+            try:
+                deps = remote.meta(exp).dependencies
+            except ExperimentError as e:
+                if reason == "requested":
+                    raise
+                plan.warnings.append(f"{exp.name} on the remote: {e} (its upstream "
+                                     "experiments are not pulled)")
+                continue
+            _queue_deps(deps, exp.name, local, on_remote, todo, plan)
     return plan
 
 
