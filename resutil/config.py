@@ -7,6 +7,7 @@ Precedence is visible: an explicit path, then ``RESUTIL_CONFIG``, then the neare
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -68,41 +69,71 @@ def load_config(path: Path | None = None, start: Path | None = None) -> Config:
     return config_from_dict(read_yaml(path, ConfigError, "; fix or recreate it"), path)
 
 
+MAX_YAML_BYTES = 16 << 20  # a config or pipeline file is a few KB
+
+
 def read_yaml(path: Path, error: type[ResutilError], hint: str = "") -> Any:
     """A YAML file's content, or ``error`` with one line naming the file (and the line)."""
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)
+        with open(path, "rb") as f:
+            raw = f.read(MAX_YAML_BYTES + 1)
+    except OSError as e:
+        raise error(f"cannot read {path}: {e.strerror}") from None
+    if len(raw) > MAX_YAML_BYTES:
+        raise error(f"{path} is larger than {MAX_YAML_BYTES >> 20} MiB{hint}")
+    try:
+        return yaml.load(raw.decode("utf-8"), Loader=loader)
+    except UnicodeDecodeError:
+        raise error(f"{path} is not UTF-8 text{hint}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
         raise error(f"{path} is not valid YAML{where}{hint}") from None
-    except OSError as e:
-        raise error(f"cannot read {path}: {e.strerror}") from None
+    except (ValueError, RecursionError):  # a number too long to convert, deep nesting
+        raise error(f"{path} is not usable YAML{hint}") from None
 
 
 def config_from_dict(data: Any, path: Path) -> Config:
-    """Validate a parsed config mapping."""
+    """Validate a parsed config mapping; ConfigError naming the key and the file."""
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must be a mapping of keys to values; run 'resutil init'")
     missing = [k for k in REQUIRED_KEYS if data.get(k) in (None, "")]
     if missing:
         hint = _did_you_mean(missing[0], data)
         raise ConfigError(f"{path}: missing key '{missing[0]}'{hint}")
-    stype = str(data["storage_type"])
-    stype = STORAGE_ALIASES.get(stype, stype)
+    for key in REQUIRED_KEYS:
+        value = data[key]
+        if not isinstance(value, str) or not value.strip() or _CONTROL.search(value):
+            what = "blank" if isinstance(value, str) and not value.strip() else (
+                "not one line of text" if isinstance(value, str) else f"{_kind(value)}, not text")
+            raise ConfigError(f"{path}: {key} is {what}; write it as e.g. {key}: {_EXAMPLE[key]}")
+    stype = STORAGE_ALIASES.get(data["storage_type"], data["storage_type"])
     if stype not in STORAGE_TYPES:
         raise ConfigError(
             f"{path}: storage_type '{stype}' is not one of {', '.join(STORAGE_TYPES)}"
         )
-    sconf = data.get("storage_config") or {}
+    sconf = data.get("storage_config")
+    sconf = {} if sconf is None else sconf
     if not isinstance(sconf, dict):
-        raise ConfigError(f"{path}: storage_config must be a mapping of keys to values")
-    project = str(data["project_name"])
+        raise ConfigError(f"{path}: storage_config must be a mapping of keys to values "
+                          f"(it is {_kind(sconf)}); e.g. storage_config: {{path: /mnt/nas}}")
+    for key, value in sconf.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{path}: storage_config has a key that is {_kind(key)}, not a name")
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{path}: storage_config.{key} is {_kind(value)}; give one value")
+    project = data["project_name"]
     if "/" in project or "\\" in project or project.startswith("."):
         raise ConfigError(f"{path}: project_name '{project}' cannot contain '/' or start with '.'")
-    results = Path(os.path.expandvars(str(data["results_dir"]))).expanduser()
+    results = Path(os.path.expandvars(data["results_dir"])).expanduser()
     results = results if results.is_absolute() else path.parent / results
+    try:
+        if not results.is_dir() and results.exists():
+            raise ConfigError(f"{path}: results_dir {results} is a file, not a folder; "
+                              "point results_dir at a folder")
+    except OSError as e:  # a parent is a file (ENOTDIR is not "missing" here), no access
+        raise ConfigError(f"{path}: results_dir {results} cannot be used: {e.strerror}") from None
     return Config(
         path=path,
         project_name=project,
@@ -111,6 +142,22 @@ def config_from_dict(data: Any, path: Path) -> Config:
         storage_config=dict(sconf),
         raw=dict(data),
     )
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_EXAMPLE = {"project_name": "MyProj", "results_dir": "results", "storage_type": "local"}
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "empty" if value is None else "a string" if isinstance(value, str) else "not text"
 
 
 def _did_you_mean(key: str, data: Mapping[str, Any]) -> str:
