@@ -9,6 +9,7 @@ import os
 import platform
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -26,7 +27,8 @@ STDERR_LOG = "resutil-stderr.log"
 # -- git ------------------------------------------------------------------------------------
 @dataclass
 class GitState:
-    """The commit a run started from and the tracked files that differ from it."""
+    """The commit a run started from and the tracked files that differ from it (files git
+    ignores left out, even when tracked)."""
 
     root: Path | None = None
     commit: str | None = None
@@ -54,26 +56,40 @@ def git_state(cwd: Path | None = None) -> GitState:
     # Modified (unstaged) and staged files, deleted ones excluded (nothing to copy).
     unstaged = _git(["diff", "--name-only", "-z", "--diff-filter=d"], root) or ""
     staged = _git(["diff", "--cached", "--name-only", "-z", "--diff-filter=d"], root) or ""
-    changed = sorted({p for p in (unstaged + staged).split("\0") if p})
-    return GitState(root, head.strip() if head else None, changed)
+    changed = {p for p in (unstaged + staged).split("\0") if p}
+    if changed:
+        # A tracked file that is ignored now (a .env committed once, then listed in
+        # .gitignore) is as secret as an untracked one. If git cannot tell, copy nothing.
+        ignored = _git(["ls-files", "-z", "--cached", "--ignored", "--exclude-standard"], root)
+        changed = changed - set(ignored.split("\0")) if ignored is not None else set()
+    return GitState(root, head.strip() if head else None, sorted(changed))
 
 
 def copy_changed_files(state: GitState, dest: Path, exclude: Iterable[Path] = ()) -> list[str]:
     """Copy changed tracked files into ``dest/uncommited_files``; returns what was copied.
 
-    Files under ``exclude`` (key files, the results folder) are never copied.
+    Files under ``exclude`` (key files, the results folder) are never copied, and neither
+    is a symlink (its target may be anywhere) or a file reached through a symlinked folder
+    that leads out of the repository: only regular files inside it are copied.
     """
     if state.root is None or not state.changed:
         return []
     excluded = [Path(p).resolve() for p in exclude]
+    root = state.root.resolve()
     copied = []
     for rel in state.changed:
-        src = (state.root / rel).resolve()
-        if any(src == e or e in src.parents for e in excluded) or not src.is_file():
+        path = state.root / rel
+        try:
+            if not stat.S_ISREG(path.lstat().st_mode):
+                continue  # a symlink, a submodule, a folder
+            src = path.parent.resolve() / path.name
+        except (OSError, RuntimeError):
+            continue
+        if root not in src.parents or any(src == e or e in src.parents for e in excluded):
             continue
         target = dest / UNCOMMITTED_DIR / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, target)
+        shutil.copy2(src, target, follow_symlinks=False)
         copied.append(rel)
     return copied
 
