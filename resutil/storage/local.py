@@ -173,8 +173,60 @@ class LocalStorage(Storage):
                 "fix its permissions or choose another path"
             )
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            local = self._local_disk_ran_out(e)
+            if local is not None:
+                return StorageError(
+                    f"no space left on the local disk at {local} (not on the storage, "
+                    f"{self.root}) while storing {target}; free some space there and try again"
+                )
             return StorageError(f"cannot {action} {where}: no space left on the storage")
         return StorageUnavailable(f"cannot {action} {where}: {e.strerror or e}")
+
+    def _local_disk_ran_out(self, e: OSError) -> Path | None:
+        """Where the local disk is mounted if a full disk error came from it, not from the
+        storage. A push writes the archive on the storage but the finished metadata (and any
+        scratch file) beside the results; an error from ``write()`` names no file, so then
+        the disk with less room left (measured before the partial archive is removed) is
+        the one that ran out."""
+        local = self.settings.scratch_dir  # on the results folder's disk
+        failed = e.filename or e.filename2
+        try:
+            storage_dev = os.stat(self.root).st_dev
+            if failed:
+                path = _existing(Path(os.fsdecode(failed)))
+                return None if os.stat(path).st_dev == storage_dev else _mount_point(path)
+            if local is None:
+                return None
+            path = _existing(local)
+            if os.stat(path).st_dev == storage_dev or _room(path) >= _room(self.root):
+                return None
+            return _mount_point(path)
+        except (OSError, AttributeError):  # (no statvfs on Windows)
+            return None
+
+
+def _existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _room(path: Path) -> int:
+    """Bytes this process may still write on the file system of ``path``."""
+    st = os.statvfs(path)
+    root = getattr(os, "geteuid", lambda: -1)() == 0  # root may use the reserved blocks
+    return (st.f_bfree if root else st.f_bavail) * st.f_frsize
+
+
+def _mount_point(path: Path) -> Path:
+    """The folder the file system holding ``path`` is mounted at."""
+    path = path.resolve()
+    dev = os.stat(path).st_dev
+    while path != path.parent and os.stat(path.parent).st_dev == dev:
+        path = path.parent
+    return path
 
 
 def _remove_stale_parts(folder: Path) -> None:
