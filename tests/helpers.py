@@ -4,6 +4,7 @@ run as real subprocesses, the CLI invoked in-process through click's CliRunner."
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import subprocess
@@ -241,6 +242,29 @@ def assert_one_error_line(stderr: str, *needles: str) -> str:
     for needle in needles:
         assert needle.lower() in line.lower(), (needle, line)
     return line
+
+
+def assert_one_warning_line(stderr: str, *needles: str) -> str:
+    """stderr has exactly one ``Warning: ...`` line naming ``needles``, no error and no
+    traceback (other lines, e.g. "Pushed ...", may be there); returns it."""
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("Warning:")]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr and "Error:" not in stderr, stderr
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), (needle, lines[0])
+    return lines[0]
+
+
+def fill_disk(folder: Path) -> None:
+    """Write to ``folder`` until its file system is full (ENOSPC)."""
+    fd = os.open(folder / "filler.bin", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, bytes(64 << 10))
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
+    finally:
+        os.close(fd)
 
 
 def tree(root: Path) -> set[str]:

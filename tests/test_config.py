@@ -156,3 +156,50 @@ def test_resutil_config_env_points_at_a_missing_file(tmp_path, monkeypatch):
     monkeypatch.setenv("RESUTIL_CONFIG", str(tmp_path / "nope.yaml"))
     with pytest.raises(ConfigError, match="RESUTIL_CONFIG"):
         load_config()
+
+
+GOOD = {"project_name": "P", "results_dir": "results", "storage_type": "local",
+        "storage_config": "{path: /x}"}
+
+
+def _conf(**changes: str) -> str:
+    return "".join(f"{k}: {v}\n" for k, v in {**GOOD, **changes}.items())
+
+
+@pytest.mark.parametrize(
+    "content, key",
+    [
+        (_conf(project_name="Pr\xf6j").encode("latin-1"), "UTF-8"),
+        (_conf(results_dir="taken"), "results_dir"),  # a file
+        (_conf(results_dir="[a, b]"), "results_dir"),
+        (_conf(results_dir="42"), "results_dir"),
+        (_conf(project_name="[1, 2]"), "project_name"),
+        (_conf(project_name="2024"), "project_name"),
+        (_conf(project_name="'   '"), "project_name"),
+        (_conf(project_name="team/proj"), "project_name"),
+        (_conf(project_name='"a\\nb"'), "project_name"),
+        (_conf(storage_config="[path, /x]"), "storage_config"),
+        (_conf(storage_config="''"), "storage_config"),
+        (_conf(storage_config="{path: [/x, /y]}"), "storage_config.path"),
+        (_conf(storage_config="{1: /x, path: /x}"), "storage_config"),
+        (_conf(storage_type="[local]"), "storage_type"),
+        (_conf(storage_type="3"), "storage_type"),
+    ],
+    ids=["not-utf8", "results_dir-a-file", "results_dir-a-list", "results_dir-a-number",
+         "project_name-a-list", "project_name-a-number", "project_name-blank",
+         "project_name-with-slash", "project_name-two-lines", "storage_config-a-list",
+         "storage_config-a-string", "storage_config-value-a-list",
+         "storage_config-key-a-number", "storage_type-a-list", "storage_type-a-number"],
+)
+def test_bad_config_value_is_one_line_naming_key_and_file(tmp_path, monkeypatch, content, key):
+    (tmp_path / "taken").write_text("a file where the results folder should be\n")
+    conf = tmp_path / "resutil-conf.yaml"
+    conf.write_bytes(content if isinstance(content, bytes) else content.encode())
+    monkeypatch.chdir(tmp_path)
+    for args in (["list", "--local"], ["push", "-A"], ["graph"]):
+        r = run_cli(*args)
+        assert r.exit_code == 1, (args, r.stdout, r.stderr)
+        assert_one_error_line(r.stderr, str(conf), key)
+    with pytest.raises(ConfigError, match=key):  # at load time, whatever the command
+        load_config(conf)
+    assert not (tmp_path / "results").exists()

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from datetime import datetime
@@ -16,11 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from resutil.metadata import EXP_FILE
+
 from .helpers import (
     cli_fails as fails,
     cli_ok as ok,
     REPO,
     assert_one_error_line,
+    assert_one_warning_line,
+    fill_disk,
     make_exp,
     seal,
     read_exp,
@@ -317,3 +322,185 @@ def test_archive_member_this_file_system_cannot_hold(proj):
     assert_one_error_line(r.stderr, name, "too long", "nothing was kept")
     assert local_names(proj) == set()
     assert not list((proj.results / ".resutil" / "tmp").glob("*"))
+
+
+# -- broken local metadata affects only its own experiment ------------------------------------
+_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdef", "bcdefg"))
+BROKEN_METADATA = {
+    "git-is-a-string": ("args: s.py\ngit: 0123abc\n", "'git'"),
+    "binary": (bytes(range(256)) * 4, "UTF-8"),
+    "list-at-top-level": ("- args\n- s.py\n", "mapping"),
+    "not-yaml": ("args: [unclosed\nstatus: finished\n", "not valid YAML"),
+    "args-a-list": ("args: [s.py, --lr, '0.1']\n", "'args'"),
+    "dependency-a-mapping": ("dependency: {aapiyl_20240706T064339: 1}\n", "'dependency'"),
+    "status-a-number": ("status: 3\n", "'status'"),
+    "environment-a-string": ("environment: linux\n", "'environment'"),
+    "uncommitted-files-a-number": ("git: {commit_hash: abc, uncommited_files: 5}\n",
+                                   "'git.uncommited_files'"),
+    "dependency-sources-not-mappings": ("dependency_sources: [1, 2]\n", "'dependency_sources'"),
+    "schema-version-text": ("schema_version: two\n", "'schema_version'"),
+    "alias-bomb": (_BOMB, "expands"),
+    "refers-to-itself": ("extra: &x [*x]\n", "refers to itself"),
+    "too-deep": ("extra: " + "[" * 200 + "]" * 200 + "\n", "deeper"),
+    "too-large": ("args: '" + "x" * (17 << 20) + "'\n", "larger than"),
+    "a-folder": (None, "folder"),
+    "a-fifo": ("fifo", "special file"),
+}
+
+
+def _break(exp: Path, content) -> Path:
+    meta = exp / EXP_FILE
+    meta.unlink()
+    if content is None:
+        meta.mkdir()
+        (meta / "inside.txt").write_text("x\n")
+    elif content == "fifo":
+        os.mkfifo(meta)  # opening it for reading would block every command
+        threading.Thread(target=_unblock_fifo, args=(meta,), daemon=True).start()
+    elif isinstance(content, bytes):
+        meta.write_bytes(content)
+    else:
+        meta.write_text(content)
+    return meta
+
+
+def _unblock_fifo(path: Path) -> None:
+    """Hang guard, not a timing assertion: a reader stuck opening the FIFO gets EOF (and the
+    test fails) instead of hanging the suite."""
+    while path.exists():
+        time.sleep(5)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass  # nobody is blocked on it
+
+
+@pytest.mark.parametrize("shape", list(BROKEN_METADATA))
+def test_broken_local_metadata_affects_only_its_experiment(proj, shape):
+    content, needle = BROKEN_METADATA[shape]
+    up = make_exp(proj, "up", when=T0)
+    down = make_exp(proj, "down", when=T0.replace(hour=8), deps=[up.name])
+    bad = make_exp(proj, "bad", when=T0.replace(hour=9))
+    meta = _break(bad, content)
+    names = {up.name, down.name, bad.name}
+
+    # list: every experiment listed, the broken one once, as a warning naming its file
+    r = ok("list", "--json")
+    assert_one_warning_line(r.stderr, str(meta), needle)
+    rows = {row["name"]: row["status"] for row in json.loads(r.stdout)}
+    assert rows == {up.name: "finished", down.name: "finished", bad.name: "broken"}
+    r = ok("list")
+    assert_one_warning_line(r.stderr, str(meta), needle)
+    assert all(n in r.stdout for n in names)
+
+    # graph and lineage: the others' lineage is intact
+    r = ok("graph", "--format", "json")
+    assert_one_warning_line(r.stderr, str(meta), needle)
+    data = json.loads(r.stdout)
+    assert {n["name"] for n in data["nodes"]} == names
+    assert [(e["source"], e["target"]) for e in data["links"]] == [(up.name[:22], down.name[:22])]
+    r = ok("lineage", down.name)
+    assert_one_warning_line(r.stderr, str(meta))
+    assert up.name in r.stdout
+
+    # naming the broken experiment: one error line naming its file
+    for args in (["show", bad.name], ["push", bad.name], ["lineage", bad.name],
+                 ["verify", bad.name]):
+        fails(*args, needles=[str(meta), needle])
+    assert proj.remote_zips() == []
+
+    # show of another experiment still works (and says which one it could not read)
+    r = ok("show", "--json", up.name)
+    assert_one_warning_line(r.stderr, str(meta))
+    assert json.loads(r.stdout)["downstream"] == [down.name]
+
+    # push -A: pushes the others, warns once about the broken one
+    r = ok("push", "-A")
+    assert_one_warning_line(r.stderr, str(meta), needle, "not pushed")
+    assert proj.remote_zips() == sorted([f"{up.name}.zip", f"{down.name}.zip"])
+
+    # rm: still refuses to break the others' lineage, removes what it may, and the broken
+    # folder itself can be removed (no warning about it then)
+    r = run_cli("rm", "-l", up.name)
+    assert r.exit_code == 1 and down.name in r.stderr and "Traceback" not in r.stderr
+    r = ok("rm", "-l", down.name)
+    assert_one_warning_line(r.stderr, str(meta))
+    assert not down.exists() and up.is_dir()
+    r = ok("rm", "-l", bad.name)
+    assert "Warning" not in r.stderr and not bad.exists()
+    assert json.loads(ok("list", "--json", "--local").stdout)[0]["name"] == up.name
+
+
+def test_broken_upstream_is_left_out_of_a_push_with_a_warning(proj):
+    up = make_exp(proj, "up", when=T0)
+    down = make_exp(proj, "down", when=T0.replace(hour=8), deps=[up.name])
+    meta = _break(up, "git: [1]\n")
+    r = ok("push", down.name)
+    assert_one_warning_line(r.stderr, str(meta), "'git'", "not pushed")
+    assert proj.remote_zips() == [f"{down.name}.zip"]
+
+
+def test_broken_remote_metadata_affects_only_its_experiment(proj):
+    good = make_exp(proj, "good", when=T0)
+    bad = make_exp(proj, "bad", when=T0.replace(hour=9))
+    ok("push", good.name, bad.name)
+    shutil.rmtree(bad)
+    sidecar = proj.sidecar_dir / f"{bad.name[:22]}.json"
+    data = json.loads(sidecar.read_text())
+    data["meta"]["git"] = "not a mapping"
+    sidecar.write_text(json.dumps(data))
+    r = ok("graph", "--format", "json")
+    assert_one_warning_line(r.stderr, bad.name, "remote", "'git'")
+    assert {n["name"] for n in json.loads(r.stdout)["nodes"]} == {good.name, bad.name}
+    rows = json.loads(ok("list", "--json").stdout)
+    assert {row["name"] for row in rows} == {good.name, bad.name}
+
+
+def test_a_large_manifest_is_not_too_large(proj):
+    """The size cap is on the part before the manifest; the manifest has a line per file."""
+    exp = make_exp(proj, "many", when=T0)
+    meta = exp / EXP_FILE
+    text = meta.read_text()
+    head, _, _ = text.partition("\nmanifest:\n")
+    lines = [f'    "features/shard-{i // 1000:04d}/part-{i:07d}.npy": [1, \'{i:032x}\']'
+             for i in range(250_000)]
+    meta.write_text(head + "\nmanifest:\n  algorithm: xxh3-128\n  files:\n" + "\n".join(lines) + "\n")
+    assert meta.stat().st_size > 17 << 20
+    r = ok("list", "--json")
+    assert json.loads(r.stdout)[0]["status"] == "finished" and not r.stderr
+    r = ok("show", "--json", exp.name)
+    assert json.loads(r.stdout)["files"] == 250_000
+
+
+# -- full disks during a push -----------------------------------------------------------------
+def test_local_disk_full_during_push_is_not_blamed_on_the_storage(proj):
+    """With the local backend the archive goes to the storage while the finished metadata is
+    written beside the results: a full results disk must be reported as that disk."""
+    shutil.rmtree(proj.results)
+    with small_tmpfs(proj.results, "1m"):
+        exp = make_exp(proj, "x", {"a.bin": os.urandom(200_000)}, when=T0)
+        before = read_exp(exp)
+        fill_disk(proj.results)
+        r = run_cli("push", exp.name)
+        line = assert_one_error_line(r.stderr, exp.name, "no space left", "local disk",
+                                     str(proj.results))
+        assert "on the storage" not in line.replace("not on the storage", "")
+        assert r.exit_code == 1
+        assert proj.remote_zips() == [] and tree(proj.archive_dir) == set()
+        assert sorted(p.name for p in exp.iterdir()) == ["a.bin", EXP_FILE]  # no temp file
+        assert read_exp(exp) == before
+        (proj.results / "filler.bin").unlink()
+        ok("push", exp.name)
+    assert proj.remote_zips() == [f"{exp.name}.zip"]
+
+
+def test_storage_full_during_push_is_blamed_on_the_storage(proj):
+    exp = make_exp(proj, "x", {"a.bin": os.urandom(3 << 20)}, when=T0)
+    with small_tmpfs(proj.remote, "1m"):
+        r = run_cli("push", exp.name)
+        left = tree(proj.remote)
+    assert r.exit_code == 1
+    line = assert_one_error_line(r.stderr, exp.name, "no space left on the storage")
+    assert "local disk" not in line
+    assert not [p for p in left if p.endswith(".zip")]
