@@ -176,8 +176,8 @@ def experiment_rows(project: Project, remote: bool = True
             name = exp.name
             side = project.remote.sidecar(exp, fetch=False)
             meta = side.get("meta") if isinstance(side, dict) else None
-            status = meta.get("status") if isinstance(meta, dict) else ""
-            status = status if isinstance(status, str) else ""
+            value = meta.get("status") if isinstance(meta, dict) else None
+            status = value if isinstance(value, str) else ""
         rows.append({"name": name, "identity": ident, "local": ident in local,
                      "remote": ident in remote_exps, "status": status})
     return rows, warnings

@@ -142,14 +142,14 @@ def _remote_metas(remote: Remote, exps: list[RemoteExperiment]) -> list[ExpMeta 
         # without sidecar (0.1.x) goes through that cache, so it is fetched only once.
         uncached = Remote(remote.storage, remote.project)
 
-        def meta(exp: RemoteExperiment) -> ExpMeta | str:
+        def read(exp: RemoteExperiment) -> ExpMeta | str:
             try:
                 return (uncached if exp.sidecar is not None else remote).meta(exp)
             except (ExperimentError, ArchiveError) as e:
                 return f"{exp.name} on the remote: {e}"
 
         with ThreadPoolExecutor(8) as pool:
-            fetched = dict(zip((e.identity for e in todo), pool.map(meta, todo)))
+            fetched = dict(zip((e.identity for e in todo), pool.map(read, todo)))
     new: dict[str, Any] = {}
     metas: list[ExpMeta | str] = []
     for exp, sig, meta, packed in zip(exps, sigs, cached, packs):

@@ -190,15 +190,16 @@ class LocalStorage(Storage):
         the one that ran out."""
         local = self.settings.scratch_dir  # on the results folder's disk
         failed = e.filename or e.filename2
+        root = self.root
         try:
-            storage_dev = os.stat(self.root).st_dev
+            storage_dev = os.stat(root).st_dev
             if failed:
                 path = _existing(Path(os.fsdecode(failed)))
                 return None if os.stat(path).st_dev == storage_dev else _mount_point(path)
             if local is None:
                 return None
             path = _existing(local)
-            if os.stat(path).st_dev == storage_dev or _room(path) >= _room(self.root):
+            if os.stat(path).st_dev == storage_dev or _room(path) >= _room(root):
                 return None
             return _mount_point(path)
         except (OSError, AttributeError):  # (no statvfs on Windows)
