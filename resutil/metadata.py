@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import os
 import re
@@ -575,17 +576,35 @@ def _read_capped(path: Path, after_mark: int, strict: bool) -> str:
         raise ExperimentError(f"{path} is not UTF-8 text (binary data?); fix or remove it") from None
 
 
+class MetaWriteError(OSError, ExperimentError):
+    """Writing a metadata file failed (a full disk, permissions). An OSError still, for
+    callers that handle those, and a ResutilError, so that a command reports it in one line.
+    ``filename`` stays unset: the file is named in the message and in ``path``."""
+
+    def __init__(self, path: Path, e: OSError) -> None:
+        super().__init__(e.errno, e.strerror)
+        self.path = path
+
+    def __str__(self) -> str:
+        hint = ("; free some space on that disk and try again"
+                if self.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+        return f"cannot write {self.path}: {self.strerror}{hint}"
+
+
 def write_meta(folder: Path, meta: ExpMeta) -> bytes:
-    """Write ``resutil-exp.yaml`` atomically; returns the bytes written."""
+    """Write ``resutil-exp.yaml`` atomically; returns the bytes written. MetaWriteError
+    when that fails; nothing is changed then."""
     path = folder / EXP_FILE
     tmp = folder / f".{EXP_FILE}.tmp{os.getpid()}"
     data = meta.to_text().encode("utf-8")
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()  # (a full disk must not keep a partial copy)
+        if isinstance(e, OSError) and not isinstance(e, MetaWriteError):
+            raise MetaWriteError(path, e) from None
         raise
     return data
 

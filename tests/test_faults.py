@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from resutil.metadata import EXP_FILE
+from resutil.metadata import EXP_FILE, read_meta, write_meta
+from resutil.naming import new_run_id
 
 from .helpers import (
     cli_fails as fails,
@@ -441,20 +442,23 @@ def test_broken_upstream_is_left_out_of_a_push_with_a_warning(proj):
     assert proj.remote_zips() == [f"{down.name}.zip"]
 
 
-def test_broken_remote_metadata_affects_only_its_experiment(proj):
+def test_broken_metadata_in_a_remote_archive_affects_only_its_experiment(proj):
+    """An archive without sidecar (pushed by 0.1.x) whose metadata is broken."""
     good = make_exp(proj, "good", when=T0)
-    bad = make_exp(proj, "bad", when=T0.replace(hour=9))
-    ok("push", good.name, bad.name)
-    shutil.rmtree(bad)
-    sidecar = proj.sidecar_dir / f"{bad.name[:22]}.json"
-    data = json.loads(sidecar.read_text())
-    data["meta"]["git"] = "not a mapping"
-    sidecar.write_text(json.dumps(data))
+    ok("push", good.name)
+    shutil.rmtree(good)
+    bad = "aapjfj_20240706T094339_bad"
+    with zipfile.ZipFile(proj.zip_of(bad), "w") as zf:
+        zf.writestr(EXP_FILE, "args: s.py\ngit: not-a-mapping\n")
+        zf.writestr("out.txt", "result\n")
     r = ok("graph", "--format", "json")
-    assert_one_warning_line(r.stderr, bad.name, "remote", "'git'")
-    assert {n["name"] for n in json.loads(r.stdout)["nodes"]} == {good.name, bad.name}
+    assert_one_warning_line(r.stderr, bad, "remote", "'git'")
+    assert {n["name"] for n in json.loads(r.stdout)["nodes"]} == {good.name, bad}
     rows = json.loads(ok("list", "--json").stdout)
-    assert {row["name"] for row in rows} == {good.name, bad.name}
+    assert {row["name"] for row in rows} == {good.name, bad}
+    r = ok("pull", "-A")
+    assert_one_warning_line(r.stderr, bad, "remote", "'git'")
+    assert good.is_dir()
 
 
 def test_a_large_manifest_is_not_too_large(proj):
@@ -474,18 +478,25 @@ def test_a_large_manifest_is_not_too_large(proj):
 
 
 # -- full disks during a push -----------------------------------------------------------------
-def test_local_disk_full_during_push_is_not_blamed_on_the_storage(proj):
-    """With the local backend the archive goes to the storage while the finished metadata is
-    written beside the results: a full results disk must be reported as that disk."""
+@pytest.mark.parametrize("run_id", [True, False], ids=["run-with-id", "folder-without-id"])
+def test_local_disk_full_during_push_is_not_blamed_on_the_storage(proj, run_id):
+    """With the local backend the archive goes to the storage while the metadata is written
+    beside the results (the run id first, for a folder without one; the manifest while
+    archiving): a full results disk must be reported as that disk, in one line."""
     shutil.rmtree(proj.results)
     with small_tmpfs(proj.results, "1m"):
         exp = make_exp(proj, "x", {"a.bin": os.urandom(200_000)}, when=T0)
+        if run_id:
+            meta = read_meta(exp)
+            meta.run_id = new_run_id()
+            write_meta(exp, meta)
         before = read_exp(exp)
         fill_disk(proj.results)
         r = run_cli("push", exp.name)
-        line = assert_one_error_line(r.stderr, exp.name, "no space left", "local disk",
-                                     str(proj.results))
+        line = assert_one_error_line(r.stderr, exp.name, "no space left", str(proj.results))
         assert "on the storage" not in line.replace("not on the storage", "")
+        if run_id:  # the manifest was written while archiving, to the storage
+            assert "local disk" in line
         assert r.exit_code == 1
         assert proj.remote_zips() == [] and tree(proj.archive_dir) == set()
         assert sorted(p.name for p in exp.iterdir()) == ["a.bin", EXP_FILE]  # no temp file
