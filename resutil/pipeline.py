@@ -28,7 +28,7 @@ import yaml
 from .config import read_yaml
 from .errors import ExperimentError, ExperimentNotFound, PipelineError, ResutilError
 from .metadata import (
-    EXP_FILE, hash_file, read_meta,
+    EXP_FILE, hash_file, read_meta, read_meta_text,
 )
 from .naming import NAME_IN_TEXT_RE, comment_problem, identity_of
 from .project import Project
@@ -450,15 +450,10 @@ class Candidate:
 
 def _local_head(folder: Path) -> tuple[str, dict[str, Any] | None]:
     """(status, pipeline info) read from the metadata head alone (no manifest, no full parse)."""
-    path = folder / EXP_FILE
-    try:
-        with open(path, "rb") as f:
-            data = f.read(1 << 16)
-            if len(data) == 1 << 16 and b"\nmanifest:\n" not in data:
-                data += f.read()
-    except OSError:
+    try:  # (size-capped; a FIFO or folder of that name is refused, not waited on)
+        head = read_meta_text(folder / EXP_FILE, with_manifest=False)
+    except (OSError, ResutilError):
         return "", None
-    head = data.decode("utf-8", "replace").partition("\nmanifest:\n")[0]
     m = _HEAD_STATUS_RE.search(head)
     status = m.group(1) if m else "finished"
     start = head.find("\npipeline:\n")

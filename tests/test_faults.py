@@ -366,15 +366,19 @@ def _break(exp: Path, content) -> Path:
     return meta
 
 
+STUCK_ON_FIFO: list[Path] = []
+
+
 def _unblock_fifo(path: Path) -> None:
-    """Hang guard, not a timing assertion: a reader stuck opening the FIFO gets EOF (and the
-    test fails) instead of hanging the suite."""
+    """Hang guard, not a timing assertion: a reader stuck opening the FIFO gets EOF and is
+    recorded in STUCK_ON_FIFO (the test then fails) instead of hanging the suite."""
     while path.exists():
         time.sleep(5)
         try:
             os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
         except OSError:
-            pass  # nobody is blocked on it
+            continue  # nobody is blocked on it
+        STUCK_ON_FIFO.append(path)
 
 
 @pytest.mark.parametrize("shape", list(BROKEN_METADATA))
@@ -431,6 +435,21 @@ def test_broken_local_metadata_affects_only_its_experiment(proj, shape):
     r = ok("rm", "-l", bad.name)
     assert "Warning" not in r.stderr and not bad.exists()
     assert json.loads(ok("list", "--json", "--local").stdout)[0]["name"] == up.name
+    assert meta not in STUCK_ON_FIFO
+
+
+@pytest.mark.parametrize("shape", ["binary", "list-at-top-level", "too-large", "a-folder",
+                                   "a-fifo"])
+def test_broken_local_metadata_does_not_stop_the_pipeline(proj, shape):
+    content, _ = BROKEN_METADATA[shape]
+    (proj.root / "resutil-pipeline.yaml").write_text(
+        "steps:\n  a:\n    run: python -c 'import sys; open(sys.argv[1] + \"/o.txt\", \"w\")' {out}\n")
+    meta = _break(make_exp(proj, "a", when=T0), content)
+    r = ok("pipeline", "status")
+    assert r.stdout.split()[:2] == ["missing", "a"], r.stdout
+    r = ok("pipeline", "run")
+    assert "1 ran" in r.stdout
+    assert meta not in STUCK_ON_FIFO
 
 
 def test_broken_upstream_is_left_out_of_a_push_with_a_warning(proj):
