@@ -238,7 +238,7 @@ def rm(experiments, local_only, remote_only, force) -> None:
     names = [project.resolve(q, remote=not local_only) for q in experiments]
     targets = {n[:22] for n in names}
     for warning in unreadable(records, targets):  # their upstream experiments are unknown
-        ui.warn(f"{warning} (not checked for depending on what is removed)")
+        ui.warn(f"{warning} (cannot tell whether it depends on what is removed)")
     for name in names:
         ident = name[:22]
         users = sorted(r.name for r in records.values()
