@@ -404,49 +404,34 @@ def _list(d: dict[str, Any], key: str, label: str | None = None) -> list[Any]:
     return v
 
 
-_END = object()
-
-
 def _check_shape(root: Any) -> None:
     """Refuse parsed YAML that refers to itself, nests deeper than MAX_DEPTH or, with every
-    alias expanded, has more than MAX_NODES values (iterative: no recursion limit to hit)."""
-    done: dict[int, int] = {}  # id -> expanded size of a finished container
+    alias expanded, has more than MAX_NODES values. (Recursive, but never deeper than
+    MAX_DEPTH; mapping keys are scalars, since YAML's unhashable keys do not load.)"""
+    done: dict[int, int] = {}  # id -> expanded size of a container already walked
     active: set[int] = set()
-    frames: list[list[Any]] = []  # [container, iterator over its children, size so far]
+    containers = (dict, list, set, tuple)
 
-    def enter(node: Any) -> int | None:
-        if not isinstance(node, (dict, list, set, tuple)):
-            return 1
-        if id(node) in done:
-            return done[id(node)]
-        if id(node) in active:
+    def size(node: Any, depth: int) -> int:
+        key = id(node)
+        if key in done:
+            return done[key]
+        if key in active:
             raise _Unusable("it refers to itself (a YAML alias inside its own anchor)")
-        if len(frames) >= MAX_DEPTH:
+        if depth > MAX_DEPTH:
             raise _Unusable(f"it nests deeper than {MAX_DEPTH} levels")
-        active.add(id(node))
-        kids = [*node.keys(), *node.values()] if isinstance(node, dict) else node
-        frames.append([node, iter(kids), 1])
-        return None
+        active.add(key)
+        n = 1 + (len(node) if isinstance(node, dict) else 0)
+        for child in node.values() if isinstance(node, dict) else node:
+            n += size(child, depth + 1) if isinstance(child, containers) else 1
+            if n > MAX_NODES:
+                raise _Unusable(f"it expands to more than {MAX_NODES} values (YAML aliases)")
+        active.discard(key)
+        done[key] = n
+        return n
 
-    enter(root)
-    while frames:
-        frame = frames[-1]
-        child = next(frame[1], _END)
-        if child is _END:
-            frames.pop()
-            active.discard(id(frame[0]))
-            done[id(frame[0])] = size = frame[2]
-            if not frames:
-                return
-            parent = frames[-1]
-        else:
-            size = enter(child)
-            if size is None:
-                continue
-            parent = frame
-        parent[2] += size
-        if parent[2] > MAX_NODES:
-            raise _Unusable(f"it expands to more than {MAX_NODES} values (YAML aliases)")
+    if isinstance(root, containers):
+        size(root, 1)
 
 
 def parse_meta(text: str, with_manifest: bool = True,
@@ -521,12 +506,12 @@ def _read_capped(path: Path, after_mark: int, strict: bool) -> str:
     """Up to MAX_HEAD_BYTES before the manifest mark and ``after_mark`` bytes after it
     (more: ExperimentError if ``strict``, else cut off)."""
     mark = _MANIFEST_MARK.encode()
-    buf = bytearray()
     fd = -1
     try:
         # Non-blocking: a FIFO named like the metadata file must not hang every command.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-        mode = os.fstat(fd).st_mode
+        st = os.fstat(fd)
+        mode = st.st_mode
     except FileNotFoundError:
         raise
     except IsADirectoryError:
@@ -540,34 +525,37 @@ def _read_capped(path: Path, after_mark: int, strict: bool) -> str:
             os.close(fd)
         what = "a folder" if stat.S_ISDIR(mode) else "a special file"
         raise ExperimentError(f"{path} is {what}, not a metadata file; remove it")
-    with os.fdopen(fd, "rb") as f:
-        limit = MAX_HEAD_BYTES + len(mark)
-        cut = -1
-        try:
-            while True:
-                chunk = f.read(min(1 << 20, limit - len(buf) + 1))
-                if not chunk:
-                    break
-                searched = max(0, len(buf) - len(mark) + 1)
-                buf += chunk
-                if cut < 0:
-                    cut = buf.find(mark, searched)
-                    if cut >= 0:
-                        if not after_mark:
-                            del buf[cut + 1:]  # keep the newline that ends the head
-                            break
-                        limit = cut + len(mark) + after_mark
-                if len(buf) > limit:
-                    if cut < 0 or strict:
-                        raise ExperimentError(
-                            f"{path} is larger than resutil reads "
-                            f"({(MAX_HEAD_BYTES if cut < 0 else limit) >> 20} MiB); fix or "
-                            "remove it"
-                        )
-                    del buf[limit:]
-                    break
-        except OSError as e:
-            raise ExperimentError(f"cannot read {path}: {e.strerror or e}") from None
+    buf = bytearray()
+    limit = MAX_HEAD_BYTES + len(mark)
+    cut = -1
+    try:
+        while True:
+            # One read for a usual file (a few KB); large ones in 1 MiB steps.
+            want = min(max(st.st_size - len(buf) + 1, 64 << 10), 1 << 20, limit - len(buf) + 1)
+            chunk = os.read(fd, want)
+            if not chunk:
+                break
+            searched = max(0, len(buf) - len(mark) + 1)
+            buf += chunk
+            if cut < 0:
+                cut = buf.find(mark, searched)
+                if cut >= 0:
+                    if not after_mark:
+                        del buf[cut + 1:]  # keep the newline that ends the head
+                        break
+                    limit = cut + len(mark) + after_mark
+            if len(buf) > limit:
+                if cut < 0 or strict:
+                    raise ExperimentError(
+                        f"{path} is larger than resutil reads "
+                        f"({(MAX_HEAD_BYTES if cut < 0 else limit) >> 20} MiB); fix or remove it"
+                    )
+                del buf[limit:]
+                break
+    except OSError as e:
+        raise ExperimentError(f"cannot read {path}: {e.strerror or e}") from None
+    finally:
+        os.close(fd)
     try:
         return buf.decode("utf-8")
     except UnicodeDecodeError as e:
