@@ -191,6 +191,8 @@ class LocalStorage(Storage):
         local = self.settings.scratch_dir  # on the results folder's disk
         failed = e.filename or e.filename2
         root = self.root
+        if root is None:
+            return None
         try:
             storage_dev = os.stat(root).st_dev
             if failed:
