@@ -59,7 +59,7 @@ def sidecar_problem(data: Any) -> str | None:
     try:
         ExpMeta.from_dict(meta)
     except Exception as e:  # noqa: BLE001 - any shape may arrive from the storage
-        return f"has unusable metadata ({type(e).__name__})"
+        return f"has unusable metadata ({e})"
     return None
 
 
