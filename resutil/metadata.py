@@ -18,6 +18,7 @@ import yaml
 
 from .errors import ExperimentError
 from .hashing import HASH_ALGORITHM, new_hasher
+from .liveness import Owner
 from .naming import NAME_IN_TEXT_RE, identity_of, parse_name
 
 EXP_FILE = "resutil-exp.yaml"
@@ -185,6 +186,7 @@ class ExpMeta:
     ended_at: str | None = None
     environment: dict[str, Any] = field(default_factory=dict)
     pipeline: dict[str, Any] | None = None
+    process: Owner | None = None  # the process that runs it (tells a dead 'running' one)
     manifest: Manifest | None = None
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
@@ -230,6 +232,8 @@ class ExpMeta:
         }
         if self.pipeline:
             d["pipeline"] = self.pipeline
+        if self.process:
+            d["process"] = self.process.to_dict()
         d.update(self.extra)
         return d
 
@@ -244,7 +248,7 @@ class ExpMeta:
         known = {
             "args", "result_dir", "dependency", "git", "schema_version", "name", "run_id", "comment",
             "status", "started_at", "ended_at", "dependency_sources", "environment", "pipeline",
-            "manifest",
+            "manifest", "process",
         }
         git = data.get("git") or {}
         deps: list[Dependency] = []
@@ -280,6 +284,7 @@ class ExpMeta:
             ended_at=data.get("ended_at"),
             environment=dict(data.get("environment") or {}),
             pipeline=data.get("pipeline"),
+            process=Owner.from_dict(data.get("process")),
             manifest=manifest or Manifest.from_dict(data.get("manifest")),
             schema_version=int(data.get("schema_version") or 1),
             extra={k: v for k, v in data.items() if k not in known},
@@ -345,8 +350,12 @@ def write_meta(folder: Path, meta: ExpMeta) -> bytes:
     path = folder / EXP_FILE
     tmp = folder / f".{EXP_FILE}.tmp{os.getpid()}"
     data = meta.to_text().encode("utf-8")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # e.g. a full disk: leave no half-written file behind
+        raise
     return data
 
 

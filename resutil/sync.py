@@ -15,6 +15,7 @@ from .archive import (
     LocalWriteError, NotStreamable, StreamExtractor, extract_archive, hash_mismatch,
 )
 from .errors import ExperimentError, ResutilError
+from .experiments import end_dead_run, run_liveness
 from .metadata import hash_file, manifest_changes, read_meta
 from .naming import IDENTITY_LEN
 from .progress import NO_PROGRESS_FACTORY, Callback, CallbackFactory
@@ -34,6 +35,7 @@ class SyncPlan:
     reasons: dict[str, str] = field(default_factory=dict)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)
+    dead: list[str] = field(default_factory=list)  # left 'running' by a process that is gone
 
 
 @dataclass
@@ -66,7 +68,7 @@ def plan_push(
     if all_:
         for ident, name in local.items():
             meta = read_meta(ws.path(name), with_manifest=ident in on_remote)
-            if meta.status == "running":
+            if run_liveness(meta) in ("live", "unknown"):
                 plan.skipped.append((name, "still running"))
             elif ident not in on_remote:
                 todo.append((name, "not on the remote"))
@@ -84,9 +86,12 @@ def plan_push(
         seen.add(ident)
         plan.items.append(name)
         plan.reasons[name] = reason
+        meta = read_meta(ws.path(name), with_manifest=False)
+        if run_liveness(meta) == "dead":
+            plan.dead.append(name)  # pushed as interrupted (push marks it)
         if not with_deps:
             continue
-        for dep in read_meta(ws.path(name), with_manifest=False).dependencies:
+        for dep in meta.dependencies:
             if dep.identity in seen:
                 continue
             if dep.identity in local:
@@ -120,6 +125,8 @@ def push(
     targets: dict[str, Target] = {}
 
     def claim(name: str) -> int:
+        if name in plan.dead:
+            end_dead_run(ws.path(name))
         targets[name] = settle(project, ws.path(name))
         return 0
 
