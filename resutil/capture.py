@@ -215,6 +215,13 @@ class _Tee(io.TextIOBase):
     def encoding(self) -> str:  # type: ignore[override]
         return getattr(self.original, "encoding", "utf-8")
 
+    def __getattr__(self, name: str) -> Any:
+        # What a program may use of a real stream (``buffer``, ``reconfigure``...) still
+        # works: it goes to the terminal, just not into the log.
+        if name == "original":
+            raise AttributeError(name)
+        return getattr(self.original, name)
+
 
 class OutputCapture:
     """Copies ``sys.stdout``/``sys.stderr`` into the experiment folder while shown as usual.

@@ -313,6 +313,7 @@ def test_logs_are_clean_text_and_hold_the_traceback(proj):
         @resutil.main()
         def main(params):
             print("\\x1b[31mred\\x1b[0m text")
+            sys.stdout.buffer.write(b"")  # what a real stream has still works
             for pct in (10, 50, 100):
                 sys.stderr.write(f"\\rprogress {pct}%")
                 sys.stderr.flush()
@@ -510,3 +511,17 @@ def test_ctrl_c_during_the_final_push_is_one_line_and_keeps_the_run(proj, termin
     assert proj.remote_zips() == []  # all or nothing
     cli_ok("push", folder.name)
     assert read_exp_in_zip(proj.zip_of(folder.name))["status"] == "finished"
+
+
+def test_a_terminal_that_closes_ends_the_run_interrupted_and_pushed(proj, terminal):
+    write_script(proj, LOOPS)
+    t = terminal(env={"RESUTIL_COMMENT": "hangup"})
+    t.expect("started")
+    wait_for((proj.root / "ready").exists, "the print to return", t.proc)
+    os.close(t.master)  # the window is closed: the kernel sends SIGHUP
+    t.master = os.open("/dev/null", os.O_RDONLY)  # (closed again by the fixture)
+    assert t.proc.wait(timeout=60) == -signal.SIGHUP
+    folder = proj.only_exp()
+    assert (folder / "cleanup.txt").exists()
+    assert read_exp(folder)["status"] == "interrupted"
+    assert read_exp_in_zip(proj.zip_of(folder.name))["status"] == "interrupted"
