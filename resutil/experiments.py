@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -31,7 +32,11 @@ def new_experiment(project: Project, comment: str = "", claim: bool = True,
     folder = ws.path(ws.create(comment).name)
     meta = ExpMeta(name=folder.name, comment=comment, status=status, run_id=new_run_id(),
                    process=Owner.current())  # a run killed from here on shows as dead
-    write_meta(folder, meta)
+    try:
+        write_meta(folder, meta)
+    except OSError:  # e.g. a full disk: no half-made experiment left behind
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     if claim:
         folder = claim_new(project, folder, meta)
     return folder, meta

@@ -135,12 +135,19 @@ def test_the_programs_own_signal_handler_still_decides_and_comes_back(proj):
 
 
 # -- a process that died without a word -----------------------------------------------------------
-@pytest.mark.parametrize("how", ["SIGKILL", "os._exit"])
+@pytest.mark.parametrize("how", ["SIGKILL", "os._exit", "SIGKILL after a checkpoint"])
 def test_a_dead_run_shows_dead_and_push_all_pushes_it_as_interrupted(proj, how):
     if how == "SIGKILL":
         p = start_looping(proj)
         p.kill()
         stop(p)
+    elif how == "SIGKILL after a checkpoint":
+        p = start_looping(proj, LOOPS.replace(
+            'print("started", flush=True)',
+            'params.save_checkpoint()\n            (params.ex_dir / "later.txt").write_text("x")'))
+        p.kill()
+        stop(p)
+        assert read_exp_in_zip(proj.zip_of(proj.only_exp().name))["status"] == "running"
     else:
         write_script(proj, LOOPS.replace('print("started", flush=True)', "os._exit(3)"))
         r = run_script(proj)
@@ -153,7 +160,7 @@ def test_a_dead_run_shows_dead_and_push_all_pushes_it_as_interrupted(proj, how):
     row = json.loads(cli_ok("list", "--json").stdout)[0]
     assert (row["status"], row["liveness"]) == ("running", "dead")
     line = next(ln for ln in cli_ok("list").stdout.splitlines() if folder.name in ln)
-    assert line.split()[:2] == ["✓", "dead"]
+    assert line.split()[-2:] == ["dead", folder.name]
 
     r = cli_ok("push", "-A")
     said = [ln for ln in r.stderr.splitlines() if "process that is gone" in ln]
@@ -161,7 +168,11 @@ def test_a_dead_run_shows_dead_and_push_all_pushes_it_as_interrupted(proj, how):
     assert f"Pushed {folder.name}" in r.stderr
     local = read_exp(folder)
     assert local["status"] == "interrupted" and local["ended_at"]
-    assert read_exp_in_zip(proj.zip_of(folder.name))["status"] == "interrupted"
+    pushed = read_exp_in_zip(proj.zip_of(folder.name))
+    assert pushed["status"] == "interrupted"
+    assert "partial.txt" in pushed["manifest"]["files"]
+    if how == "SIGKILL after a checkpoint":
+        assert "later.txt" in pushed["manifest"]["files"]
     row = json.loads(cli_ok("list", "--json").stdout)[0]
     assert (row["status"], row["liveness"], row["remote"]) == ("interrupted", None, True)
 
