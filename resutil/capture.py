@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import io
 import os
 import platform
+import re
 import shutil
 import socket
 import stat
@@ -15,7 +17,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, TextIO
+from typing import Any, Callable, Iterable, TextIO
 
 from .metadata import UNCOMMITTED_DIR
 from .naming import parse_name
@@ -132,28 +134,92 @@ def _own_version() -> str:
 
 
 # -- output -----------------------------------------------------------------------------------
-class _Tee(io.TextIOBase):
-    """Writes to the original stream and to a log file."""
+# Terminal control sequences: CSI (colours, cursor moves), OSC (titles, links), two-byte escapes.
+_ANSI_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_PENDING_LIMIT = 1 << 16  # a line longer than this is written out before its end
 
-    def __init__(self, original: TextIO, log: TextIO) -> None:
+
+def _last_draw(line: str) -> str:
+    """What a terminal shows of a line redrawn with carriage returns (progress bars)."""
+    head = line.rstrip("\r")
+    cut = head.rfind("\r")
+    return line[cut + 1:] if cut >= 0 else line
+
+
+class _Tee(io.TextIOBase):
+    """Writes to the original stream and, as clean text, to a log file.
+
+    The log gets no terminal codes and only the last form of a redrawn line. If the log
+    cannot be written (a full disk, say), it is dropped and ``on_problem`` told once: the
+    program's output must reach the terminal whatever happens to the log.
+    """
+
+    def __init__(self, original: TextIO, log: TextIO,
+                 on_problem: Callable[[OSError], None] | None = None) -> None:
         self.original = original
-        self.log = log
-        self.lock = threading.Lock()
+        self.log: TextIO | None = log
+        self.on_problem = on_problem
+        self.lock = threading.RLock()  # re-entered if on_problem writes to this stream
+        self._pending = ""  # the current, unfinished line
 
     def write(self, s: str) -> int:
+        n = self.original.write(s)
+        if self.log is not None and s:
+            with self.lock:
+                text = self._pending + _ANSI_RE.sub("", s)
+                *lines, rest = text.split("\n")
+                rest = _last_draw(rest)
+                if len(rest) > _PENDING_LIMIT:
+                    lines.append(rest)
+                    rest = ""
+                self._pending = rest
+                if lines:
+                    self._log_write("".join(_last_draw(ln).rstrip("\r") + "\n" for ln in lines))
+        return n
+
+    def _log_write(self, text: str) -> None:
+        log = self.log
+        if log is None:
+            return
+        try:
+            log.write(text)
+        except ValueError:
+            self.log = None  # closed under a late writer thread
+        except OSError as e:
+            self._drop(e)
+
+    def _drop(self, e: OSError) -> None:
+        log, self.log = self.log, None
+        with contextlib.suppress(OSError, ValueError):
+            log.close()  # type: ignore[union-attr]
+        if self.on_problem is not None:
+            self.on_problem(e)
+
+    def close_log(self) -> None:
+        """Write the unfinished line and close the log."""
         with self.lock:
-            try:
-                self.log.write(s)
-            except ValueError:
-                pass  # the log was closed by a late writer thread
-        return self.original.write(s)
+            if self._pending:
+                self._log_write(_last_draw(self._pending).rstrip("\r"))
+                self._pending = ""
+            if self.log is not None:
+                try:
+                    self.log.close()
+                except ValueError:
+                    pass
+                except OSError as e:
+                    self._drop(e)
+                self.log = None
 
     def flush(self) -> None:
         self.original.flush()
-        try:
-            self.log.flush()
-        except ValueError:
-            pass
+        if self.log is not None:
+            with self.lock:
+                try:
+                    self.log.flush()  # type: ignore[union-attr]
+                except (ValueError, AttributeError):
+                    pass
+                except OSError as e:
+                    self._drop(e)
 
     def isatty(self) -> bool:
         return self.original.isatty()
@@ -165,32 +231,70 @@ class _Tee(io.TextIOBase):
     def encoding(self) -> str:  # type: ignore[override]
         return getattr(self.original, "encoding", "utf-8")
 
+    def __getattr__(self, name: str) -> Any:
+        # What a program may use of a real stream (``buffer``, ``reconfigure``...) still
+        # works: it goes to the terminal, just not into the log.
+        if name == "original":
+            raise AttributeError(name)
+        return getattr(self.original, name)
+
 
 class OutputCapture:
-    """Copies ``sys.stdout``/``sys.stderr`` into the experiment folder while shown as usual."""
+    """Copies ``sys.stdout``/``sys.stderr`` into the experiment folder while shown as usual.
 
-    def __init__(self, folder: Path) -> None:
+    A log that cannot be opened or written is given up, not the program: ``on_problem``
+    is told (once per log) and the output still reaches the terminal.
+    """
+
+    def __init__(self, folder: Path, on_problem: Callable[[str], None] | None = None) -> None:
         self.folder = folder
+        self.on_problem = on_problem or (lambda text: None)
         self._saved: tuple[TextIO, TextIO] | None = None
-        self._logs: list[TextIO] = []
+        self._tees: list[_Tee] = []
+
+    @property
+    def terminal(self) -> TextIO:
+        """The stderr the program had before the capture (for messages not to be logged)."""
+        return self._saved[1] if self._saved else sys.stderr
 
     def start(self) -> None:
-        out = open(self.folder / STDOUT_LOG, "a", encoding="utf-8", buffering=1)
-        err = open(self.folder / STDERR_LOG, "a", encoding="utf-8", buffering=1)
-        self._logs = [out, err]
         self._saved = (sys.stdout, sys.stderr)
-        sys.stdout = _Tee(sys.stdout, out)  # type: ignore[assignment]
-        sys.stderr = _Tee(sys.stderr, err)  # type: ignore[assignment]
+        sys.stdout = self._tee(sys.stdout, STDOUT_LOG)  # type: ignore[assignment]
+        sys.stderr = self._tee(sys.stderr, STDERR_LOG)  # type: ignore[assignment]
+
+    def _tee(self, stream: TextIO, name: str) -> TextIO:
+        def problem(e: OSError) -> None:
+            self.on_problem(f"cannot write {name} ({e.strerror or e}); the output is still "
+                            "shown but no longer saved")
+
+        try:
+            log = open(self.folder / name, "a", encoding="utf-8", errors="replace", buffering=1)
+        except OSError as e:
+            problem(e)
+            return stream
+        tee = _Tee(stream, log, problem)
+        self._tees.append(tee)
+        return tee  # type: ignore[return-value]
 
     def stop(self) -> None:
         if self._saved is None:
             return
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
         sys.stdout, sys.stderr = self._saved
         self._saved = None
-        for log in self._logs:
-            log.close()
+        for tee in self._tees:
+            tee.close_log()
+        self._tees = []
+
+    def append_stderr_log(self, text: str) -> None:
+        """Add ``text`` (e.g. a traceback) to the saved stderr, after what was captured."""
+        try:
+            with open(self.folder / STDERR_LOG, "a", encoding="utf-8", errors="replace") as f:
+                f.write(text)
+        except OSError as e:
+            self.on_problem(f"cannot write {STDERR_LOG} ({e.strerror or e})")
 
 
 # -- observed reads -----------------------------------------------------------------------------

@@ -97,6 +97,10 @@ def init(**opts: Any) -> None:
 def list_(as_json: bool, local_only: bool) -> None:
     """List experiments, local and remote, with their status.
 
+    A local run left 'running' by a process that is gone (killed, crashed, rebooted) shows
+    as 'dead' ('resutil push' pushes it as interrupted); 'running?' means it cannot be told
+    from here (another host's run, or one recorded without its process).
+
     Example: resutil list --json
     """
     from .experiments import experiment_rows
@@ -113,7 +117,8 @@ def list_(as_json: bool, local_only: bool) -> None:
     for col in ("Remote", "Local", "Status", "Experiment"):
         table.add_column(col)
     for r in rows:
-        table.add_row("✓" if r["remote"] else "", "✓" if r["local"] else "", r["status"] or "", ui.esc(r["name"]))
+        status = {"dead": "dead", "unknown": "running?"}.get(r["liveness"], r["status"] or "")
+        table.add_row("✓" if r["remote"] else "", "✓" if r["local"] else "", status, ui.esc(r["name"]))
     from rich.console import Console
 
     Console(highlight=False).print(table)
@@ -140,6 +145,9 @@ def _do_sync(direction: str, experiments, all_, no_dependency, dry_run, jobs, fo
         ui.warn(warning)
     for name, why in plan.missing:
         ui.warn(f"{name}: {why}")
+    for name in plan.dead:
+        ui.info(f"{ui.esc(name)} was left running by a process that is gone (killed or "
+                f"crashed): {'would push' if dry_run else 'pushing'} it as interrupted")
     if dry_run:
         verb = "would push" if direction == "push" else "would pull"
         for name in plan.items:
@@ -224,12 +232,15 @@ def add(comment: str, deps: tuple[str, ...]) -> None:
 @click.argument("experiments", nargs=-1, required=True, **EXP)
 @click.option("-l", "--local", "local_only", is_flag=True, help="Remove only the local folder.")
 @click.option("-r", "--remote", "remote_only", is_flag=True, help="Remove only the remote archive.")
-@click.option("--force", is_flag=True, help="Remove even if other experiments depend on it.")
+@click.option("--force", is_flag=True,
+              help="Remove even if other experiments depend on it or it is still running here.")
 def rm(experiments, local_only, remote_only, force) -> None:
-    """Remove experiments locally and on the remote (refuses if others depend on them).
+    """Remove experiments locally and on the remote (refuses if others depend on them, or
+    if a run on this host is still writing one).
 
     Example: resutil rm -l aapiyl
     """
+    from .experiments import refuse_live_run
     from .lineage import collect, unreadable
 
     project = _project()
@@ -248,6 +259,9 @@ def rm(experiments, local_only, remote_only, force) -> None:
                 f"{name} is upstream of {', '.join(users[:3])}{' ...' if len(users) > 3 else ''}; "
                 "remove those first or use --force"
             )
+        local = project.workspace.local_name(name)
+        if local and not remote_only and not force:
+            refuse_live_run(project.workspace.path(local), "remove")
     for name in names:
         ident = name[:22]
         rec = records.get(ident)
@@ -268,14 +282,18 @@ def rm(experiments, local_only, remote_only, force) -> None:
 @cli.command()
 @click.argument("experiment", **EXP)
 @click.argument("new_comment")
-def comment(experiment: str, new_comment: str) -> None:
+@click.option("--force", is_flag=True,
+              help="Rename the folder even if a run on this host is still writing to it.")
+def comment(experiment: str, new_comment: str, force: bool) -> None:
     """Change an experiment's comment; its identity (prefix_timestamp) and lineage stay.
+
+    A run still going on this host is refused (renaming would break it) unless --force.
 
     Example: resutil comment aapiyl better-baseline
     """
     from .experiments import change_comment
 
-    new = change_comment(_project(), experiment, new_comment)
+    new = change_comment(_project(), experiment, new_comment, force)
     ui.info(f"Renamed to {ui.esc(new)}")
 
 

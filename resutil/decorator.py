@@ -2,24 +2,38 @@
 
 Like the CLI this is a front end (it talks to the person running the script, on stderr),
 built on the workflow modules: workspace, capture, metadata, sync.
+
+Every run ends on record, however it ends: ``finished``, ``failed`` (any exception, a
+full disk included; the traceback goes into resutil-stderr.log) or ``interrupted``
+(Ctrl-C, SIGTERM, SIGHUP), then pushed. A run killed outright (SIGKILL, power loss)
+leaves its process in the metadata, so ``resutil list`` shows it dead and ``resutil
+push`` pushes it as interrupted. resutil's own troubles (a log or metadata it cannot
+write) become one warning each, never the end of the user's program.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import os
 import shutil
+import signal
 import sys
+import threading
+import traceback
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any, Callable, Iterator, TypeVar
 
 from . import ui
 from .capture import OutputCapture, ReadObserver
 from .experiments import new_experiment, record_start
 from .errors import ResutilError
-from .metadata import ExpMeta, compute_manifest, read_meta, upstream_record, write_meta
+from .liveness import Owner
+from .metadata import EXP_FILE, ExpMeta, compute_manifest, read_meta, upstream_record, write_meta
 from .naming import IDENTITY_LEN, check_comment, comment_problem, names_in_argv, parse_name
 from .project import Project
 from .publish import publish
@@ -70,6 +84,100 @@ class Params:
         return f"Params(ex_dir={str(self.ex_dir)!r})"
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived while the run's code ran: unwinds it like Ctrl-C does."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _Signals:
+    """SIGTERM and SIGHUP (a scheduler's, or a closed terminal's, "stop now") end the run
+    as ``interrupted`` within the grace period before SIGKILL.
+
+    Installed for the run only, then the previous handlers come back. A signal the program
+    ignores (nohup) stays ignored; a handler of its own still runs and decides. With the
+    default handler, the process ends by the signal once the run is recorded and pushed,
+    so a scheduler sees what it expects.
+    """
+
+    NAMES = ("SIGTERM", "SIGHUP")
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.ending = False  # recording the end: a signal waits for that to be done
+        self.prompting = False  # ...unless a person is being asked something
+        self._previous: dict[int, Any] = {}
+        self._defaults: set[int] = set()  # signals the program left to their default action
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers (and receives signals)
+        for name in self.NAMES:
+            signum = getattr(signal, name, None)
+            if signum is None:
+                continue
+            previous = signal.getsignal(signum)
+            if previous in (signal.SIG_IGN, None):
+                continue
+            self._previous[signum] = previous
+            if previous is signal.SIG_DFL:
+                self._defaults.add(signum)
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        first = self.received is None
+        if first:
+            self.received = signum
+        if self.ending and not self.prompting:
+            return
+        previous = self._previous.get(signum)
+        if callable(previous):
+            previous(signum, frame)
+        elif first or self.prompting:
+            raise Terminated(signum)
+
+    def default_for(self, signum: int) -> bool:
+        """Whether the program left ``signum`` to its default action (end the process)."""
+        return signum in self._defaults
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(signum, previous)
+        self._previous.clear()
+
+
+def _die_by(signum: int) -> None:
+    """End the process as the signal's default action would, once resutil is done."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    raise SystemExit(128 + signum)  # only if the signal is blocked in this process
+
+
+_previous_excepthook = sys.excepthook
+
+
+def _told(exc: BaseException) -> BaseException:
+    """Mark ``exc`` as already explained in one line: if nothing catches it, the program
+    ends as it would (a KeyboardInterrupt still ends it by SIGINT), but with no traceback."""
+    global _previous_excepthook
+    exc._resutil_told = True  # type: ignore[attr-defined]
+    if sys.excepthook is not _excepthook:
+        _previous_excepthook = sys.excepthook
+        sys.excepthook = _excepthook
+    return exc
+
+
+def _excepthook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+    if not getattr(value, "_resutil_told", False):
+        _previous_excepthook(kind, value, tb)
+
+
 class Run:
     """The lifecycle of one experiment: start, checkpoint, finish."""
 
@@ -81,20 +189,29 @@ class Run:
         self.use_remote = not (_flag("RESUTIL_NO_REMOTE") or self.debug or self.adopted)
         self.folder: Path = Path()
         self.meta = ExpMeta()
+        self.signals = _Signals()
+        self.push_interrupted = False  # a Ctrl-C stopped the final push
+        self.recorded = False  # the end (status, end time) is written
         self._output: OutputCapture | None = None
         self._observer: ReadObserver | None = None
         self._created = False  # this run made its folder (so may remove it)
+        self._reserve: Path | None = None
+        self._warned: set[str] = set()
 
     # -- start --------------------------------------------------------------------------------
     def start(self) -> Params:
         ui.setup_logging()
         try:
             return self._start()
-        except BaseException:
+        except BaseException as e:
             # A run that could not start (e.g. an upstream experiment is nowhere) leaves no
             # half-made experiment folder behind.
+            self._stop_watching()
+            self._release_reserve()
             if self._created and self.folder.is_dir():
                 shutil.rmtree(self.folder, ignore_errors=True)
+            if isinstance(e, OSError):
+                raise _cannot_start(self.project.workspace.root, e) from None
             raise
 
     def _start(self) -> Params:
@@ -118,6 +235,7 @@ class Run:
                 self._created = True
         meta = self.meta
         meta.status = "running"
+        meta.process = Owner.current()  # from the first write on, a killed run shows as dead
         write_meta(self.folder, meta)  # marks the folder 'running' at once (push -A skips it)
         record_start(self.project, self.folder, meta, " ".join(sys.argv))
         ui.info(f"Experiment [bold]{ui.esc(self.folder.name)}[/bold]")
@@ -127,8 +245,10 @@ class Run:
             if parse_name(name) and parse_name(name).identity != self.folder.name[:22]:  # type: ignore[union-attr]
                 self._add_upstream(name, "argv")
         write_meta(self.folder, meta)
-        self._output = OutputCapture(self.folder)
+        self._reserve = ws.reserve(meta.process or Owner.current())
+        self._output = OutputCapture(self.folder, lambda text: self._problem(text, text))
         self._output.start()
+        ui.send_messages_to(self._output.terminal)  # resutil's words: not into the logs
         self._observer = ReadObserver(self.project.config.results_dir, self.folder.name)
         self._observer.start()
         return Params(self)
@@ -142,7 +262,13 @@ class Run:
         if not ui.interactive():
             return ""
         past = [p.comment for n in self.project.workspace.names().values() if (p := parse_name(n)) and p.comment]
-        return ui.ask_comment(past, comment_problem)
+        try:
+            return ui.ask_comment(past, comment_problem)
+        except EOFError:
+            raise ResutilError(
+                "no comment entered (Ctrl-D): nothing was run - run the script again, or set "
+                "RESUTIL_COMMENT to skip the prompt"
+            ) from None
 
     def _add_upstream(self, name: str, source: str) -> Path:
         ws = self.project.workspace
@@ -162,31 +288,76 @@ class Run:
     def declare(self, name: str) -> Path:
         full = self.project.resolve(name)
         path = self._add_upstream(full, "declared")
-        write_meta(self.folder, self.meta)
+        self._save()
         return path
 
     # -- checkpoint / finish -------------------------------------------------------------------
     def checkpoint(self) -> None:
         self._collect_observed()
-        write_meta(self.folder, self.meta)
+        self._save()
         if self.use_remote:
             ui.info("Checkpoint: pushing the results so far")
             self._push(final=False)
 
-    def finish(self, status: str) -> None:
-        if self._observer:
-            self._collect_observed()
-            self._observer.stop()
-        if self._output:
-            self._output.stop()
+    def record_end(self, status: str, failure: BaseException | None = None) -> None:
+        """Stop watching the run and write how it ended (and, for a failure, the traceback
+        into resutil-stderr.log); quick, so a second Ctrl-C rarely finds it half done."""
+        self._stop_watching()
+        self._release_reserve()  # room for the record on a disk the program filled
+        if failure is not None and self._output is not None:
+            tb = failure.__traceback__
+            while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+                tb = tb.tb_next  # start at the user's code
+            text = "".join(traceback.format_exception(type(failure), failure, tb))
+            self._output.append_stderr_log(text)
         self.meta.status = status
         self.meta.ended_at = datetime.now().astimezone().isoformat(timespec="seconds")
-        write_meta(self.folder, self.meta)
+        if self.folder.exists():
+            self._save()
+        self.recorded = True
+
+    def finish(self, status: str) -> None:
+        """Record the end (if not done yet) and push, or write the manifest locally."""
+        if not self.recorded:
+            self.record_end(status)
         if self.use_remote and self.folder.exists():
             self._push(final=True)
         elif self.folder.exists():
-            self.meta.manifest = compute_manifest(self.folder)
+            try:
+                self.meta.manifest = compute_manifest(self.folder)
+            except OSError as e:
+                self._problem("manifest", f"cannot list the files of {self.folder.name} ({e.strerror or e})")
+            self._save()
+
+    def _stop_watching(self) -> None:
+        if self._observer:
+            self._collect_observed()
+            self._observer.stop()
+            self._observer = None
+        if self._output:
+            self._output.stop()
+            ui.send_messages_to(None)
+
+    def _release_reserve(self) -> None:
+        if self._reserve is not None:
+            with contextlib.suppress(OSError):
+                self._reserve.unlink(missing_ok=True)
+            self._reserve = None
+
+    def _save(self) -> bool:
+        """Write the metadata; a failure is a warning (once), never the end of the run."""
+        try:
             write_meta(self.folder, self.meta)
+            return True
+        except OSError as e:
+            self._problem(EXP_FILE, f"cannot write {EXP_FILE} of {self.folder.name} "
+                                    f"({e.strerror or e}); its record may be out of date")
+            return False
+
+    def _problem(self, key: str, text: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            ui.warn(text)
 
     def _collect_observed(self) -> None:
         if not self._observer:
@@ -199,6 +370,7 @@ class Run:
     def _push(self, final: bool) -> None:
         from .sync import unpushed
 
+        later = f"run 'resutil push {self.folder.name}' later"
         try:
             with ui.RichProgress() as bars:
                 done = publish(self.project, self.folder, bars(self.folder.name),
@@ -212,10 +384,18 @@ class Run:
                 others = [n for n in unpushed(self.project) if n != self.folder.name]
                 if others:
                     ui.info(f"{len(others)} other experiment(s) are not pushed yet: resutil push -A")
-        except ResutilError as e:
+        except (ResutilError, OSError) as e:
             # Offline-first: the run is complete locally and can be pushed later.
-            self.meta = read_meta(self.folder, with_manifest=False) if self.folder.exists() else self.meta
-            ui.warn(f"push failed: {e}. The experiment is kept locally: run 'resutil push {self.folder.name}' later")
+            with contextlib.suppress(ResutilError, OSError):
+                self.meta = read_meta(self.folder, with_manifest=False) if self.folder.exists() else self.meta
+            what = e if isinstance(e, ResutilError) else (e.strerror or e)
+            ui.warn(f"push failed: {what}. The experiment is kept locally: {later}")
+        except KeyboardInterrupt:
+            if not final:
+                raise  # a Ctrl-C during a checkpoint interrupts the run
+            self.push_interrupted = True
+            ui.warn(f"push interrupted (Ctrl-C): {self.folder.name} is kept locally, marked "
+                    f"{self.meta.status}; {later}")
 
     def abandon(self) -> None:
         """Remove the folder of a failed run (only when the user asked for it)."""
@@ -223,49 +403,115 @@ class Run:
         ui.info(f"Deleted {ui.esc(self.folder.name)}")
 
 
+def _cannot_start(root: Path, e: OSError) -> ResutilError:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ResutilError(f"no space left in {root} to record the experiment, so the "
+                            "script did not run - free some space and run it again")
+    where = f" ({os.path.basename(str(e.filename))})" if e.filename else ""
+    return ResutilError(f"cannot record the experiment in {root}: {e.strerror or e}{where}; "
+                        "the script did not run")
+
+
 @contextmanager
 def experiment(comment: str | None = None) -> Iterator[Params]:
     """The decorator's lifecycle as a ``with`` block (for notebooks)."""
+    run, params = _begin(comment)
+    outcome: BaseException | None = None
+    try:
+        try:
+            yield params
+        finally:
+            run.signals.ending = True  # from here a SIGTERM waits for the record and push
+    except BaseException as e:  # noqa: BLE001 - every way out is recorded, then re-raised
+        outcome = e
+    try:
+        cut_short = _end(run, outcome)
+    finally:
+        run.signals.restore()
+    signum = run.signals.received
+    if signum is not None and run.signals.default_for(signum):
+        _die_by(signum)
+    if isinstance(outcome, KeyboardInterrupt):
+        raise _told(outcome)
+    if isinstance(outcome, Terminated):  # its handler was replaced meanwhile: exit as if killed
+        raise SystemExit(128 + outcome.signum)
+    if outcome is not None:
+        raise outcome
+    if cut_short:
+        raise _told(KeyboardInterrupt())
+
+
+def _begin(comment: str | None) -> tuple[Run, Params]:
+    """Make the run and start it; a failure to start is one line and no folder."""
+    run: Run | None = None
     try:
         run = Run(comment)
-        params = run.start()
+        run.signals.install()
+        return run, run.start()
     except ResutilError as e:
         ui.error(str(e))
-        raise SystemExit(1) from None
-    try:
-        yield params
+        failure: BaseException = SystemExit(1)
     except KeyboardInterrupt:
-        _failed(run, "interrupted", "Interrupted")
-        raise
-    except SystemExit as e:
-        if e.code in (0, None):  # sys.exit() / sys.exit(0): a normal end
-            _finished(run)
-        else:
-            _failed(run, "failed", f"exit code {e.code}")
-        raise
-    except BaseException as e:
-        _failed(run, "failed", f"{type(e).__name__}: {e}")
-        raise
-    else:
-        _finished(run)
+        ui.error("interrupted (Ctrl-C) before the run started: nothing was run or kept")
+        failure = _told(KeyboardInterrupt())
+    except Terminated as e:
+        if run is not None:
+            run.signals.restore()
+        _die_by(e.signum)
+        raise  # not reached
+    if run is not None:
+        run.signals.restore()
+    raise failure from None
 
 
-def _finished(run: Run) -> None:
-    run.finish("finished")
-    ui.info(f"[green]Done[/green]: {ui.esc(run.folder)}")
+def _judge(run: Run, outcome: BaseException | None) -> tuple[str, str | None]:
+    """(status, what happened) for how the run's code ended."""
+    if run.signals.received is not None:
+        return "interrupted", f"Stopped by {signal.Signals(run.signals.received).name}"
+    if outcome is None:
+        return "finished", None
+    if isinstance(outcome, KeyboardInterrupt):
+        return "interrupted", "Interrupted (Ctrl-C)"
+    if isinstance(outcome, SystemExit):
+        if outcome.code in (0, None):  # sys.exit() / sys.exit(0): a normal end
+            return "finished", None
+        return "failed", f"exit code {outcome.code}"
+    return "failed", f"{type(outcome).__name__}: {outcome}"
 
 
-def _failed(run: Run, status: str, what: str) -> None:
-    ui.error(f"{what} - experiment {run.folder.name} is marked {status}")
-    if ui.interactive() and not run.adopted and run.folder.name != DEBUG_NAME:
-        if run._output:
-            run._output.stop()
-        if ui.confirm(f"Delete the experiment folder {run.folder.name}?", default=False):
-            if run._observer:
-                run._observer.stop()
-            run.abandon()
-            return
-    run.finish(status)
+def _end(run: Run, outcome: BaseException | None) -> bool:
+    """Record how the run ended, ask (interactively) whether to keep a failed or
+    interrupted one, push it. True when a Ctrl-C cut this short: the run is then on
+    record and kept locally, but not pushed."""
+    status, what = _judge(run, outcome)
+    name = run.folder.name
+    if what:
+        ui.error(f"{what} - experiment {name} is marked {status}")
+    failure = outcome if status == "failed" and not isinstance(outcome, SystemExit) else None
+    try:
+        run.record_end(status, failure)
+        if (what and run.signals.received is None and ui.interactive() and not run.adopted
+                and name != DEBUG_NAME):
+            run.signals.prompting = True
+            try:
+                delete = ui.confirm(f"Delete the experiment folder {name}?", default=False)
+            finally:
+                run.signals.prompting = False
+            if delete:
+                run.abandon()
+                return False
+        run.finish(status)
+    except (KeyboardInterrupt, EOFError, Terminated):
+        if not run.recorded:  # the Ctrl-C came before the end was written
+            with contextlib.suppress(KeyboardInterrupt):
+                run.record_end(status)
+        again = " again" if status == "interrupted" else ""
+        ui.error(f"Interrupted{again}: {name} is kept locally, marked {status}; "
+                 f"run 'resutil push {name}' later")
+        return True
+    if status == "finished" and not run.push_interrupted:
+        ui.info(f"[green]Done[/green]: {ui.esc(run.folder)}")
+    return run.push_interrupted
 
 
 def main(comment: str | None = None) -> Callable[[F], F]:

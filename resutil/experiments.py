@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -9,7 +10,8 @@ from typing import Any, Iterator
 
 from .capture import copy_changed_files, environment, git_state
 from .errors import ExperimentError, ExperimentNotFound
-from .metadata import ExpMeta, read_meta, upstream_record, write_meta
+from .liveness import Owner
+from .metadata import ExpMeta, iter_files, read_meta, upstream_record, write_meta
 from .naming import check_comment, new_run_id, parse_name
 from .project import Project
 from .publish import claim_new, same_run
@@ -28,8 +30,13 @@ def new_experiment(project: Project, comment: str = "", claim: bool = True,
     still empty folder to the next free identity before anything is written into it."""
     ws = project.workspace
     folder = ws.path(ws.create(comment).name)
-    meta = ExpMeta(name=folder.name, comment=comment, status=status, run_id=new_run_id())
-    write_meta(folder, meta)
+    meta = ExpMeta(name=folder.name, comment=comment, status=status, run_id=new_run_id(),
+                   process=Owner.current())  # a run killed from here on shows as dead
+    try:
+        write_meta(folder, meta)
+    except OSError:  # e.g. a full disk: no half-made experiment left behind
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     if claim:
         folder = claim_new(project, folder, meta)
     return folder, meta
@@ -47,6 +54,7 @@ def record_start(
     if meta.run_id is None:
         meta.run_id = new_run_id()
     meta.started_at = now_iso()
+    meta.process = Owner.current()
     meta.args = args
     try:
         meta.result_dir = folder.relative_to(project.config.root).as_posix()
@@ -77,14 +85,19 @@ def add_experiment(project: Project, comment: str, deps: list[str]) -> Path:
     return folder
 
 
-def change_comment(project: Project, query: str, comment: str) -> str:
-    """Relabel an experiment locally and remotely; returns the new name."""
+def change_comment(project: Project, query: str, comment: str, force: bool = False) -> str:
+    """Relabel an experiment locally and remotely; returns the new name.
+
+    A run still going on this host is refused unless ``force``: renaming its folder
+    would pull it from under the running process."""
     check_comment(comment)
     name = project.resolve(query)
     new = parse_name(name).with_comment(comment).name  # type: ignore[union-attr]
     ws = project.workspace
     local = ws.local_name(name)
     meta = None
+    if local and not force:
+        refuse_live_run(ws.path(local), "relabel")
     if local:
         meta = read_meta(ws.path(local))
         new = ws.rename(local, comment)
@@ -167,9 +180,10 @@ def experiment_rows(project: Project, remote: bool = True
         if ident in local:
             name = local[ident]
             try:
-                status = read_meta(ws.path(name), with_manifest=False).status
+                meta = read_meta(ws.path(name), with_manifest=False)
+                status, liveness = meta.status, run_liveness(meta)
             except ExperimentError as e:
-                status = BROKEN
+                status, liveness = BROKEN, None
                 warnings.append(str(e))
         else:
             exp = remote_exps[ident]
@@ -178,8 +192,9 @@ def experiment_rows(project: Project, remote: bool = True
             meta = side.get("meta") if isinstance(side, dict) else None
             value = meta.get("status") if isinstance(meta, dict) else None
             status = value if isinstance(value, str) else ""
+            liveness = None
         rows.append({"name": name, "identity": ident, "local": ident in local,
-                     "remote": ident in remote_exps, "status": status})
+                     "remote": ident in remote_exps, "status": status, "liveness": liveness})
     return rows, warnings
 
 
@@ -216,3 +231,37 @@ def verify_many(
                 yield exp.name, "remote", problems, note
             elif remote_only:
                 yield name, "remote", ["not on the remote"], None
+
+
+# -- runs that are (or were) going on -----------------------------------------------------------
+def run_liveness(meta: ExpMeta) -> str | None:
+    """For a ``running`` experiment: "live", "dead" (its process is gone: killed, crashed,
+    machine rebooted) or "unknown" (another host's, or no process recorded); else None."""
+    if meta.status != "running":
+        return None
+    alive = meta.process.alive() if meta.process else None
+    return "unknown" if alive is None else "live" if alive else "dead"
+
+
+def refuse_live_run(folder: Path, action: str) -> None:
+    """Raise if a process on this host is still running the experiment in ``folder``."""
+    meta = read_meta(folder, with_manifest=False)
+    if run_liveness(meta) == "live":
+        raise ExperimentError(
+            f"{folder.name} is still running (pid {meta.process.pid}); "  # type: ignore[union-attr]
+            f"to {action} it now would break that run - wait for it to end, or use --force"
+        )
+
+
+def end_dead_run(folder: Path) -> ExpMeta:
+    """Mark a ``running`` experiment whose process is gone as interrupted; it ended, as far
+    as anyone can tell, at its last write. A live or unknown run is left as it is."""
+    meta = read_meta(folder, with_manifest=False)
+    if run_liveness(meta) != "dead":
+        return meta
+    last = max((st.st_mtime for _, _, st in iter_files(folder)), default=None)
+    meta.status = "interrupted"
+    meta.ended_at = (datetime.fromtimestamp(last).astimezone().isoformat(timespec="seconds")
+                     if last is not None else now_iso())
+    write_meta(folder, meta)
+    return meta

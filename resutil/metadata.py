@@ -22,6 +22,7 @@ import yaml
 
 from .errors import ExperimentError
 from .hashing import HASH_ALGORITHM, new_hasher
+from .liveness import Owner
 from .naming import NAME_IN_TEXT_RE, identity_of, parse_name
 
 EXP_FILE = "resutil-exp.yaml"
@@ -213,6 +214,7 @@ class ExpMeta:
     ended_at: str | None = None
     environment: dict[str, Any] = field(default_factory=dict)
     pipeline: dict[str, Any] | None = None
+    process: Owner | None = None  # the process that runs it (tells a dead 'running' one)
     manifest: Manifest | None = None
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
@@ -258,6 +260,8 @@ class ExpMeta:
         }
         if self.pipeline:
             d["pipeline"] = self.pipeline
+        if self.process:
+            d["process"] = self.process.to_dict()
         d.update(self.extra)
         return d
 
@@ -287,7 +291,7 @@ class ExpMeta:
         known = {
             "args", "result_dir", "dependency", "git", "schema_version", "name", "run_id", "comment",
             "status", "started_at", "ended_at", "dependency_sources", "environment", "pipeline",
-            "manifest",
+            "manifest", "process",
         }
         git = _mapping(data, "git")
         deps: list[Dependency] = []
@@ -343,6 +347,7 @@ class ExpMeta:
             ended_at=_text(data, "ended_at", default=None),
             environment=dict(_mapping(data, "environment")),
             pipeline=pipeline or None,
+            process=Owner.from_dict(data.get("process")),
             manifest=manifest or Manifest.from_dict(data.get("manifest")),
             schema_version=version or 1,
             extra={k: v for k, v in data.items() if k not in known},

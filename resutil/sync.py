@@ -15,6 +15,7 @@ from .archive import (
     LocalWriteError, NotStreamable, StreamExtractor, extract_archive, hash_mismatch,
 )
 from .errors import ExperimentError, ResutilError
+from .experiments import end_dead_run, run_liveness
 from .metadata import hash_file, manifest_changes, read_meta
 from .naming import IDENTITY_LEN
 from .progress import NO_PROGRESS_FACTORY, Callback, CallbackFactory
@@ -35,6 +36,7 @@ class SyncPlan:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     missing: list[tuple[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # experiments left out, and why
+    dead: list[str] = field(default_factory=list)  # left 'running' by a process that is gone
 
 
 @dataclass
@@ -77,7 +79,7 @@ def plan_push(
                 plan.warnings.append(f"{e} (not pushed)")
                 seen.add(ident)
                 continue
-            if meta.status == "running":
+            if run_liveness(meta) in ("live", "unknown"):
                 plan.skipped.append((name, "still running"))
             elif ident not in on_remote:
                 todo.append((name, "not on the remote"))
@@ -94,7 +96,7 @@ def plan_push(
             continue
         seen.add(ident)
         try:
-            deps = read_meta(ws.path(name), with_manifest=False).dependencies
+            meta = read_meta(ws.path(name), with_manifest=False)
         except ExperimentError as e:
             if reason == "requested":
                 raise
@@ -102,9 +104,11 @@ def plan_push(
             continue
         plan.items.append(name)
         plan.reasons[name] = reason
+        if run_liveness(meta) == "dead":
+            plan.dead.append(name)  # pushed as interrupted (push marks it)
         if not with_deps:
             continue
-        for dep in deps:
+        for dep in meta.dependencies:
             if dep.identity in seen:
                 continue
             if dep.identity in local:
@@ -142,6 +146,8 @@ def push(
     targets: dict[str, Target] = {}
 
     def claim(name: str) -> int:
+        if name in plan.dead:
+            end_dead_run(ws.path(name))
         targets[name] = settle(project, ws.path(name))
         return 0
 

@@ -6,11 +6,12 @@ on a terminal; in CI logs and pipes there is at most one line per finished trans
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import threading
-from typing import Iterable
+from typing import Iterable, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -44,19 +45,32 @@ def esc(text: object) -> str:
     return escape(str(text))
 
 
+def send_messages_to(stream: TextIO | None) -> None:
+    """Show messages and progress bars on ``stream`` (None: on whatever sys.stderr is).
+
+    While a run's output is logged, resutil's own words go to the terminal only."""
+    console.file = stream  # type: ignore[assignment]
+
+
+def _show(renderable: object) -> None:
+    # A message that cannot be shown (the terminal hung up) is no reason to fail.
+    with contextlib.suppress(OSError, ValueError):
+        console.print(renderable, soft_wrap=True)
+
+
 def info(text: str) -> None:
     """A message that may use rich markup; pass names and paths through ``esc``."""
-    console.print(text, soft_wrap=True)
+    _show(text)
 
 
 def warn(text: str) -> None:
     """A plain-text warning (shown literally, brackets included)."""
-    console.print(Text.assemble(("Warning:", "yellow"), " ", text), soft_wrap=True)
+    _show(Text.assemble(("Warning:", "yellow"), " ", text))
 
 
 def error(text: str) -> None:
     """A plain-text error on one line (shown literally, brackets included)."""
-    console.print(Text.assemble(("Error:", "red"), " ", text), soft_wrap=True)
+    _show(Text.assemble(("Error:", "red"), " ", text))
 
 
 def confirm(question: str, default: bool = False) -> bool:
@@ -135,7 +149,12 @@ class RichProgress(CallbackFactory):
         return _Task(self, description)
 
     def __enter__(self) -> RichProgress:
-        self.progress.__enter__()
+        try:
+            self.progress.__enter__()
+        except BaseException:  # e.g. Ctrl-C while it draws: leave no live display behind
+            with contextlib.suppress(Exception):
+                self.progress.stop()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 import time
@@ -11,11 +13,13 @@ from pathlib import Path
 from typing import Iterable
 
 from .errors import ExperimentError, ExperimentNotFound, ResutilError
+from .liveness import Owner
 from .naming import ExpName, check_comment, make_name, parse_name
 
 INTERNAL_DIR = ".resutil"  # scratch space and caches; hidden so 0.1.x ignores it
 DEBUG_NAME = "_debug"  # RESUTIL_DEBUG's scratch folder, as in 0.1.x
 STALE_TMP_AGE = 3600.0  # scratch untouched this long was left by a killed process
+RESERVE_BYTES = 1 << 20  # set aside by a run so it can record its end on a full disk
 
 
 class Workspace:
@@ -147,6 +151,35 @@ class Workspace:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         os.rename(src, trash)
         shutil.rmtree(trash, ignore_errors=True)
+
+    def reserve(self, owner: Owner, size: int = RESERVE_BYTES) -> Path | None:
+        """Set ``size`` bytes of this disk aside for ``owner`` (None if there is no room).
+
+        A run deletes its reserve when it ends, so that on a disk its program filled it
+        can still write its status, traceback and manifest. Reserves of dead owners go.
+        """
+        try:
+            for entry in os.scandir(self.tmp_dir):
+                other = Owner.parse(entry.name[8:]) if entry.name.startswith("reserve-") else None
+                if other is not None and other.alive() is False:
+                    os.unlink(entry.path)
+        except OSError:
+            pass
+        path = self.tmp_dir / f"reserve-{owner.tag}"
+        try:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            with open(path, "wb") as f:
+                try:
+                    os.posix_fallocate(f.fileno(), 0, size)
+                except (AttributeError, OSError) as e:
+                    if getattr(e, "errno", None) == errno.ENOSPC:
+                        raise
+                    f.write(bytes(size))  # no fallocate on this file system: write it out
+        except OSError:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+            return None
+        return path
 
     def new_tmp(self, label: str) -> Path:
         """A fresh scratch folder under the results folder (stale ones are removed first)."""

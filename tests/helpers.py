@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime
@@ -179,8 +180,20 @@ def popen_script(proj: Proj, script: str | Path = "s.py", args: Sequence[str] = 
                  env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
     full_env = {**os.environ, **(env or {})}
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
+    kw.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.Popen([sys.executable, str(script), *args], cwd=proj.root,
-                            stdin=subprocess.DEVNULL, env=full_env, **kw)
+                            env=full_env, **kw)
+
+
+def wait_for(predicate, what: str, proc: subprocess.Popen | None = None, limit: float = 60):
+    """Poll until ``predicate()`` is true (not a timing assertion: only a hang guard)."""
+    end = time.monotonic() + limit
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process ended before {what}: {proc.communicate()}")
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.01)
 
 
 def read_exp(folder: Path) -> dict:
