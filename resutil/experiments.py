@@ -245,7 +245,10 @@ def run_liveness(meta: ExpMeta) -> str | None:
 
 def refuse_live_run(folder: Path, action: str) -> None:
     """Raise if a process on this host is still running the experiment in ``folder``."""
-    meta = read_meta(folder, with_manifest=False)
+    try:
+        meta = read_meta(folder, with_manifest=False)
+    except ExperimentError:
+        return  # broken metadata names no process (and rm must be able to clear it)
     if run_liveness(meta) == "live":
         raise ExperimentError(
             f"{folder.name} is still running (pid {meta.process.pid}); "  # type: ignore[union-attr]
