@@ -137,7 +137,9 @@ def describe_experiment(project: Project, query: str) -> dict[str, Any]:
     return {
         "name": local or name,
         "where": where,
-        "status": meta.status,
+        "status": {"dead": "dead (its process is gone; 'resutil push' records it as "
+                           "interrupted)", "unknown": "running?"}.get(
+            run_liveness(meta) or "", meta.status) if local else meta.status,
         "comment": meta.comment or (parse_name(name).comment if parse_name(name) else ""),
         "started_at": meta.started_at,
         "ended_at": meta.ended_at,

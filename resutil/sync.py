@@ -349,7 +349,7 @@ def _run(plan: SyncPlan, one: Callable[[str], int | Published], jobs: int, max_w
 
 
 def unpushed(project: Project) -> list[str]:
-    """Local experiments the remote does not have (running ones excluded)."""
+    """Local experiments the remote does not have."""
     on_remote = project.remote.experiments()
     return [n for i, n in project.workspace.names().items() if i not in on_remote]
 

@@ -161,6 +161,7 @@ def test_a_dead_run_shows_dead_and_push_all_pushes_it_as_interrupted(proj, how):
     assert (row["status"], row["liveness"]) == ("running", "dead")
     line = next(ln for ln in cli_ok("list").stdout.splitlines() if folder.name in ln)
     assert line.split()[-2:] == ["dead", folder.name]
+    assert json.loads(cli_ok("show", "--json", folder.name).stdout)["status"].startswith("dead")
 
     r = cli_ok("push", "-A")
     said = [ln for ln in r.stderr.splitlines() if "process that is gone" in ln]
