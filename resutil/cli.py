@@ -14,6 +14,7 @@ import click
 
 from . import ui
 from .errors import DependencyError, ExperimentNotFound, ResutilError
+from .naming import IDENTITY_LEN
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -168,7 +169,7 @@ def _do_sync(direction: str, experiments, all_, no_dependency, dry_run, jobs, fo
         result = run(project, plan, jobs, progress)
     done = "Pushed" if direction == "push" else "Pulled"
     for old, new in result.moved:
-        ui.warn(f"{old}: another run holds {old[:22]} on the remote; moved to {new} "
+        ui.warn(f"{old}: another run holds {old[:IDENTITY_LEN]} on the remote; moved to {new} "
                 "(local experiments naming it follow)")
     for name in result.transferred:
         ui.info(f"{done} {ui.esc(name)}")
@@ -247,11 +248,11 @@ def rm(experiments, local_only, remote_only, force) -> None:
     both = not local_only and not remote_only
     records = collect(project, remote=not local_only)
     names = [project.resolve(q, remote=not local_only) for q in experiments]
-    targets = {n[:22] for n in names}
+    targets = {n[:IDENTITY_LEN] for n in names}
     for warning in unreadable(records, targets):  # their upstream experiments are unknown
         ui.warn(f"{warning} (cannot tell whether it depends on what is removed)")
     for name in names:
-        ident = name[:22]
+        ident = name[:IDENTITY_LEN]
         users = sorted(r.name for r in records.values()
                        if r.identity not in targets and any(d.identity == ident for d in r.meta.dependencies))
         if users and not force:
@@ -263,7 +264,7 @@ def rm(experiments, local_only, remote_only, force) -> None:
         if local and not remote_only and not force:
             refuse_live_run(project.workspace.path(local), "remove")
     for name in names:
-        ident = name[:22]
+        ident = name[:IDENTITY_LEN]
         rec = records.get(ident)
         did = []
         if (local_only or both) and project.workspace.local_name(name):

@@ -242,7 +242,7 @@ class Run:
         if meta.uncommitted_files:
             ui.info(f"  {len(meta.uncommitted_files)} uncommitted file(s) copied to uncommited_files/")
         for name in names_in_argv(sys.argv[1:], self.project.config.results_dir):
-            if parse_name(name) and parse_name(name).identity != self.folder.name[:22]:  # type: ignore[union-attr]
+            if parse_name(name) and parse_name(name).identity != self.folder.name[:IDENTITY_LEN]:  # type: ignore[union-attr]
                 self._add_upstream(name, "argv")
         write_meta(self.folder, meta)
         self._reserve = ws.reserve(meta.process or Owner.current())

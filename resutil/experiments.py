@@ -12,7 +12,7 @@ from .capture import copy_changed_files, environment, git_state
 from .errors import ExperimentError, ExperimentNotFound
 from .liveness import Owner
 from .metadata import ExpMeta, iter_files, read_meta, upstream_record, write_meta
-from .naming import check_comment, new_run_id, parse_name
+from .naming import IDENTITY_LEN, check_comment, new_run_id, parse_name
 from .project import Project
 from .publish import claim_new, same_run
 
@@ -131,7 +131,7 @@ def describe_experiment(project: Project, query: str) -> dict[str, Any]:
         where = "remote only"
     records = collect(project, remote=not project.no_remote)
     downstream = sorted(r.name for r in records.values()
-                        if any(d.identity == name[:22] for d in r.meta.dependencies))
+                        if any(d.identity == name[:IDENTITY_LEN] for d in r.meta.dependencies))
     env = meta.environment or {}
     man = meta.manifest
     return {
@@ -155,7 +155,7 @@ def describe_experiment(project: Project, query: str) -> dict[str, Any]:
         "upstream": [{"name": records[d.identity].name if d.identity in records else d.name,
                       "source": d.source} for d in meta.dependencies],
         "downstream": downstream,
-        "warnings": unreadable(records, {name[:22]}),
+        "warnings": unreadable(records, {name[:IDENTITY_LEN]}),
     }
 
 

@@ -88,10 +88,10 @@ def plan_push(
     for query in queries:
         name = ws.resolve(query)
         todo.append((name, "requested"))
-        seen.discard(name[:22])  # named: its error is the command's error
+        seen.discard(name[:IDENTITY_LEN])  # named: its error is the command's error
     while todo:
         name, reason = todo.pop(0)
-        ident = name[:22]
+        ident = name[:IDENTITY_LEN]
         if ident in seen:
             continue
         seen.add(ident)

@@ -66,7 +66,7 @@ from resutil.metadata import (
     walk_files,
     write_meta,
 )
-from resutil.naming import comment_problem, parse_name
+from resutil.naming import IDENTITY_LEN, comment_problem, parse_name
 from resutil.project import Project
 from resutil.sync import pull_one
 
@@ -321,7 +321,7 @@ class StorageProvider(StorageProviderBase):
             return folder
 
     def note_read(self, name: str) -> None:
-        self._retrieved[name[:22]] = name
+        self._retrieved[name[:IDENTITY_LEN]] = name
 
     # -- writing --------------------------------------------------------------------------
     def run_experiment(self, comment: str) -> Path:
@@ -540,7 +540,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
                     found = obj.locate()
                     if found is not None:
                         names.append(found.name)
-        return [n for n in dict.fromkeys(names) if n[:22] != own[:22]]
+        return [n for n in dict.fromkeys(names) if n[:IDENTITY_LEN] != own[:IDENTITY_LEN]]
 
     # -- glob -----------------------------------------------------------------------------
     def list_candidate_matches(self) -> Iterable[str]:
