@@ -41,3 +41,34 @@ def copy_stream(src, dst, callback: Callback = NO_PROGRESS, bufsize: int = 256 <
         dst.write(view[:n])
         total += n
         callback.advance(n)
+
+
+class HighWater:
+    """Reports bytes to a Callback once each, however often a transfer rewinds and sends
+    them again (a retried chunk, an SDK that re-reads)."""
+
+    def __init__(self, callback: Callback, start: int = 0) -> None:
+        self.callback = callback
+        self.high = start
+
+    def reached(self, pos: int) -> None:
+        if pos > self.high:
+            self.callback.advance(pos - self.high)
+            self.high = pos
+
+
+class ProgressReader:
+    """A readable binary file that reports how far it has been read (each byte once) and
+    otherwise behaves as the file it wraps (tell, seek, seekable, name ...)."""
+
+    def __init__(self, f, progress: Callback | HighWater) -> None:
+        self._f = f
+        self._high = progress if isinstance(progress, HighWater) else HighWater(progress, f.tell())
+
+    def read(self, n: int | None = -1) -> bytes:
+        data = self._f.read(-1 if n is None else n)
+        self._high.reached(self._f.tell())
+        return data
+
+    def __getattr__(self, name: str):
+        return getattr(self._f, name)

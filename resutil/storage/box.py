@@ -66,7 +66,7 @@ from ..errors import (
     StoragePermission,
     StorageUnavailable,
 )
-from ..progress import NO_PROGRESS, Callback
+from ..progress import NO_PROGRESS, Callback, HighWater, ProgressReader
 from .base import ObjectInfo, Storage, StorageSettings, Transient, not_found
 
 T = TypeVar("T")
@@ -117,41 +117,6 @@ class _RetryStrategy(BoxRetryStrategy):
         if fetch_response.status == 202 and "Retry-After" in (fetch_response.headers or {}):
             return attempt_number < 60
         return super().should_retry(fetch_options, fetch_response, attempt_number)
-
-
-class _Progress:
-    """Reports bytes to a Callback once each, however often the SDK rewinds and re-reads."""
-
-    def __init__(self, callback: Callback) -> None:
-        self.callback = callback
-        self.high = 0
-
-    def reached(self, pos: int) -> None:
-        if pos > self.high:
-            self.callback.advance(pos - self.high)
-            self.high = pos
-
-
-class _CountingReader:
-    """A seekable binary stream that reports how far it has been read."""
-
-    def __init__(self, f, progress: _Progress) -> None:
-        self._f = f
-        self._progress = progress
-
-    def read(self, size: int | None = -1) -> bytes:
-        data = self._f.read(-1 if size is None else size)
-        self._progress.reached(self._f.tell())
-        return data
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self._f.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._f.tell()
-
-    def seekable(self) -> bool:
-        return True
 
 
 class _PartReader:
@@ -608,7 +573,7 @@ class BoxStorage(Storage):
     def _upload(self, src: Path, folder: str, name: str, callback: Callback) -> ObjectInfo:
         size = src.stat().st_size
         callback.set_total(size)
-        progress = _Progress(callback)
+        progress = HighWater(callback)
         sha1 = _file_sha1(src) if size < CHUNKED_MIN else None
 
         def in_folder(fid: str | None) -> ObjectInfo:
@@ -649,7 +614,7 @@ class BoxStorage(Storage):
                 src.write_bytes(data)
                 try:
                     entry = self._put(fid, name, None, src, len(data),
-                                      hashlib.sha1(data).hexdigest(), _Progress(NO_PROGRESS),
+                                      hashlib.sha1(data).hexdigest(), HighWater(NO_PROGRESS),
                                       f"{folder}/{name}")
                 except BoxAPIError as e:
                     if _status(e) != 409:
@@ -667,13 +632,13 @@ class BoxStorage(Storage):
         return self._in_folder(folder, True, in_folder)
 
     def _put(self, fid: str, name: str, file_id: str | None, src: Path, size: int,
-             sha1: str | None, progress: _Progress, target: str) -> _Entry:
+             sha1: str | None, progress: HighWater, target: str) -> _Entry:
         """One upload: a new file or a new version of ``file_id``; returns the stored file."""
         client = self._client()
         if size >= CHUNKED_MIN:
             return self._put_chunked(fid, name, file_id, src, size, progress, target)
         with open(src, "rb") as f:
-            stream = _CountingReader(f, progress)
+            stream = ProgressReader(f, progress)
             if file_id is None:
                 parent = UploadFileAttributesParentField(id=fid)
                 attrs = UploadFileAttributes(name=name, parent=parent)
@@ -684,7 +649,7 @@ class BoxStorage(Storage):
         return _Entry.of(files.entries[0])
 
     def _put_chunked(self, fid: str, name: str, file_id: str | None, src: Path, size: int,
-                     progress: _Progress, target: str) -> _Entry:
+                     progress: HighWater, target: str) -> _Entry:
         """An upload session, as the SDK's ``upload_big_file(_version)`` runs it (parts in
         order, each checked against Box's answer; for a new version, parts equal to the
         current one's are planned instead of sent), except that a thread reads and hashes

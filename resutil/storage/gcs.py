@@ -51,7 +51,7 @@ from ..errors import (
     StoragePermission,
     StorageUnavailable,
 )
-from ..progress import NO_PROGRESS, Callback
+from ..progress import NO_PROGRESS, Callback, ProgressReader
 from .base import GrowingFile, ObjectInfo, Storage, StorageSettings, Transient, not_found
 
 SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
@@ -251,7 +251,7 @@ class GCSStorage(Storage):
         # interrupted upload leaves nothing behind.
         with open(src, "rb") as f:
             blob.upload_from_file(
-                _ProgressReader(f, callback), size=size, content_type=_content_type(name),
+                ProgressReader(f, callback), size=size, content_type=_content_type(name),
                 retry=self._retry(callback), timeout=self.timeout,
             )
         return _info(name, blob)  # the SDK keeps the object resource the upload answered
@@ -265,7 +265,7 @@ class GCSStorage(Storage):
             return super()._upload_growing(src, folder, name, callback)
         blob = self._get_bucket().blob(self._key(folder, name), chunk_size=self.chunk_size)
         blob.upload_from_file(
-            _ProgressReader(src, callback), size=None, content_type=_content_type(name),
+            ProgressReader(src, callback), size=None, content_type=_content_type(name),
             retry=self._retry(callback), timeout=self.timeout,
         )
         return _info(name, blob)
@@ -510,29 +510,6 @@ class GCSStorage(Storage):
 
 
 # -- helpers ---------------------------------------------------------------------------
-class _ProgressReader:
-    """A read-only file wrapper reporting each new byte read once (retries re-read)."""
-
-    def __init__(self, f: Any, callback: Callback) -> None:
-        self._f = f
-        self._cb = callback
-        self._high = f.tell()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
-        self._report()
-        return data
-
-    def _report(self) -> None:
-        pos = self._f.tell()
-        if pos > self._high:
-            self._cb.advance(pos - self._high)
-            self._high = pos
-
-    def __getattr__(self, name: str) -> Any:  # tell, seek, seekable, name, ...
-        return getattr(self._f, name)
-
-
 class _ProgressWriter:
     """A write-only file wrapper that hands the SDK's 8 KiB writes on in 1 MiB blocks
     (one system call, or one pass of an extracting sink, per block) and reports them."""
