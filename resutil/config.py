@@ -15,9 +15,10 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import ConfigError, ResutilError
+from .storage import BACKENDS
 
 CONFIG_FILE_NAME = "resutil-conf.yaml"
-STORAGE_TYPES = ("local", "gcs", "gdrive", "box")
+STORAGE_TYPES = tuple(BACKENDS)  # the backend registry decides what exists
 # 0.1.x accepted "gs" for Google Cloud Storage.
 STORAGE_ALIASES = {"gs": "gcs"}
 REQUIRED_KEYS = ("project_name", "results_dir", "storage_type")
