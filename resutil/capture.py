@@ -12,13 +12,13 @@ import re
 import shutil
 import socket
 import stat
-import subprocess
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
 
+from . import git
 from .metadata import UNCOMMITTED_DIR
 from .naming import parse_name
 
@@ -37,34 +37,21 @@ class GitState:
     changed: list[str] = field(default_factory=list)
 
 
-def _git(args: list[str], cwd: Path) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout if out.returncode == 0 else None
-
-
 def git_state(cwd: Path | None = None) -> GitState:
     """Git facts for the repository containing ``cwd``; empty when there is none."""
-    cwd = cwd or Path.cwd()
-    top = _git(["rev-parse", "--show-toplevel"], cwd)
-    if not top:
+    root = git.toplevel(cwd or Path.cwd())
+    if root is None:
         return GitState()
-    root = Path(top.strip())
-    head = _git(["rev-parse", "--verify", "-q", "HEAD"], root)
     # Modified (unstaged) and staged files, deleted ones excluded (nothing to copy).
-    unstaged = _git(["diff", "--name-only", "-z", "--diff-filter=d"], root) or ""
-    staged = _git(["diff", "--cached", "--name-only", "-z", "--diff-filter=d"], root) or ""
+    unstaged = git.run(["diff", "--name-only", "-z", "--diff-filter=d"], root) or ""
+    staged = git.run(["diff", "--cached", "--name-only", "-z", "--diff-filter=d"], root) or ""
     changed = {p for p in (unstaged + staged).split("\0") if p}
     if changed:
         # A tracked file that is ignored now (a .env committed once, then listed in
         # .gitignore) is as secret as an untracked one. If git cannot tell, copy nothing.
-        ignored = _git(["ls-files", "-z", "--cached", "--ignored", "--exclude-standard"], root)
+        ignored = git.run(["ls-files", "-z", "--cached", "--ignored", "--exclude-standard"], root)
         changed = changed - set(ignored.split("\0")) if ignored is not None else set()
-    return GitState(root, head.strip() if head else None, sorted(changed))
+    return GitState(root, git.head(root), sorted(changed))
 
 
 def copy_changed_files(state: GitState, dest: Path, exclude: Iterable[Path] = ()) -> list[str]:
