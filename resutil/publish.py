@@ -134,6 +134,8 @@ def same_run(project: Project, meta: ExpMeta, exp: RemoteExperiment) -> bool:
     theirs = project.remote.meta(exp)
     if theirs.run_id is not None:
         return theirs.run_id == meta.run_id
+    if meta.process is not None:
+        return False  # made with a run id, which every push of it carries: not this run
     # Pushed before run ids (by 0.1.x or an earlier resutil): the same start and host is
     # this run pushed then; a copy without even those is taken as this run, as before.
     mine = (meta.started_at, (meta.environment or {}).get("host"))

@@ -362,3 +362,51 @@ def test_verbose_shows_what_resutil_did(proj):
     finally:
         del os.environ["RESUTIL_LOG"]
     assert "list" in r.stderr and "up to date" in r.stderr
+
+
+def test_a_new_run_never_replaces_a_01x_archive_of_its_identity(proj):
+    """0.1.x archives carry no run id, no start time, no host: a run made by resutil (which
+    has a run id from its first moment) is never taken for one of them."""
+    import io
+
+    proj.archive_dir.mkdir(parents=True)
+    old = "aapiyl_20240706T064339_old"
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("data.txt", "from 0.1.x\n")
+        zf.writestr("resutil-exp.yaml", "args: old.py\nresult_dir: results/x\ndependency: []\n"
+                    "git: {commit_hash: null, uncommited_files: []}\n")
+    proj.zip_of(old).write_bytes(buf.getvalue())
+    from resutil.liveness import Owner
+    from resutil.metadata import read_meta, write_meta
+
+    mine = make_exp(proj, "new", {"data.txt": "mine\n"}, when=T0)
+    meta = read_meta(mine)
+    meta.run_id, meta.process = new_run_id(), Owner.current()
+    write_meta(mine, meta)
+    r = ok("push", mine.name)
+    assert "moved to" in _said(r)
+    with zipfile.ZipFile(proj.zip_of(old)) as zf:
+        assert zf.read("data.txt") == b"from 0.1.x\n"
+    moved = proj.only_exp()
+    assert moved.name[:22] != old[:22] and f"{moved.name}.zip" in proj.remote_zips()
+
+
+def test_pull_refuses_another_run_under_a_local_identity_until_it_moves(proj, tmp_path):
+    mine = make_exp(proj, "a", {"who.txt": "one"}, when=T0, host="node1")
+    ok("push", mine.name)
+    node2 = make_clone(proj, tmp_path / "node2")
+    with chdir(node2.root):
+        theirs = make_exp(node2, "b", {"who.txt": "two"}, when=T0, host="node2")
+        from resutil.metadata import read_meta, write_meta
+
+        meta = read_meta(theirs)
+        meta.run_id = new_run_id()
+        write_meta(theirs, meta)
+        r = ok("pull", mine.name)
+        assert "different run holds this identity here" in _said(r)
+        assert (theirs / "who.txt").read_text() == "two"  # untouched
+        assert "moved to" in _said(ok("push", theirs.name))
+        ok("pull", mine.name)
+        assert (node2.results / mine.name / "who.txt").read_text() == "one"
+        assert len(node2.exp_dirs()) == 2
