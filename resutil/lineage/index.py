@@ -1,0 +1,211 @@
+"""The cached metadata index: what every experiment, local and remote, says about itself.
+
+Reading 10,000 metadata files must take well under a second, so ``collect`` keeps an
+index of what it read (local: by the metadata file's inode, size and mtime, which an atomic
+rewrite always changes; remote: by the versions of the archive and its sidecar on the
+storage) and, on a miss, reads a local file's head with ``metadata.read_head``, without
+its ``environment`` block, the bulk of it and of no use to the lineage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import ArchiveError, ExperimentError
+from ..metadata import EXP_FILE, Dependency, ExpMeta, read_head
+from ..project import Project
+from ..remote import Remote, RemoteExperiment
+from ..workspace import Workspace
+
+_PACKED = [f.name for f in fields(ExpMeta) if f.name not in ("environment", "manifest", "dependencies")]
+# Changes whenever ExpMeta's fields do, so an index written by another version is ignored.
+INDEX_VERSION = "2:" + ",".join(_PACKED)
+LOCAL_INDEX = "lineage-local.json"
+REMOTE_INDEX = "lineage-remote.json"
+BROKEN = "broken"  # the status shown for an experiment whose metadata cannot be used
+
+
+@dataclass
+class Record:
+    """One experiment as the lineage sees it."""
+
+    name: str
+    meta: ExpMeta
+    local: bool = False
+    remote: bool = False
+    problem: str | None = None  # why its metadata could not be used (then it has no upstream)
+
+    @property
+    def identity(self) -> str:
+        return self.name[:22]
+
+
+def _broken(name: str, problem: str, **where: bool) -> Record:
+    return Record(name, ExpMeta(name=name, status=BROKEN), problem=problem, **where)
+
+
+def unreadable(records: dict[str, Record], skip: set[str] | frozenset[str] = frozenset()
+               ) -> list[str]:
+    """One message per experiment whose metadata could not be used (identities in ``skip``
+    left out): what front ends show as warnings."""
+    return [r.problem for i, r in sorted(records.items()) if r.problem and i not in skip]
+
+
+def collect(project: Project, remote: bool = True) -> dict[str, Record]:
+    """identity -> Record for every experiment, local metadata first, then the remote's.
+
+    A record's metadata has no manifest and, for local experiments, no ``environment``.
+    An experiment whose metadata cannot be used is a record with a ``problem`` (see
+    ``unreadable``), so one broken folder or sidecar affects only itself.
+    """
+    records = _local_records(project.workspace)
+    if remote and not project.no_remote:
+        exps = project.remote.experiments()
+        missing = [e for i, e in exps.items() if i not in records]
+        for exp, meta in zip(missing, _remote_metas(project.remote, missing)):
+            if isinstance(meta, str):
+                records[exp.identity] = _broken(exp.name, meta, remote=True)
+            else:
+                records[exp.identity] = Record(exp.name, meta, remote=True)
+        for ident in exps:
+            records[ident].remote = True
+    return records
+
+
+def _local_records(ws: Workspace) -> dict[str, Record]:
+    path = ws.cache_dir / LOCAL_INDEX
+    old = _load_index(path)
+    new: dict[str, Any] = {}
+    records: dict[str, Record] = {}
+    changed = False
+    root = str(ws.root)
+    for ident, name in ws.names().items():
+        try:
+            st = os.stat(os.path.join(root, name, EXP_FILE))  # (10,000 Paths cost 0.1 s)
+            sig: list[int] | None = [st.st_ino, st.st_size, st.st_mtime_ns]
+        except OSError:
+            sig = None
+        packed = _hit(old.get(name), sig)
+        meta = _unpack(packed) if packed is not None else None
+        if meta is None:
+            try:
+                meta = read_head(ws.path(name))
+            except ExperimentError as e:
+                records[ident] = _broken(name, str(e), local=True)
+                changed = changed or name in old
+                continue
+            assert meta is not None  # (None only when a key is required)
+            packed = _pack(meta)
+            changed = True
+        if sig is not None:
+            new[name] = [sig, packed]
+        meta.set_name(name)  # the folder name is the authority, as in read_meta
+        records[ident] = Record(name, meta, local=True)
+    if changed or new.keys() != old.keys():
+        _save_index(path, new)
+    return records
+
+
+def _hit(entry: Any, sig: list[Any] | None) -> dict[str, Any] | None:
+    """The packed metadata of an index entry whose signature is ``sig``."""
+    if sig is None or not isinstance(entry, list) or len(entry) != 2 or entry[0] != sig:
+        return None
+    return entry[1] if isinstance(entry[1], dict) else None
+
+
+def _remote_metas(remote: Remote, exps: list[RemoteExperiment]) -> list[ExpMeta | str]:
+    """Each experiment's metadata, or why it cannot be used (a damaged sidecar or archive
+    affects only its own experiment; an unreachable storage still fails the whole call)."""
+    cache_dir = remote.cache_dir
+    path = cache_dir / REMOTE_INDEX if cache_dir is not None else None
+    old = _load_index(path) if path is not None else {}
+    sigs = [_remote_sig(e) for e in exps]
+    packs = [_hit(old.get(e.identity), sig) for e, sig in zip(exps, sigs)]
+    cached = [_unpack(p) if p is not None else None for p in packs]
+    todo = [e for e, meta in zip(exps, cached) if meta is None]
+    fetched: dict[str, ExpMeta | str] = {}
+    if todo:
+        # This index caches sidecars already, so they are read past Remote's cache of one
+        # file per sidecar (creating 10,000 small files is most of a cold run); an archive
+        # without sidecar (0.1.x) goes through that cache, so it is fetched only once.
+        uncached = Remote(remote.storage, remote.project)
+
+        def read(exp: RemoteExperiment) -> ExpMeta | str:
+            try:
+                return (uncached if exp.sidecar is not None else remote).meta(exp)
+            except (ExperimentError, ArchiveError) as e:
+                return f"{exp.name} on the remote: {e}"
+
+        with ThreadPoolExecutor(8) as pool:
+            fetched = dict(zip((e.identity for e in todo), pool.map(read, todo)))
+    new: dict[str, Any] = {}
+    metas: list[ExpMeta | str] = []
+    for exp, sig, meta, packed in zip(exps, sigs, cached, packs):
+        if meta is None:
+            got = fetched[exp.identity]
+            if isinstance(got, str):
+                metas.append(got)  # not indexed: read again next time
+                continue
+            meta = got
+            meta.environment = {}
+            packed = _pack(meta)
+        new[exp.identity] = [sig, packed]
+        meta.set_name(exp.name)
+        metas.append(meta)
+    if path is not None and (fetched or new.keys() != old.keys()):
+        _save_index(path, new)
+    return metas
+
+
+def _remote_sig(exp: RemoteExperiment) -> list[Any] | None:
+    """What the cached metadata of a remote experiment depends on: the versions (content)
+    of its archive and sidecar, since a sidecar counts only for the archive it names.
+    None (never cached) where the storage does not tell versions."""
+    sig: list[Any] = [exp.archive.name, exp.archive.version]
+    if exp.sidecar is not None:
+        sig += [exp.sidecar.name, exp.sidecar.version]
+    return None if None in sig else sig
+
+
+def _pack(meta: ExpMeta) -> dict[str, Any]:
+    """ExpMeta as JSON-ready data, without environment and manifest (see _unpack)."""
+    d = {k: getattr(meta, k) for k in _PACKED}
+    d["dependencies"] = [[dep.name, dep.source, dep.manifest, dep.run_id]
+                         for dep in meta.dependencies]
+    return d
+
+
+def _unpack(d: dict[str, Any]) -> ExpMeta | None:
+    """The ExpMeta packed by _pack, or None if the entry is damaged."""
+    try:
+        deps = [Dependency(*dep) for dep in d["dependencies"]]
+        return ExpMeta(**{k: d[k] for k in _PACKED}, dependencies=deps)
+    except (KeyError, TypeError):
+        return None
+
+
+def _load_index(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != INDEX_VERSION:
+        return {}
+    entries = data.get("entries")
+    return entries if isinstance(entries, dict) else {}
+
+
+def _save_index(path: Path, entries: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps({"version": INDEX_VERSION, "entries": entries},
+                                  separators=(",", ":"), default=str), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # an index is an optimisation; a read-only results folder still works
