@@ -525,8 +525,7 @@ def pipeline_run(steps, jobs, force, dry_run, verbose, path) -> None:
     """
     from rich.markup import escape
 
-    from .pipeline import pipeline_status
-    from .runner import log_tail, run_pipeline
+    from .pipeline import log_tail, pipeline_status, run_pipeline
 
     project, pipe = _project(), _load_pipeline(path)
     if dry_run:

@@ -22,9 +22,9 @@ from .errors import ExperimentNotFound, ResutilError
 from .experiments import new_experiment
 from .metadata import UNCOMMITTED_DIR, Dependency, ExpMeta, read_meta, upstream_record
 from .naming import MAX_COMMENT_LEN, parse_name
-from .pipeline import STEP_LOG, expand
-from .runner import execute, push_folder
+from .pipeline import STEP_LOG, execute, expand, push_folder
 from .project import Project
+from .sync import ensure_local
 
 NEW_FOLDER = Path("<new experiment>")  # stands for {out} in a plan's command
 
@@ -173,8 +173,6 @@ def reproduce(
             where = "locally (RESUTIL_NO_REMOTE is set)"
         raise ResutilError(f"upstream {plan.missing[0]} of {plan.original} is not found {where}")
     if plan.pulls:
-        from .sync import ensure_local
-
         ensure_local(project, plan.pulls)
     folder, meta = new_experiment(project, plan.comment, claim=not project.no_remote)
     meta.extra["reproduces"] = plan.original

@@ -1,7 +1,8 @@
 """``resutil pipeline run``: run the stale steps of a pipeline as experiments, in parallel.
 
-The decisions (which steps are up to date, and why) come from ``pipeline``; this module
-creates each step's folder, runs its command there, records the outcome and pushes it.
+The decisions (which steps are up to date, and why) come from ``plan``; this module
+creates each step's folder, runs its command there (``execute``, shared with reproduce),
+records the outcome and publishes it (``push_folder``).
 """
 
 from __future__ import annotations
@@ -21,14 +22,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import PipelineError, ResutilError
+from ..experiments import new_experiment, record_start
+from ..metadata import ExpMeta, compute_manifest, read_meta, upstream_record, write_meta
+from ..project import Project
+from ..publish import publish
+from .index import Candidate
+from .plan import Planner
+from .spec import Pipeline, Step, expand
 
-from .errors import PipelineError, ResutilError
-from .experiments import new_experiment, record_start
-from .metadata import ExpMeta, compute_manifest, read_meta, upstream_record, write_meta
-from .project import Project
-from .publish import publish
-
-from .pipeline import ADOPT_ENV, STEP_LOG, Candidate, Pipeline, Step, _Context, expand
+STEP_LOG = "resutil-step.log"  # the step's whole output, in its experiment folder
+# The decorator adopts the folder named here (decorator.ADOPT_ENV; not imported: the
+# decorator is a front end, this is the library below it).
+ADOPT_ENV = "RESUTIL_EXPERIMENT_DIR"
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -86,8 +92,8 @@ class _Runner:
         self.names = names
         self.force = force
         self.on_event = on_event
-        self.ctx = _Context(project, pipeline, names)
-        self.known = self.ctx.known
+        self.planner = Planner(project, pipeline, names)
+        self.known = self.planner.known
         self.made: dict[str, str] = {}
         self.results: dict[str, StepResult] = {}
         self.pull_lock = threading.Lock()
@@ -135,15 +141,12 @@ class _Runner:
 
     def _step(self, name: str) -> StepResult:
         step = self.pipeline.steps[name]
-        needs = self.ctx.upstream(step, self.made)
-        assert needs is not None  # the scheduler waits for upstream steps
-        info = self.ctx.info(step, needs)
-        if name not in self.force:
-            found = self.known.find(info["fingerprint"])
-            if found is not None:
-                return self._reuse(name, found)
-        self._ensure_local(name, list(needs.values()))
-        return self._execute(step, info, needs)
+        d = self.planner.decide(step, self.made, name in self.force)
+        assert d.needs is not None and d.info is not None  # the scheduler waits for upstream
+        if d.reuse is not None:
+            return self._reuse(name, d.reuse)
+        self._ensure_local(name, list(d.needs.values()))
+        return self._execute(step, d.info, d.needs)
 
     def _reuse(self, name: str, found: Candidate) -> StepResult:
         unpushed = (found.local and self.known.use_remote
@@ -162,7 +165,7 @@ class _Runner:
             raise PipelineError(
                 f"step '{name}': upstream {missing[0]} is not local and the remote is off"
             )
-        from .sync import ensure_local
+        from ..sync import ensure_local  # 3 ms to import: only when a step needs a pull
 
         with self.pull_lock:
             for n in missing:
