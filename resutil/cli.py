@@ -15,6 +15,7 @@ import click
 from . import ui
 from .errors import DependencyError, ExperimentNotFound, ResutilError
 from .naming import IDENTITY_LEN
+from .storage import BACKENDS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -69,7 +70,7 @@ def cli(verbose: int) -> None:
 @cli.command()
 @click.option("--project", "project_name", help="Project name (default: this folder's name).")
 @click.option("--results-dir", help="Folder for experiment folders (default: results).")
-@click.option("--storage", "storage_type", type=click.Choice(["local", "gcs", "gdrive", "box"]),
+@click.option("--storage", "storage_type", type=click.Choice(list(BACKENDS)),
               help="Storage type.")
 @click.option("--path", "path", help="local: the storage folder (e.g. a NAS mount).")
 @click.option("--bucket", help="gcs: bucket name.")
@@ -80,15 +81,46 @@ def cli(verbose: int) -> None:
               help="Add a .gitignore to the results folder and the key file to .gitignore.")
 @click.option("--yes", "-y", is_flag=True, help="Do not prompt; use flags and defaults.")
 @click.option("--force", is_flag=True, help="Overwrite an existing resutil-conf.yaml.")
-def init(**opts: Any) -> None:
+def init(yes: bool, **opts: Any) -> None:
     """Create resutil-conf.yaml here, after checking the storage is reachable and writable.
 
     Example: resutil init --project MyProj --results-dir results --storage local --path /mnt/nas/resutil --yes
     """
-    from .initialize import InitOptions, init_project
+    from .initialize import InitOptions, plan_init, write_config
 
-    path = init_project(InitOptions(**opts), Path.cwd())
-    ui.info(f"[green]Initialized[/green] {ui.esc(path)}")
+    here = Path.cwd()
+    answers = InitOptions(**opts)
+    ask = not yes and ui.interactive()
+    if ask:
+        _ask_init(answers, here)
+    plan = plan_init(answers, here)
+    if ask and answers.gitignore is None:
+        plan.gitignore = ui.confirm(f"Add a .gitignore to {plan.data['results_dir']}?",
+                                    default=True)
+        if plan.key_in_project:
+            plan.gitignore_key = ui.confirm(f"Add {plan.key_in_project} to .gitignore?",
+                                            default=True)
+    ui.info(f"[green]Initialized[/green] {ui.esc(write_config(plan))}")
+
+
+def _ask_init(answers: Any, here: Path) -> None:
+    """Ask on a terminal what the flags left open (init's library takes the defaults for
+    the rest)."""
+    from .config import CONFIG_FILE_NAME
+    from .initialize import questions
+
+    target = here / CONFIG_FILE_NAME
+    if target.exists() and not answers.force:
+        if not ui.confirm(f"{target} exists. Overwrite it?", default=False):
+            return  # plan_init refuses, saying how to overwrite it
+        answers.force = True
+    asked: set[str] = set()
+    # A storage type's own questions appear once it is answered: ask until none is new.
+    while todo := [q for q in questions(answers, here) if q.field not in asked]:
+        for q in todo:
+            asked.add(q.field)
+            if not getattr(answers, q.field):
+                setattr(answers, q.field, ui.ask(q.prompt, q.default))
 
 
 # -- list ---------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def make_project(root: Path) -> Path:
     """A resutil project in ``root`` whose remote is ``root/remote``; returns the config."""
     root.mkdir(parents=True, exist_ok=True)
     return init_project(
-        InitOptions(project_name="Proj", storage_type="local", path=str(root / "remote"), yes=True),
+        InitOptions(project_name="Proj", storage_type="local", path=str(root / "remote")),
         root,
     )
 
