@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from .. import git
 from ..metadata import hash_file
 from ..naming import identity_of
 from .spec import Step
@@ -40,40 +40,36 @@ class CodeState:
         return {"commit": self.commit, "committed": self.committed, "uncommitted": self.uncommitted}
 
 
-def _git(args: list[str], cwd: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=60, check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.decode("utf-8", "surrogateescape") if out.returncode == 0 else None
-
-
 def code_state(folder: Path, leave_out: Iterable[Path] = ()) -> CodeState:
     """The code fingerprint of the git work tree holding ``folder`` (empty without git).
 
     The files in ``leave_out`` (the pipeline file, the config) do not count: changing one
     step's params must not make every step stale, nor must committing that change.
     """
-    top_text = _git(["rev-parse", "--show-toplevel"], folder)
-    if not top_text:
+    # One git process for the work tree and HEAD; a second only when there is no commit.
+    out = git.run(["rev-parse", "--show-toplevel", "--verify", "-q", "HEAD"], folder)
+    commit: str | None = None
+    if out is not None:
+        top_text, _, commit = out.rstrip("\n").rpartition("\n")
+        top: Path | None = Path(top_text.strip())
+    else:
+        top = git.toplevel(folder)
+    if top is None:
         return CodeState()
-    top = Path(top_text.strip())
     skip = set()
     for p in leave_out:
         try:
             skip.add(p.resolve().relative_to(top.resolve()).as_posix())
         except ValueError:
             pass
-    head = _git(["rev-parse", "--verify", "-q", "HEAD"], top)
-    commit = head.strip() if head else None
     paths = ["--", ".", *(f":(exclude){p}" for p in sorted(skip))]
     diff_args = ["diff", "--binary", "--no-color", "--no-ext-diff"]
     if commit:
-        diff = _git([*diff_args, "HEAD", *paths], top)
+        diff = git.run([*diff_args, "HEAD", *paths], top)
         committed = _tree_digest(top, skip)
     else:  # no commit yet: what is staged, and the changes on top of it
-        staged = _git(["ls-files", "-s", *paths], top) or ""
-        diff = staged + (_git([*diff_args, *paths], top) or "")
+        staged = git.run(["ls-files", "-s", *paths], top) or ""
+        diff = staged + (git.run([*diff_args, *paths], top) or "")
         committed = None
     return CodeState(commit, committed, _sha(diff) if diff else "")
 
@@ -86,7 +82,7 @@ def _tree_digest(top: Path, skip: set[str]) -> str | None:
         on_path.update("/".join(parts[:i]) for i in range(1, len(parts)))
     h = hashlib.sha256()
     for d in sorted(on_path):
-        out = _git(["ls-tree", "-z", "HEAD", *([d + "/"] if d else [])], top)
+        out = git.run(["ls-tree", "-z", "HEAD", *([d + "/"] if d else [])], top)
         if out is None:
             return None
         for entry in out.split("\0"):
