@@ -21,7 +21,7 @@ from .capture import git_state
 from .errors import ExperimentNotFound, ResutilError
 from .experiments import new_experiment
 from .metadata import UNCOMMITTED_DIR, Dependency, ExpMeta, read_meta, upstream_record
-from .naming import MAX_COMMENT_LEN, parse_name
+from .naming import IDENTITY_LEN, MAX_COMMENT_LEN, parse_name
 from .pipeline import STEP_LOG, execute, expand, push_folder
 from .project import Project
 from .sync import ensure_local
@@ -105,7 +105,7 @@ def plan_reproduce(project: Project, query: str) -> ReproducePlan:
             plan.cwd = Path(cwd)
     plan.pulls = [d.name for d in meta.dependencies if not ws.local_name(d.name)]
     on_remote = project.remote.experiments() if plan.pulls and not project.no_remote else {}
-    plan.missing = [n for n in plan.pulls if n[:22] not in on_remote]
+    plan.missing = [n for n in plan.pulls if n[:IDENTITY_LEN] not in on_remote]
     plan.pulls = [n for n in plan.pulls if n not in plan.missing]
     for dep in plan.missing:
         plan.warnings.append(f"upstream {dep} is neither local nor on the remote")

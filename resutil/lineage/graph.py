@@ -12,6 +12,7 @@ from typing import Iterator
 
 import networkx as nx
 
+from ..naming import IDENTITY_LEN
 from ..errors import ExperimentError, LineageError
 from ..project import Project
 from .index import Record, collect, unreadable
@@ -142,7 +143,7 @@ def resolve_nodes(project: Project, g: nx.DiGraph, queries: list[str] | tuple[st
     names = [_node_name(g, n) for n in g]
     out = []
     for q in queries:
-        ident = project.workspace.resolve(q, names)[:22]
+        ident = project.workspace.resolve(q, names)[:IDENTITY_LEN]
         if ident not in g:
             raise LineageError(f"{q} is not in the lineage graph")
         if ident not in out:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ..naming import IDENTITY_LEN
 from ..errors import ArchiveError, ExperimentError
 from ..metadata import EXP_FILE, Dependency, ExpMeta, read_head
 from ..project import Project
@@ -42,7 +43,7 @@ class Record:
 
     @property
     def identity(self) -> str:
-        return self.name[:22]
+        return self.name[:IDENTITY_LEN]
 
 
 def _broken(name: str, problem: str, **where: bool) -> Record:

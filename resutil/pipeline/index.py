@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..naming import IDENTITY_LEN
 from ..errors import ResutilError
 from ..metadata import read_head
 from ..project import Project
@@ -119,7 +120,7 @@ class Known:
         """The newest finished experiment with this fingerprint; a local one first."""
         def best() -> Candidate | None:
             done = [c for c in self.by_fp.get(fp, ()) if c.status == "finished"]
-            done.sort(key=lambda c: (c.local, c.name[:22]))
+            done.sort(key=lambda c: (c.local, c.name[:IDENTITY_LEN]))
             return done[-1] if done else None
 
         found = best()
@@ -131,7 +132,7 @@ class Known:
     def latest(self, step: str) -> Candidate | None:
         """The newest experiment of a step, whatever its fingerprint (to say why it is stale)."""
         self.load_remote()
-        cands = sorted(self.by_step.get(step, ()), key=lambda c: c.name[:22])
+        cands = sorted(self.by_step.get(step, ()), key=lambda c: c.name[:IDENTITY_LEN])
         return cands[-1] if cands else None
 
 

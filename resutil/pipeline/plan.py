@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ExperimentError, ExperimentNotFound, PipelineError
-from ..naming import identity_of
+from ..naming import IDENTITY_LEN, identity_of
 from ..project import Project
 from .fingerprint import code_state, fingerprint, named_files
 from .index import Candidate, Known
@@ -188,7 +188,7 @@ def pipeline_status(
     for name in names:
         step = pipeline.steps[name]
         pulls = [planner.inputs[n.ref] for n in step.needs
-                 if not n.is_step and planner.inputs[n.ref][:22] not in local]
+                 if not n.is_step and planner.inputs[n.ref][:IDENTITY_LEN] not in local]
         d = planner.decide(step, made, name in forced)
         if d.needs is None:
             late = [u for u in step.upstream_steps if u not in made]

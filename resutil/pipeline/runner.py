@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
+from ..naming import IDENTITY_LEN
 from ..errors import PipelineError, ResutilError
 from ..experiments import new_experiment, record_start
 from ..metadata import ExpMeta, compute_manifest, read_meta, upstream_record, write_meta
@@ -150,7 +151,7 @@ class _Runner:
 
     def _reuse(self, name: str, found: Candidate) -> StepResult:
         unpushed = (found.local and self.known.use_remote
-                    and found.name[:22] not in self.known.listing())
+                    and found.name[:IDENTITY_LEN] not in self.known.listing())
         result = StepResult(name, "reused", found.name, where=found.where)
         if unpushed:
             self._push(name, self.project.workspace.path(found.name), result)
