@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from . import ui
-from .errors import DependencyError, ExperimentNotFound, ResutilError
+from .errors import ResutilError
 from .naming import IDENTITY_LEN
 from .storage import BACKENDS
 
@@ -273,44 +273,13 @@ def rm(experiments, local_only, remote_only, force) -> None:
 
     Example: resutil rm -l aapiyl
     """
-    from .experiments import refuse_live_run
-    from .lineage import collect, unreadable
+    from .experiments import remove_experiments
 
-    project = _project()
-    both = not local_only and not remote_only
-    records = collect(project, remote=not local_only)
-    names = [project.resolve(q, remote=not local_only) for q in experiments]
-    targets = {n[:IDENTITY_LEN] for n in names}
-    for warning in unreadable(records, targets):  # their upstream experiments are unknown
-        ui.warn(f"{warning} (cannot tell whether it depends on what is removed)")
-    for name in names:
-        ident = name[:IDENTITY_LEN]
-        users = sorted(r.name for r in records.values()
-                       if r.identity not in targets and any(d.identity == ident for d in r.meta.dependencies))
-        if users and not force:
-            raise DependencyError(
-                f"{name} is upstream of {', '.join(users[:3])}{' ...' if len(users) > 3 else ''}; "
-                "remove those first or use --force"
-            )
-        local = project.workspace.local_name(name)
-        if local and not remote_only and not force:
-            refuse_live_run(project.workspace.path(local), "remove")
-    for name in names:
-        ident = name[:IDENTITY_LEN]
-        rec = records.get(ident)
-        did = []
-        if (local_only or both) and project.workspace.local_name(name):
-            project.workspace.remove(project.workspace.local_name(name))  # type: ignore[arg-type]
-            did.append("local")
-        if (remote_only or both) and not project.no_remote:
-            exp = project.remote.get(name)
-            if exp is not None:
-                project.remote.delete(exp)
-                did.append("remote")
-        if not did:
-            raise ExperimentNotFound(f"{name} is not {'local' if local_only else 'on the remote' if remote_only else 'anywhere'}")
-        ui.info(f"Removed {ui.esc(rec.name if rec else name)} ({' and '.join(did)})")
-
+    removal = remove_experiments(_project(), list(experiments), local_only, remote_only, force)
+    for warning in removal.warnings:
+        ui.warn(warning)
+    for name, did in removal.removed:
+        ui.info(f"Removed {ui.esc(name)} ({' and '.join(did)})")
 
 @cli.command()
 @click.argument("experiment", **EXP)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import shutil
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
 from .capture import copy_changed_files, environment, git_state
-from .errors import ExperimentError, ExperimentNotFound
+from .errors import DependencyError, ExperimentError, ExperimentNotFound
 from .liveness import Owner
 from .metadata import ExpMeta, iter_files, read_meta, upstream_record, write_meta
 from .naming import IDENTITY_LEN, check_comment, new_run_id, parse_name
@@ -112,10 +113,61 @@ def change_comment(project: Project, query: str, comment: str, force: bool = Fal
     return new
 
 
+@dataclass
+class Removal:
+    """What ``remove_experiments`` did: (name, where) per experiment, and warnings."""
+
+    removed: list[tuple[str, list[str]]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def remove_experiments(project: Project, queries: list[str], local_only: bool = False,
+                       remote_only: bool = False, force: bool = False) -> Removal:
+    """Remove experiments locally and/or remotely. Refuses (unless ``force``) when other
+    experiments depend on one of them, or a run on this host is still writing one; checks
+    all before removing any."""
+    from .lineage import collect, dependents, unreadable
+
+    both = not local_only and not remote_only
+    ws = project.workspace
+    records = collect(project, remote=not local_only)
+    names = [project.resolve(q, remote=not local_only) for q in queries]
+    targets = {n[:IDENTITY_LEN] for n in names}
+    result = Removal(warnings=[f"{w} (cannot tell whether it depends on what is removed)"
+                               for w in unreadable(records, targets)])
+    for name in names:
+        users = dependents(records, name[:IDENTITY_LEN], exclude=targets)
+        if users and not force:
+            raise DependencyError(
+                f"{name} is upstream of {', '.join(users[:3])}{' ...' if len(users) > 3 else ''}; "
+                "remove those first or use --force"
+            )
+        local = ws.local_name(name)
+        if local and not remote_only and not force:
+            refuse_live_run(ws.path(local), "remove")
+    for name in names:
+        rec = records.get(name[:IDENTITY_LEN])
+        did = []
+        local = ws.local_name(name)
+        if (local_only or both) and local:
+            ws.remove(local)
+            did.append("local")
+        if (remote_only or both) and not project.no_remote:
+            exp = project.remote.get(name)
+            if exp is not None:
+                project.remote.delete(exp)
+                did.append("remote")
+        if not did:
+            where = "local" if local_only else "on the remote" if remote_only else "anywhere"
+            raise ExperimentNotFound(f"{name} is not {where}")
+        result.removed.append((rec.name if rec else name, did))
+    return result
+
+
 def describe_experiment(project: Project, query: str) -> dict[str, Any]:
     """Everything ``resutil show`` prints, as plain data; ``warnings`` names the other
     experiments whose metadata could not be read (so ``downstream`` may lack them)."""
-    from .lineage import collect, unreadable
+    from .lineage import collect, dependents, unreadable
 
     name = project.resolve(query)
     ws = project.workspace
@@ -130,8 +182,7 @@ def describe_experiment(project: Project, query: str) -> dict[str, Any]:
         meta = project.remote.meta(exp)
         where = "remote only"
     records = collect(project, remote=not project.no_remote)
-    downstream = sorted(r.name for r in records.values()
-                        if any(d.identity == name[:IDENTITY_LEN] for d in r.meta.dependencies))
+    downstream = dependents(records, name[:IDENTITY_LEN])
     env = meta.environment or {}
     man = meta.manifest
     return {

@@ -8,7 +8,7 @@ from __future__ import annotations
 import gc
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import networkx as nx
 
@@ -57,12 +57,13 @@ def build_graph(records: dict[str, Record]) -> nx.DiGraph:
     return g
 
 
-def dependents(project: Project, identity: str) -> list[str]:
-    """Names of the experiments that list ``identity`` as an upstream dependency."""
-    records = collect(project)
-    return sorted(
-        rec.name for rec in records.values() if any(d.identity == identity for d in rec.meta.dependencies)
-    )
+def dependents(records: dict[str, Record], identity: str, exclude: Iterable[str] = ()
+               ) -> list[str]:
+    """Names of the experiments among ``records`` (by identity, ``exclude`` left out) that
+    list ``identity`` as an upstream dependency."""
+    skip = set(exclude)
+    return sorted(rec.name for rec in records.values() if rec.identity not in skip
+                  and any(d.identity == identity for d in rec.meta.dependencies))
 
 
 # -- what `resutil graph` and `resutil lineage` show ---------------------------------------
