@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from .atomic import write_atomic
 from .errors import ConfigError, ResutilError
 from .storage import BACKENDS
 
@@ -170,11 +171,8 @@ def _did_you_mean(key: str, data: Mapping[str, Any]) -> str:
 
 def save_config(path: Path, data: Mapping[str, Any]) -> None:
     """Write the config atomically, keeping key order and unknown keys."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(
-        yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True), encoding="utf-8"
-    )
-    os.replace(tmp, path)
+    write_atomic(path, yaml.safe_dump(dict(data), sort_keys=False, allow_unicode=True
+                                      ).encode("utf-8"))
 
 
 def require_key(config: Config, key: str, *aliases: str) -> Any:

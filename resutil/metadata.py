@@ -20,6 +20,7 @@ from typing import Any, Iterable, Iterator
 
 import yaml
 
+from .atomic import TMP_MARK, write_atomic
 from .errors import ExperimentError
 from .hashing import HASH_ALGORITHM, new_hasher
 from .liveness import Owner
@@ -141,7 +142,7 @@ def manifest_changes(folder: Path, manifest: Manifest, quick: bool = False) -> l
     problems = []
     seen = set()
     for rel, path, st in iter_files(folder):
-        if rel == EXP_FILE or (rel.startswith(f".{EXP_FILE}.tmp") and "/" not in rel):
+        if rel == EXP_FILE or (rel.startswith(f".{EXP_FILE}{TMP_MARK}") and "/" not in rel):
             continue
         seen.add(rel)
         recorded = manifest.files.get(rel)
@@ -630,17 +631,13 @@ def write_meta(folder: Path, meta: ExpMeta) -> bytes:
     """Write ``resutil-exp.yaml`` atomically; returns the bytes written. MetaWriteError
     when that fails; nothing is changed then."""
     path = folder / EXP_FILE
-    tmp = folder / f".{EXP_FILE}.tmp{os.getpid()}"
     data = meta.to_text().encode("utf-8")
     try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()  # (a full disk must not keep a partial copy)
-        if isinstance(e, OSError) and not isinstance(e, MetaWriteError):
-            raise MetaWriteError(path, e) from None
+        write_atomic(path, data)
+    except MetaWriteError:
         raise
+    except OSError as e:
+        raise MetaWriteError(path, e) from None
     return data
 
 

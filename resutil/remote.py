@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic
 from .archive import DEFAULT_DEFLATE_LIMIT, ArchiveInfo, build_archive
 from .errors import ArchiveError, ExperimentError, ExperimentNotFound, StorageNotFound
 from .liveness import this_host
@@ -391,8 +391,6 @@ class Remote:
             return
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_dir / f".{key}.{os.getpid()}"
-            tmp.write_text(json.dumps(data, default=str), encoding="utf-8")
-            os.replace(tmp, self.cache_dir / key)
+            write_atomic(self.cache_dir / key, json.dumps(data, default=str).encode("utf-8"))
         except OSError:
             pass  # a cache is an optimisation

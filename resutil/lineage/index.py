@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_atomic
 from ..naming import IDENTITY_LEN
 from ..errors import ArchiveError, ExperimentError
 from ..metadata import EXP_FILE, Dependency, ExpMeta, read_head
@@ -204,9 +205,7 @@ def _load_index(path: Path) -> dict[str, Any]:
 def _save_index(path: Path, entries: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps({"version": INDEX_VERSION, "entries": entries},
-                                  separators=(",", ":"), default=str), encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps({"version": INDEX_VERSION, "entries": entries},
+                                      separators=(",", ":"), default=str).encode("utf-8"))
     except OSError:
         pass  # an index is an optimisation; a read-only results folder still works
