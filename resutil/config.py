@@ -16,7 +16,7 @@ import yaml
 
 from .atomic import write_atomic
 from .errors import ConfigError, ResutilError
-from .storage import BACKENDS
+from .storage import BACKENDS, StorageSettings
 
 CONFIG_FILE_NAME = "resutil-conf.yaml"
 STORAGE_TYPES = tuple(BACKENDS)  # the backend registry decides what exists
@@ -45,6 +45,11 @@ class Config:
         """A path from the config, made absolute against the config's folder."""
         p = Path(os.path.expandvars(str(value))).expanduser()
         return p if p.is_absolute() else self.root / p
+
+    def storage_settings(self, scratch_dir: Path | None = None) -> StorageSettings:
+        """What the storage backend is configured with (and nothing else of the config)."""
+        return StorageSettings(values=self.storage_config, storage_type=self.storage_type,
+                               config_path=self.path, scratch_dir=scratch_dir)
 
 
 def find_config_file(start: Path | None = None) -> Path:

@@ -143,7 +143,7 @@ def plan_init(opts: InitOptions, here: Path) -> InitPlan:
     key_path = config.resolve_path(sconf["key_file_path"]) if sconf.get("key_file_path") else None
     if key_path is not None and not key_path.is_file():
         raise ConfigError(f"key file {key_path} does not exist")
-    storage = open_storage(config, scratch_dir=config.results_dir / ".resutil" / "tmp")
+    storage = open_storage(config.storage_settings(config.results_dir / ".resutil" / "tmp"))
     storage.check(f"{project}.resutil")
     gitignore = opts.gitignore is not False
     return InitPlan(target, data, config, key_path, gitignore, gitignore)

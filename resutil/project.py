@@ -27,7 +27,7 @@ class Project:
 
     @cached_property
     def storage(self) -> Storage:
-        return open_storage(self.config, scratch_dir=self.workspace.tmp_dir)
+        return open_storage(self.config.storage_settings(self.workspace.tmp_dir))
 
     @cached_property
     def remote(self) -> Remote:

@@ -7,14 +7,9 @@ missing one becomes ``MissingExtra`` naming the ``pip install 'resutil[...]'`` t
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, MissingExtra
 from .base import ObjectInfo, Storage, StorageSettings
-
-if TYPE_CHECKING:
-    from ..config import Config
 
 # storage_type -> ("module:Class", extra)
 BACKENDS: dict[str, tuple[str, str | None]] = {
@@ -47,15 +42,9 @@ def backend_class(storage_type: str) -> type[Storage]:
     return getattr(module, cls_name)
 
 
-def open_storage(config: Config, scratch_dir: Path | None = None) -> Storage:
+def open_storage(settings: StorageSettings) -> Storage:
     """The configured backend (no network access until it is used)."""
-    settings = StorageSettings(
-        values=config.storage_config,
-        storage_type=config.storage_type,
-        config_path=config.path,
-        scratch_dir=scratch_dir,
-    )
-    return backend_class(config.storage_type)(settings)
+    return backend_class(settings.storage_type)(settings)
 
 
 __all__ = ["BACKENDS", "ObjectInfo", "Storage", "StorageSettings", "backend_class", "open_storage"]
