@@ -83,7 +83,7 @@ def generate(root: Path, n: int, n_edges: int) -> Path:
             edges += 1
 
     config = load_config(project / "resutil-conf.yaml")
-    remote = Remote(open_storage(config), PROJECT)
+    remote = Remote(open_storage(config.storage_settings()), PROJECT)
     archive_dir = store / PROJECT
     archive_dir.mkdir()
     for i, name in enumerate(names):
