@@ -12,6 +12,9 @@ import pytest
 
 from resutil.storage import StorageSettings
 
+# The shared helpers' asserts say what differed, as the tests' own do.
+pytest.register_assert_rewrite("tests.helpers")
+
 BACKENDS = ["local", "gcs", "gdrive", "box"]
 # Read before the autouse fixture below clears RESUTIL_* variables.
 BIG_MB = int(os.environ.get("RESUTIL_TEST_BIG_MB", "24"))

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
+import random
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -17,11 +20,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import pytest
 import yaml
 from click.testing import CliRunner, Result
 
 from resutil.cli import cli
 from resutil.metadata import EXP_FILE, ExpMeta, compute_manifest, read_meta, write_meta
+from resutil.storage import StorageSettings
 from resutil.workspace import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,43 +103,79 @@ def chdir(path: Path) -> Iterator[None]:
         os.chdir(old)
 
 
-def run_cli(*args: str, input: str | None = None) -> Result:
-    """``resutil ARGS`` in-process; stdout and stderr are kept apart."""
-    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+def run_cli(*args: str, input: str | None = None, cwd: Path | None = None) -> Result:
+    """``resutil ARGS`` in-process, in ``cwd`` (default: the current folder); stdout and
+    stderr are kept apart."""
+    with chdir(cwd) if cwd is not None else contextlib.nullcontext():
+        return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
 
 
-def cli_ok(*args: str) -> Result:
+def cli_ok(*args: str, cwd: Path | None = None) -> Result:
     """``resutil ARGS`` that must succeed."""
-    r = run_cli(*args)
+    r = run_cli(*args, cwd=cwd)
     assert r.exit_code == 0, (args, r.stdout, r.stderr)
     return r
 
 
-def cli_fails(*args: str, needles: Sequence[str] = ()) -> str:
+def cli_fails(*args: str, needles: Sequence[str] = (), cwd: Path | None = None) -> str:
     """``resutil ARGS`` that must fail with exactly one ``Error:`` line naming ``needles``."""
-    r = run_cli(*args)
+    r = run_cli(*args, cwd=cwd)
     assert r.exit_code == 1, (args, r.stdout, r.stderr)
     return assert_one_error_line(r.stderr, *needles)
 
 
-def make_project(base: Path, name: str = "Proj", git: bool = False) -> Proj:
-    """``resutil init`` in ``base/proj`` with a local storage at ``base/remote``."""
+def cli_in(proj: Proj, *args: str) -> Result:
+    """``resutil ARGS`` in ``proj``'s folder (for tests that juggle several projects)."""
+    return run_cli(*args, cwd=proj.root)
+
+
+def popen_cli(cwd: Path, *args: str, **kw) -> subprocess.Popen:
+    """``python -m resutil ARGS`` as a separate process (to be killed, or run in parallel)."""
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    return subprocess.Popen([sys.executable, "-m", "resutil", *args], cwd=cwd,
+                            env=_script_env(kw.pop("env", None)), **kw)
+
+
+# init flag -> storage_config key, per storage type
+INIT_FLAGS = {
+    "local": {"--path": "path"},
+    "gcs": {"--bucket": "bucket_name", "--key-file": "key_file_path", "--endpoint": "endpoint"},
+    "gdrive": {"--folder-id": "base_folder_id", "--key-file": "key_file_path",
+               "--endpoint": "endpoint"},
+    "box": {"--folder-id": "folder_id", "--key-file": "key_file_path", "--endpoint": "endpoint"},
+}
+
+
+def init_args(storage_type: str, values: dict, name: str = "Proj") -> list[str]:
+    """The non-interactive ``resutil init`` arguments for a storage of that type."""
+    args = ["init", "--project", name, "--results-dir", "results", "--storage", storage_type,
+            "--yes"]
+    for flag, key in INIT_FLAGS[storage_type].items():
+        if values.get(key):
+            args += [flag, str(values[key])]
+    return args
+
+
+def make_project(base: Path, settings: StorageSettings | None = None, *, name: str = "Proj",
+                 git: bool = False) -> Proj:
+    """``resutil init`` in ``base/proj``, with the storage ``settings`` (any backend) or
+    else a local storage at ``base/remote``."""
     root = base / "proj"
     root.mkdir(parents=True)
-    remote = base / "remote"
+    if settings is None:
+        settings = StorageSettings(values={"path": str(base / "remote")}, storage_type="local")
     if git:
         init_git(root)
-    with chdir(root):
-        r = run_cli("init", "--project", name, "--results-dir", "results", "--storage", "local",
-                    "--path", str(remote), "--yes")
-    assert r.exit_code == 0, r.stderr
+    cli_ok(*init_args(settings.storage_type, settings.values, name), cwd=root)
+    # The storage root is a folder only for the local backend.
+    remote = Path(settings.values["path"]) if settings.storage_type == "local" else root / "-"
     return Proj(root, remote, name)
 
 
 def make_clone(proj: Proj, base: Path) -> Proj:
     """A second clone of ``proj`` (another folder, same project and storage), as a teammate
     or a second cluster node has."""
-    other = make_project(base, proj.name)
+    other = make_project(base, name=proj.name)
     conf = other.root / "resutil-conf.yaml"
     conf.write_text(conf.read_text().replace(str(other.remote), str(proj.remote)))
     return Proj(other.root, proj.remote, proj.name)
@@ -160,6 +201,12 @@ def write_script(proj: Proj, body: str, name: str = "s.py") -> Path:
     return path
 
 
+def _script_env(env: dict[str, str] | None) -> dict[str, str]:
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
+    return full_env
+
+
 def run_script(
     proj: Proj,
     script: str | Path = "s.py",
@@ -168,21 +215,17 @@ def run_script(
     timeout: float = 60,
 ) -> subprocess.CompletedProcess:
     """Run a script as a user would: real interpreter, project as cwd, no TTY on stdin."""
-    full_env = {**os.environ, **(env or {})}
-    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
     return subprocess.run(
         [sys.executable, str(script), *args], cwd=proj.root, stdin=subprocess.DEVNULL,
-        capture_output=True, text=True, timeout=timeout, env=full_env,
+        capture_output=True, text=True, timeout=timeout, env=_script_env(env),
     )
 
 
 def popen_script(proj: Proj, script: str | Path = "s.py", args: Sequence[str] = (),
                  env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
-    full_env = {**os.environ, **(env or {})}
-    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
     kw.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.Popen([sys.executable, str(script), *args], cwd=proj.root,
-                            env=full_env, **kw)
+                            env=_script_env(env), **kw)
 
 
 def wait_for(predicate, what: str, proc: subprocess.Popen | None = None, limit: float = 60):
@@ -245,16 +288,23 @@ def seal(folder: Path) -> None:
     write_meta(folder, meta)
 
 
+def assert_one_line(message, *needles: str) -> str:
+    """``message`` (a string, an exception, or the ``pytest.raises`` result holding one) is
+    one line with no traceback and names ``needles`` (in any case); returns its text."""
+    text = str(message.value if isinstance(message, pytest.ExceptionInfo) else message)
+    assert "\n" not in text and "Traceback" not in text, text
+    for needle in needles:
+        assert needle.lower() in text.lower(), (needle, text)
+    return text
+
+
 def assert_one_error_line(stderr: str, *needles: str) -> str:
     """stderr is exactly one line, ``Error: ...``, with no traceback; returns it."""
     lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1, stderr
-    line = lines[0]
-    assert line.startswith("Error:"), stderr
+    assert lines[0].startswith("Error:"), stderr
     assert "Traceback" not in stderr
-    for needle in needles:
-        assert needle.lower() in line.lower(), (needle, line)
-    return line
+    return assert_one_line(lines[0], *needles)
 
 
 def assert_one_warning_line(stderr: str, *needles: str) -> str:
@@ -278,6 +328,50 @@ def fill_disk(folder: Path) -> None:
         assert e.errno == errno.ENOSPC, e
     finally:
         os.close(fd)
+
+
+def big_file(path: Path, mib: float, seed: int | None = None) -> Path:
+    """``mib`` MiB (a fraction too) of incompressible data at ``path``, every MiB different
+    (no two chunks alike); the same ``seed`` gives the same bytes, no seed fresh ones."""
+    block = random.Random(seed).randbytes(1 << 20)
+    with open(path, "wb") as f:
+        for i in range(int(mib)):
+            f.write(block[i:] + block[:i])
+        f.write(block[: int((mib - int(mib)) * (1 << 20))])
+    return path
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (connections are refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def zip_01x(files: dict[str, str | bytes]) -> bytes:
+    """An archive as resutil 0.1.x pushed it: a deflated zip of the folder, no sidecar."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for rel, content in files.items():
+            zf.writestr(rel, content)
+    return buf.getvalue()
+
+
+def meta_01x(name: str, deps: Sequence[str] = (), args: str = "train.py",
+             commit: str | None = None) -> str:
+    """The ``resutil-exp.yaml`` 0.1.x wrote: its four keys only, dependencies as
+    ``results/<name>`` paths."""
+    return yaml.safe_dump({"args": args, "result_dir": f"results/{name}",
+                           "dependency": [f"results/{d}" for d in deps],
+                           "git": {"commit_hash": commit, "uncommited_files": []}})
+
+
+def put_zip_01x(proj: Proj, name: str, files: dict[str, str | bytes]) -> Path:
+    """``zip_01x(files)`` as ``name``'s archive on ``proj``'s local storage."""
+    proj.archive_dir.mkdir(parents=True, exist_ok=True)
+    path = proj.zip_of(name)
+    path.write_bytes(zip_01x(files))
+    return path
 
 
 def tree(root: Path) -> set[str]:
@@ -306,8 +400,6 @@ def readonly_mount(path: Path) -> Iterator[None]:
     """Make the existing folder ``path`` read-only even for root (a read-only bind mount).
 
     Skips the test when mounting is not possible (not root, no CAP_SYS_ADMIN)."""
-    import pytest
-
     if not _mount("--bind", str(path), str(path)):
         pytest.skip("cannot bind-mount (needs root with CAP_SYS_ADMIN); root ignores chmod")
     try:
@@ -321,8 +413,6 @@ def readonly_mount(path: Path) -> Iterator[None]:
 @contextlib.contextmanager
 def small_tmpfs(path: Path, size: str) -> Iterator[None]:
     """Mount a tiny tmpfs at ``path`` (to run out of space); skips when not possible."""
-    import pytest
-
     path.mkdir(parents=True, exist_ok=True)
     if not _mount("-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)):
         pytest.skip("cannot mount a tmpfs (needs root with CAP_SYS_ADMIN)")

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 import zipfile
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,6 +26,7 @@ from .helpers import (
     read_exp_in_zip,
     run_cli,
     run_script,
+    wait_for,
     write_script,
 )
 
@@ -49,23 +49,6 @@ BASIC = """
     if __name__ == "__main__":
         main()
 """
-
-
-def wait_for(predicate, what: str, proc: subprocess.Popen | None = None, limit: float = 60):
-    """Poll until ``predicate()`` is true (not a timing assertion: only a hang guard)."""
-    end = time.monotonic() + limit
-    while not predicate():
-        if proc is not None and proc.poll() is not None:
-            out = proc.communicate()
-            raise AssertionError(f"process ended before {what}: {out}")
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.02)
-
-
-@pytest.fixture
-def proj(tmp_path):
-    return make_project(tmp_path)
 
 
 def test_run_creates_pushed_self_describing_folder(proj):
@@ -262,10 +245,9 @@ def test_declared_upstream_by_prefix(proj):
     assert meta["dependency_sources"][0]["source"] == "declared"
 
 
-def test_missing_upstream_named_in_argv_is_pulled_before_the_run(proj, monkeypatch):
+def test_missing_upstream_named_in_argv_is_pulled_before_the_run(proj):
     # Made yesterday on another machine: on the remote, not here.
     up = make_exp(proj, "up", {"x.csv": "upstream data\n"}, when=datetime.now() - timedelta(days=1))
-    monkeypatch.chdir(proj.root)
     assert run_cli("push", up.name).exit_code == 0
     shutil.rmtree(up)
     write_script(proj, READS_ARGV)

@@ -24,10 +24,14 @@ from .helpers import (
     cli_fails as fails,
     cli_ok as ok,
     REPO,
+    SDK_MODULES,
     assert_one_error_line,
     assert_one_warning_line,
+    big_file,
     fill_disk,
     make_exp,
+    meta_01x,
+    put_zip_01x,
     seal,
     read_exp,
     readonly_mount,
@@ -43,16 +47,6 @@ T0 = datetime(2024, 7, 6, 6, 43, 39)
 
 def local_names(proj) -> set[str]:
     return {d.name for d in proj.exp_dirs()}
-
-
-def wait_for(predicate, what: str, proc: subprocess.Popen | None = None, limit: float = 60):
-    end = time.monotonic() + limit
-    while not predicate():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"process ended before {what}: {proc.communicate()}")
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up waiting for {what}")
-        time.sleep(0.001)
 
 
 # -- names ----------------------------------------------------------------------------------
@@ -109,12 +103,13 @@ def test_remote_folder_read_only(proj):
 
 
 # -- interrupted transfers --------------------------------------------------------------------
-def _big_exp(proj, mb: int) -> Path:
-    block = os.urandom(1 << 20)
+BIG_MIB = 16
+DIES_AT = 4 << 20  # well inside the big file, whichever way it is packed or transferred
+
+
+def _big_exp(proj) -> Path:
     exp = make_exp(proj, "big", {"small.txt": "s\n"}, when=T0)
-    with open(exp / "big.bin", "wb") as f:
-        for i in range(mb):
-            f.write(block[i:] + block[:i])
+    big_file(exp / "big.bin", BIG_MIB)
     seal(exp)
     return exp
 
@@ -127,48 +122,42 @@ def _age(paths, seconds: float = 7200) -> None:
             os.utime(p, (t, t), follow_symlinks=False)
 
 
-def _resutil(*args: str, **kw) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", "resutil.cli", *args], env=env,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, **kw)
+# The process dies like a SIGKILL (no handler, no finally) the moment it writes a file past
+# DIES_AT bytes: the kernel sends SIGXFSZ for a write beyond RLIMIT_FSIZE, and its default
+# action ends the process (Python ignores it unless told otherwise). A fixed point midway
+# through the transfer, where a kill timed from outside could come too late.
+_DIES_MIDWAY = f"""
+import resource, runpy, signal, sys
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+resource.setrlimit(resource.RLIMIT_FSIZE, ({DIES_AT}, {DIES_AT}))
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+sys.argv = ["resutil", *sys.argv[1:]]
+runpy.run_module("resutil", run_name="__main__")
+"""
 
 
-def _kill_midway(proc: subprocess.Popen, started, finished) -> bool:
-    """SIGKILL ``proc`` once ``started()`` and before ``finished()``; False if it won the race."""
-    try:
-        wait_for(lambda: started() or finished() or proc.poll() is not None, "the transfer", None)
-        proc.send_signal(signal.SIGSTOP)
-        midway = started() and not finished()
-        proc.kill()
-        proc.wait(timeout=30)
-        return midway
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
+def _dies_midway(proj, *args: str, started) -> None:
+    """``resutil ARGS`` killed midway through its transfer; ``started()`` says the transfer
+    had begun."""
+    p = subprocess.run([sys.executable, "-c", _DIES_MIDWAY, *args], cwd=proj.root,
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert p.returncode == -signal.SIGXFSZ, (
+        f"resutil {' '.join(args)} was to die writing past {DIES_AT} bytes but ended with "
+        f"{p.returncode}: {p.stderr[-2000:]}")
+    assert started(), f"resutil {' '.join(args)} died before its transfer began"
 
 
 def test_push_killed_midway_leaves_nothing_listed_and_the_next_push_completes(proj):
-    for mb in (64, 256):
-        exp = _big_exp(proj, mb)
-        zpath = proj.zip_of(exp.name)
+    exp = _big_exp(proj)
+    zpath = proj.zip_of(exp.name)
 
-        def started():
-            return proj.archive_dir.is_dir() and any(
-                p.name.startswith(".") and p.stat().st_size > 0 for p in proj.archive_dir.iterdir()
-            )
+    def started():
+        return proj.archive_dir.is_dir() and any(
+            p.name.startswith(".") and p.stat().st_size > 0 for p in proj.archive_dir.iterdir()
+        )
 
-        p = _resutil("push", exp.name, cwd=proj.root)
-        if _kill_midway(p, started, zpath.exists):
-            break
-        shutil.rmtree(exp)  # the push won the race: try again with more data
-        if zpath.exists():
-            zpath.unlink()
-        for p in proj.sidecar_dir.glob(exp.name[:22] + ".*"):  # its sidecar and claim
-            p.unlink()
-    else:
-        pytest.skip("could not catch a push midway")
+    _dies_midway(proj, "push", exp.name, started=started)
 
     assert not zpath.exists()
     rows = json.loads(ok("list", "--json").stdout)
@@ -188,25 +177,16 @@ def test_push_killed_midway_leaves_nothing_listed_and_the_next_push_completes(pr
 
 
 def test_pull_killed_midway_leaves_nothing_and_the_next_pull_completes(proj):
-    for mb in (64, 256):
-        exp = _big_exp(proj, mb)
-        ok("push", exp.name)
-        shutil.rmtree(exp)
-        tmp = proj.results / ".resutil" / "tmp"
+    exp = _big_exp(proj)
+    big = (exp / "big.bin").read_bytes()
+    ok("push", exp.name)
+    shutil.rmtree(exp)
+    tmp = proj.results / ".resutil" / "tmp"
 
-        def started():
-            return tmp.is_dir() and any(
-                f.is_file() and f.stat().st_size > 0 for f in tmp.rglob("*")
-            )
+    def started():
+        return tmp.is_dir() and any(f.is_file() and f.stat().st_size > 0 for f in tmp.rglob("*"))
 
-        p = _resutil("pull", exp.name, cwd=proj.root)
-        if _kill_midway(p, started, exp.exists):
-            break
-        shutil.rmtree(exp, ignore_errors=True)
-        for z in proj.archive_dir.iterdir():
-            z.unlink()
-    else:
-        pytest.skip("could not catch a pull midway")
+    _dies_midway(proj, "pull", exp.name, started=started)
 
     assert not exp.exists()
     assert local_names(proj) == set()
@@ -218,7 +198,7 @@ def test_pull_killed_midway_leaves_nothing_and_the_next_pull_completes(proj):
     assert leftovers
     _age(leftovers)
     ok("pull", exp.name)
-    assert (exp / "big.bin").stat().st_size >= 64 << 20
+    assert (exp / "big.bin").read_bytes() == big
     assert "ok" in ok("verify", "--local", exp.name).stderr
     assert list(tmp.iterdir()) == []
 
@@ -244,11 +224,8 @@ def test_corrupt_archive_is_refused_and_nothing_is_extracted(proj):
 
 def test_corrupt_0_1_x_archive_without_sidecar_is_refused(proj):
     name = "aapiyl_20240706T064339_old"
-    proj.archive_dir.mkdir(parents=True)
-    z = proj.zip_of(name)
-    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("resutil-exp.yaml", "args: x\ndependency: []\n")
-        zf.writestr("data.txt", "some text that deflates well " * 2000)
+    z = put_zip_01x(proj, name, {EXP_FILE: meta_01x(name, args="x"),
+                                 "data.txt": "some text that deflates well " * 2000})
     data = bytearray(z.read_bytes())
     start = data.index(b"data.txt") + 20  # inside the deflated stream of data.txt
     for i in range(start, start + 30):
@@ -301,9 +278,8 @@ def test_disk_full_during_pull(proj):
 # -- import weight ------------------------------------------------------------------------------
 def test_import_resutil_loads_no_cloud_sdk():
     code = (
-        "import sys, resutil, resutil.cli, resutil.decorator, resutil.sync\n"
-        "bad = [m for m in sys.modules if m.startswith(('google.', 'box_sdk_gen', 'boxsdk', "
-        "'pydrive2', 'googleapiclient')) or m == 'google']\n"
+        "import sys, resutil, resutil.cli, resutil.decorator, resutil.storage, resutil.sync\n"
+        f"bad = [m for m in sys.modules if m.startswith({SDK_MODULES!r}) or m == 'google']\n"
         "print(','.join(bad))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
@@ -467,9 +443,7 @@ def test_broken_metadata_in_a_remote_archive_affects_only_its_experiment(proj):
     ok("push", good.name)
     shutil.rmtree(good)
     bad = "aapjfj_20240706T094339_bad"
-    with zipfile.ZipFile(proj.zip_of(bad), "w") as zf:
-        zf.writestr(EXP_FILE, "args: s.py\ngit: not-a-mapping\n")
-        zf.writestr("out.txt", "result\n")
+    put_zip_01x(proj, bad, {EXP_FILE: "args: s.py\ngit: not-a-mapping\n", "out.txt": "result\n"})
     r = ok("graph", "--format", "json")
     assert_one_warning_line(r.stderr, bad, "remote", "'git'")
     assert {n["name"] for n in json.loads(r.stdout)["nodes"]} == {good.name, bad}
