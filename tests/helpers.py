@@ -13,8 +13,10 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -237,6 +239,19 @@ def wait_for(predicate, what: str, proc: subprocess.Popen | None = None, limit: 
         if time.monotonic() > end:
             raise AssertionError(f"gave up waiting for {what}")
         time.sleep(0.01)
+
+
+def at_once(fn, args: Sequence) -> list:
+    """``fn(arg)`` for every one of ``args``, each in a thread of its own, all let go at the
+    same moment; returns the results in order and re-raises the first error."""
+    start = threading.Barrier(len(args))
+
+    def run(arg):
+        start.wait()
+        return fn(arg)
+
+    with ThreadPoolExecutor(len(args)) as pool:
+        return list(pool.map(run, args))
 
 
 def read_exp(folder: Path) -> dict:

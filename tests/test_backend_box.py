@@ -10,7 +10,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,7 +29,7 @@ from tests.backend_box import (
     ENTERPRISE_ID,
     write_box_config,
 )
-from tests.helpers import Recorder
+from tests.helpers import Recorder, assert_one_line, big_file, closed_port
 
 pytest.importorskip("box_sdk_gen", reason="boxsdk is not installed (pip install 'resutil[box]')")
 
@@ -43,13 +42,7 @@ def make(settings: StorageSettings, **changes):
     return backend_class("box")(dataclasses.replace(settings, values=values))
 
 
-def big_file(path, mib=21):
-    """A file large enough for a chunked upload session (>= 20 MiB)."""
-    block = os.urandom(MiB)
-    with open(path, "wb") as f:
-        for i in range(mib):
-            f.write(block[i:] + block[:i])
-    return path
+CHUNKED_MIB = 21  # large enough for a chunked upload session (>= 20 MiB)
 
 
 def changed_copy(src, dest):
@@ -58,12 +51,6 @@ def changed_copy(src, dest):
     data[-10:] = b"new ending"
     dest.write_bytes(data)
     return dest
-
-
-def assert_one_line(err):
-    text = str(err.value)
-    assert "\n" not in text and "Traceback" not in text
-    return text
 
 
 # -- sign-in flows ----------------------------------------------------------------------------
@@ -235,9 +222,7 @@ def test_persistent_503_reports_unavailable(box_fake, box_settings):
 
 
 def test_network_down_reports_quickly(box_settings):
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = closed_port()
     settings = dataclasses.replace(box_settings, retry_wait=0.5)  # the default backoff
     storage = make(settings, endpoint=f"http://127.0.0.1:{port}")
     start = time.monotonic()
@@ -257,7 +242,7 @@ def test_dropped_download_is_retried(box_fake, box_settings):
 # -- chunked uploads, versions, races ----------------------------------------------------------
 def test_dropped_part_and_202_commit_are_retried(box_fake, box_settings, tmp_path):
     storage = make(box_settings)
-    src = big_file(tmp_path / "big.bin")
+    src = big_file(tmp_path / "big.bin", CHUNKED_MIB)
     box_fake.drop_next("/upload_sessions/")  # the first part's connection is cut halfway
     box_fake.commit_202_once = True
     rec = Recorder()
@@ -273,7 +258,7 @@ def test_dropped_part_and_202_commit_are_retried(box_fake, box_settings, tmp_pat
 
 def test_failed_chunked_upload_keeps_old_version(box_fake, box_settings, tmp_path):
     storage = make(box_settings)
-    v1 = big_file(tmp_path / "v1.bin")
+    v1 = big_file(tmp_path / "v1.bin", CHUNKED_MIB)
     v2 = changed_copy(v1, tmp_path / "v2.bin")
     box_fake.drop_next("/upload_sessions/", count=1000)
     with pytest.raises(StorageUnavailable) as err:
@@ -402,7 +387,7 @@ def test_chunked_upload_reads_ahead_and_round_trips(box_fake, box_settings, tmp_
     """A thread reads and hashes the parts ahead of the sends: every part's Digest and the
     whole file's (both checked by the fake) stay right, and the file arrives byte for byte."""
     storage = make(box_settings)
-    src = big_file(tmp_path / "big.bin", mib=29)  # 4 parts of 8 MiB, the last one short
+    src = big_file(tmp_path / "big.bin", 29)  # 4 parts of 8 MiB, the last one short
     rec = Recorder()
     puts = box_fake.count("PUT", "/upload_sessions/")
     listed = box_fake.count("GET", r"/upload_sessions/\w+/parts$")
@@ -416,7 +401,7 @@ def test_chunked_upload_reads_ahead_and_round_trips(box_fake, box_settings, tmp_
 
 def test_failed_commit_aborts_the_session(box_fake, box_settings, tmp_path):
     storage = make(box_settings)
-    src = big_file(tmp_path / "big.bin")
+    src = big_file(tmp_path / "big.bin", CHUNKED_MIB)
     box_fake.fail_next(400, match="/commit", code="bad_request", message="Injected failure")
     aborts = box_fake.count("DELETE", "/upload_sessions/")
     with pytest.raises(StorageError) as err:

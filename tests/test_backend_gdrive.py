@@ -11,8 +11,8 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import socket
-import threading
 import time
 
 import pytest
@@ -26,7 +26,17 @@ from resutil.errors import (
 from resutil.storage import backend_class
 
 from .backend_gdrive import gdrive_settings_for, make_service_account_key
-from tests.helpers import Recorder
+from tests.helpers import (
+    Recorder,
+    assert_one_line,
+    at_once,
+    big_file,
+    cli_fails,
+    cli_ok,
+    closed_port,
+    make_exp,
+    make_project,
+)
 
 pytest.importorskip("pydrive2", reason="PyDrive2 is not installed (pip install 'resutil[gdrive]')")
 
@@ -51,21 +61,9 @@ def base(gdrive_settings) -> str:
     return gdrive_settings.values["base_folder_id"]
 
 
-def big_file(tmp_path, mb: int = 20):
-    src = tmp_path / "big.bin"
-    src.write_bytes(os.urandom(mb << 20))
-    return src
-
-
 def folder_id(fake, parent: str, title: str) -> str:
     (found,) = [f for f in fake.children(parent) if f["title"] == title]
     return found["id"]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- listing, duplicates, layout -------------------------------------------------------------
@@ -190,7 +188,7 @@ def test_empty_file_round_trip(storage, tmp_path):
 
 
 def test_expired_upload_session_starts_over(storage, fake_drive, tmp_path):
-    src = big_file(tmp_path)
+    src = big_file(tmp_path / "big.bin", 20)
     fake_drive.fail_next(404, "notFound", "Upload session expired", match="upload_id=")
     cb = Recorder()
     storage.upload(src, "Proj", "big.zip", cb)
@@ -243,20 +241,8 @@ def test_delete_is_permanent_for_a_shared_drive_manager(fake_drive, gdrive_key, 
 
 
 def test_parallel_uploads_share_one_folder(storage, fake_drive, base):
-    errors = []
-
-    def push(i):
-        try:
-            storage.write_bytes("Proj", f"{i}.zip", str(i).encode())
-        except Exception as e:  # noqa: BLE001
-            errors.append(e)
-
-    threads = [threading.Thread(target=push, args=(i,)) for i in range(storage.max_workers * 2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    at_once(lambda i: storage.write_bytes("Proj", f"{i}.zip", str(i).encode()),
+            range(storage.max_workers * 2))
     assert [f["title"] for f in fake_drive.children(base)] == ["Proj"]
     assert len(storage.list("Proj")) == storage.max_workers * 2
 
@@ -294,8 +280,8 @@ def test_persistent_503_is_one_line_unavailable(storage, fake_drive):
     fake_drive.fail_next(503, "backendError", "Backend Error", times=100)
     with pytest.raises(StorageUnavailable) as exc:
         storage.list("Proj")
-    msg = str(exc.value)
-    assert "Google Drive" in msg and "503" in msg and "\n" not in msg
+    msg = assert_one_line(exc)
+    assert "Google Drive" in msg and "503" in msg
     fake_drive.clear_faults()
 
 
@@ -317,7 +303,7 @@ def test_401_once_refreshes_and_succeeds(storage, fake_drive):
 
 
 def test_chunk_503_resumes_the_same_session(storage, fake_drive, tmp_path):
-    src = big_file(tmp_path)
+    src = big_file(tmp_path / "big.bin", 20)
     fake_drive.fail_next(503, "backendError", match="upload_id=")
     cb = Recorder()
     before = len(fake_drive.requests)
@@ -330,7 +316,7 @@ def test_chunk_503_resumes_the_same_session(storage, fake_drive, tmp_path):
 
 
 def test_connection_dropped_mid_upload_is_resumed(storage, fake_drive, tmp_path):
-    src = big_file(tmp_path)
+    src = big_file(tmp_path / "big.bin", 20)
     fake_drive.drop_next_upload_chunk()
     cb = Recorder()
     storage.upload(src, "Proj", "big.zip", cb)
@@ -341,14 +327,14 @@ def test_connection_dropped_mid_upload_is_resumed(storage, fake_drive, tmp_path)
 
 
 def test_upload_that_keeps_dropping_fails_cleanly(storage, fake_drive, tmp_path):
-    src = big_file(tmp_path, 10)
+    src = big_file(tmp_path / "big.bin", 10)
     fake_drive.drop_next_upload_chunk(times=1000)
     cb = Recorder()
     before = len(fake_drive.requests)
     with pytest.raises(StorageUnavailable) as exc:
         storage.upload(src, "Proj", "big.zip", cb)
-    msg = str(exc.value)
-    assert "Proj/big.zip" in msg and "lost the connection" in msg and "\n" not in msg
+    msg = assert_one_line(exc)
+    assert "Proj/big.zip" in msg and "lost the connection" in msg
     # resumed in place `retries` times, then given up: no second round of fresh sessions
     sessions = [p for m, p in fake_drive.requests[before:]
                 if m == "POST" and "uploadType=resumable" in p]
@@ -359,7 +345,7 @@ def test_upload_that_keeps_dropping_fails_cleanly(storage, fake_drive, tmp_path)
 
 
 def test_interrupted_upload_leaves_nothing(storage, fake_drive, tmp_path):
-    src = big_file(tmp_path)
+    src = big_file(tmp_path / "big.bin", 20)
 
     class CtrlC(Recorder):
         def advance(self, n):
@@ -380,9 +366,8 @@ def test_network_down_is_reported_quickly(tmp_path):
     with pytest.raises(StorageUnavailable) as exc:
         storage.list("Proj")
     assert time.monotonic() - start < 15
-    msg = str(exc.value)
+    msg = assert_one_line(exc)
     assert "Google Drive" in msg and f"127.0.0.1:{port}" in msg and "network" in msg
-    assert "\n" not in msg
 
 
 def test_blackholed_network_times_out(tmp_path, monkeypatch):
@@ -524,9 +509,9 @@ def test_revoked_key(fake_drive, gdrive_base_folder, tmp_path):
     storage = open_gdrive(gdrive_settings_for(fake_drive, key, gdrive_base_folder, tmp_path))
     with pytest.raises(StoragePermission) as exc:
         storage.list("Proj")
-    msg = str(exc.value)
+    msg = assert_one_line(exc)
     assert "invalid_grant" in msg and "key was revoked or the clock is wrong" in msg
-    assert sa.client_email in msg and "\n" not in msg
+    assert sa.client_email in msg
 
 
 def test_key_signed_with_the_wrong_private_key(fake_drive, gdrive_key, gdrive_base_folder,
@@ -556,40 +541,23 @@ def _small(storage):
 
 # -- the CLI on Drive ----------------------------------------------------------------------
 def test_cli_push_list_comment_pull_on_drive(fake_drive, gdrive_settings, tmp_path):
-    import shutil
-
-    import yaml
-
-    from .helpers import assert_one_error_line, chdir, make_exp, make_project, run_cli
-
-    proj = make_project(tmp_path / "p")
-    conf = proj.root / "resutil-conf.yaml"
-    data = yaml.safe_load(conf.read_text())
-    data["storage_type"] = "gdrive"
-    data["storage_config"] = dict(gdrive_settings.values)
-    conf.write_text(yaml.safe_dump(data))
+    proj = make_project(tmp_path, gdrive_settings)
     up = make_exp(proj, "up")
     down = make_exp(proj, "down", deps=[up.name])
-    with chdir(proj.root):
-        r = run_cli("push", down.name)  # pushes its upstream too
-        assert r.exit_code == 0, r.stderr
-        r = run_cli("comment", down.name, "renamed")
-        assert r.exit_code == 0, r.stderr
-        shutil.rmtree(proj.results)
-        r = run_cli("pull", "--all")
-        assert r.exit_code == 0, r.stderr
-        renamed = down.name.rsplit("_", 1)[0] + "_renamed"
-        assert {p.name for p in proj.results.iterdir()} >= {up.name, renamed}
+    cli_ok("push", down.name, cwd=proj.root)  # pushes its upstream too
+    cli_ok("comment", down.name, "renamed", cwd=proj.root)
+    shutil.rmtree(proj.results)
+    cli_ok("pull", "--all", cwd=proj.root)
+    renamed = down.name.rsplit("_", 1)[0] + "_renamed"
+    assert {p.name for p in proj.results.iterdir()} >= {up.name, renamed}
 
-        base = gdrive_settings.values["base_folder_id"]
-        proj_id = folder_id(fake_drive, base, "Proj")
-        assert sorted(f["title"] for f in fake_drive.children(proj_id)) == sorted(
-            [f"{up.name}.zip", f"{renamed}.zip"])
+    base = gdrive_settings.values["base_folder_id"]
+    proj_id = folder_id(fake_drive, base, "Proj")
+    assert sorted(f["title"] for f in fake_drive.children(proj_id)) == sorted(
+        [f"{up.name}.zip", f"{renamed}.zip"])
 
-        os.unlink(gdrive_settings.values["key_file_path"])
-        r = run_cli("list")
-        assert r.exit_code == 1
-        assert_one_error_line(r.stderr, "Google Drive key file not found")
+    os.unlink(gdrive_settings.values["key_file_path"])
+    cli_fails("list", needles=["Google Drive key file not found"], cwd=proj.root)
 
 
 # -- uploading while the archive is written ----------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import io
 import json
 import os
 import platform
@@ -36,7 +35,6 @@ from .helpers import (
     popen_script,
     read_exp,
     read_exp_in_zip,
-    run_cli,
     run_script,
     small_tmpfs,
     wait_for,

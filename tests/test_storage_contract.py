@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -10,6 +9,8 @@ import pytest
 
 from resutil.errors import StorageNotFound
 from resutil.storage import backend_class
+
+from .helpers import big_file
 
 
 @pytest.fixture
@@ -66,19 +67,9 @@ def test_failed_staged_upload_stores_nothing(storage):
     assert storage.list("Proj") == []
 
 
-def big_file(path, mb, seed=b""):
-    """``mb`` MiB of incompressible data (a different file for another ``seed``)."""
-    block = os.urandom(1 << 20)
-    with open(path, "wb") as f:
-        for i in range(mb):
-            f.write(block[i:] + block[:i])
-        f.write(seed)
-    return path
-
-
 def test_large_file_round_trip(storage, tmp_path, big_file_mb):
     """Big enough to take the SDK's chunked/resumable path."""
-    src = big_file(tmp_path / "big.bin", big_file_mb)
+    src = big_file(tmp_path / "big.bin", big_file_mb, seed=0)
     seen = []
 
     class Cb:
@@ -147,12 +138,12 @@ def test_create_exclusive_has_one_winner_among_concurrent_writers(storage, stora
 def test_upload_reports_the_stored_version_of_a_large_file(storage, tmp_path, big_file_mb):
     """The chunked/resumable paths answer with what they stored: the version a listing
     shows, for a new object and for new content under the same name."""
-    src = big_file(tmp_path / "big.bin", big_file_mb)
+    src = big_file(tmp_path / "big.bin", big_file_mb, seed=0)
     first = storage.upload(src, "Proj", "big.zip")
     listed = storage.stat("Proj", "big.zip")
     assert first is not None and first.version is not None
     assert (first.name, first.size, first.version) == (listed.name, listed.size, listed.version)
-    other = big_file(tmp_path / "other.bin", big_file_mb, seed=b"other")
+    other = big_file(tmp_path / "other.bin", big_file_mb, seed=1)
     with storage.staged_upload("Proj", "big.zip") as staged:
         staged.path.write_bytes(other.read_bytes())
     second = staged.stored

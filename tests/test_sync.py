@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import zipfile
 from datetime import datetime
 
 import pytest
@@ -14,9 +13,7 @@ import pytest
 from .helpers import (
     cli_ok as ok,
     NAME_RE,
-    assert_one_error_line,
     make_exp,
-    make_project,
     read_exp,
     run_cli,
     tree,
