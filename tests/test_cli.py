@@ -14,6 +14,7 @@ import yaml
 from resutil.cli import cli
 
 from .helpers import (
+    cli_fails as fails,
     cli_ok as ok,
     assert_one_error_line,
     make_exp,
@@ -23,13 +24,6 @@ from .helpers import (
 )
 
 T0 = datetime(2024, 7, 6, 6, 43, 39)  # prefix aapiyl
-
-
-def fails(*args: str, needles=()):
-    r = run_cli(*args)
-    assert r.exit_code == 1, (args, r.stdout, r.stderr)
-    assert_one_error_line(r.stderr, *needles)
-    return r
 
 
 # -- list ---------------------------------------------------------------------------------

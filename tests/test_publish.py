@@ -21,12 +21,13 @@ import pytest
 from resutil.naming import make_name, new_run_id
 
 from .helpers import (
-    REPO,
     assert_one_error_line,
+    big_file,
     chdir,
     cli_ok as ok,
     make_clone,
     make_exp,
+    popen_cli,
     popen_script,
     read_exp,
     read_exp_in_zip,
@@ -236,19 +237,14 @@ def test_kill_9_during_a_re_push_leaves_a_pullable_copy(proj, tmp_path):
     """A real kill -9 at many moments of a forced re-push: whatever the moment, the remote
     holds a copy that pulls whole (the old one or the new one), and list agrees."""
     exp = make_exp(proj, "k9", {"small.txt": "s"}, when=T0)
-    block = os.urandom(1 << 20)
-    with open(exp / "big.bin", "wb") as f:
-        for i in range(48):
-            f.write(block[i:] + block[:i])
+    big_file(exp / "big.bin", 48)
     seal(exp)
     ok("push", exp.name)
     node2 = make_clone(proj, tmp_path / "node2")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     for delay in (0.05, 0.15, 0.3, 0.5, 0.8):
         (exp / "small.txt").write_text(f"after {delay}")
-        p = subprocess.Popen([sys.executable, "-m", "resutil", "push", "--force", exp.name],
-                             cwd=proj.root, env=env, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+        p = popen_cli(proj.root, "push", "--force", exp.name, stdout=subprocess.DEVNULL,
+                      stderr=subprocess.DEVNULL)
         time.sleep(delay)
         p.send_signal(signal.SIGKILL)
         p.wait()
@@ -272,16 +268,14 @@ def test_concurrent_pushes_of_one_run_never_leave_a_mixed_pair(proj, tmp_path):
     node2 = make_clone(proj, tmp_path / "node2")
     with chdir(node2.root):
         ok("pull", exp.name)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     for round_ in range(4):
         procs = []
         for clone, who in ((proj, "one"), (node2, "two")):
             folder = clone.results / exp.name
             (folder / "who.txt").write_text(f"{who}-{round_}" * 5000)
             seal(folder)
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "resutil", "push", "--force", exp.name], cwd=clone.root,
-                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+            procs.append(popen_cli(clone.root, "push", "--force", exp.name,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
         codes = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
         side = _sidecar(proj, exp.name)
         zpath = proj.zip_of(exp.name)
