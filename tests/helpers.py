@@ -86,6 +86,12 @@ class Proj:
         assert len(dirs) == 1, [d.name for d in dirs]
         return dirs[0]
 
+    def exp(self, comment: str) -> Path:
+        """The one local experiment folder with that comment."""
+        found = [d for d in self.exp_dirs() if d.name.endswith(f"_{comment}")]
+        assert len(found) == 1, (comment, [d.name for d in self.exp_dirs()])
+        return found[0]
+
     def remote_zips(self) -> list[str]:
         if not self.archive_dir.is_dir():
             return []

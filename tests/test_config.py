@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -22,10 +23,16 @@ from .helpers import (
 INIT = ("init", "--project", "MyProj", "--results-dir", "results", "--storage", "local")
 
 
-def test_init_writes_config_gitignore_and_storage(tmp_path, monkeypatch):
-    here = tmp_path / "proj"
-    here.mkdir()
-    monkeypatch.chdir(here)
+@pytest.fixture
+def here(tmp_path, monkeypatch) -> Path:
+    """An empty folder to init a project in; the cwd."""
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    return folder
+
+
+def test_init_writes_config_gitignore_and_storage(tmp_path, here):
     remote = tmp_path / "nas" / "resutil"
     r = run_cli(*INIT, "--path", str(remote), "--yes")
     assert r.exit_code == 0, r.stderr
@@ -44,9 +51,7 @@ def test_init_writes_config_gitignore_and_storage(tmp_path, monkeypatch):
     assert tree(remote) <= {"MyProj.resutil"}
 
 
-def test_init_refuses_to_overwrite_without_force(tmp_path, monkeypatch):
-    proj = make_project(tmp_path)
-    monkeypatch.chdir(proj.root)
+def test_init_refuses_to_overwrite_without_force(tmp_path, proj):
     before = (proj.root / "resutil-conf.yaml").read_text()
     r = run_cli(*INIT, "--path", str(tmp_path / "other"), "--yes")
     assert r.exit_code == 1
@@ -59,10 +64,7 @@ def test_init_refuses_to_overwrite_without_force(tmp_path, monkeypatch):
     assert load_config(proj.root / "resutil-conf.yaml").project_name == "MyProj"
 
 
-def test_init_fails_clearly_when_storage_folder_cannot_be_created(tmp_path, monkeypatch):
-    here = tmp_path / "proj"
-    here.mkdir()
-    monkeypatch.chdir(here)
+def test_init_fails_clearly_when_storage_folder_cannot_be_created(tmp_path, here):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     r = run_cli(*INIT, "--path", str(blocker / "resutil"), "--yes")
@@ -72,10 +74,7 @@ def test_init_fails_clearly_when_storage_folder_cannot_be_created(tmp_path, monk
     assert not (here / "results").exists()
 
 
-def test_init_fails_clearly_on_a_read_only_storage_folder(tmp_path, monkeypatch):
-    here = tmp_path / "proj"
-    here.mkdir()
-    monkeypatch.chdir(here)
+def test_init_fails_clearly_on_a_read_only_storage_folder(tmp_path, here):
     remote = tmp_path / "ro"
     remote.mkdir()
     with readonly_mount(remote):

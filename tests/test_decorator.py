@@ -189,20 +189,20 @@ READS_UNNAMED = """
 """
 
 
-def _upstream(proj, comment="up", env=None) -> Path:
-    write_script(proj, UPSTREAM, "up.py")
-    r = run_script(proj, "up.py", env={"RESUTIL_COMMENT": comment, **(env or {})})
+def _run(proj, body: str, args=(), comment: str = "down"
+         ) -> tuple[subprocess.CompletedProcess, Path]:
+    """``body`` run as a script with that comment, which must succeed; its output and its
+    experiment folder."""
+    write_script(proj, body)
+    r = run_script(proj, "s.py", args, env={"RESUTIL_COMMENT": comment})
     assert r.returncode == 0, r.stderr
-    return next(d for d in proj.exp_dirs() if d.name.endswith(f"_{comment}"))
+    return r, proj.exp(comment)
 
 
 def test_dependency_from_argv(proj):
-    up = _upstream(proj)
+    _, up = _run(proj, UPSTREAM, comment="up")
     up_digest = read_exp(up)["manifest"]["digest"]
-    write_script(proj, READS_ARGV)
-    r = run_script(proj, "s.py", [f"results/{up.name}/x.csv"], env={"RESUTIL_COMMENT": "down"})
-    assert r.returncode == 0, r.stderr
-    down = next(d for d in proj.exp_dirs() if d.name.endswith("_down"))
+    _, down = _run(proj, READS_ARGV, [f"results/{up.name}/x.csv"])
     meta = read_exp(down)
     assert meta["dependency"] == [up.name]
     assert meta["dependency_sources"] == [
@@ -212,11 +212,8 @@ def test_dependency_from_argv(proj):
 
 
 def test_dependency_from_an_observed_read(proj):
-    up = _upstream(proj)
-    write_script(proj, READS_UNNAMED)
-    r = run_script(proj, "s.py", env={"RESUTIL_COMMENT": "down"})
-    assert r.returncode == 0, r.stderr
-    down = next(d for d in proj.exp_dirs() if d.name.endswith("_down"))
+    _, up = _run(proj, UPSTREAM, comment="up")
+    _, down = _run(proj, READS_UNNAMED)
     meta = read_exp(down)
     assert meta["dependency"] == [up.name]
     assert meta["dependency_sources"][0]["source"] == "observed"
@@ -225,8 +222,8 @@ def test_dependency_from_an_observed_read(proj):
 
 
 def test_declared_upstream_by_prefix(proj):
-    up = _upstream(proj)
-    write_script(proj, f"""
+    _, up = _run(proj, UPSTREAM, comment="up")
+    _, down = _run(proj, f"""
         import resutil
 
         @resutil.main()
@@ -237,9 +234,6 @@ def test_declared_upstream_by_prefix(proj):
         if __name__ == "__main__":
             main()
     """)
-    r = run_script(proj, env={"RESUTIL_COMMENT": "down"})
-    assert r.returncode == 0, r.stderr
-    down = next(d for d in proj.exp_dirs() if d.name.endswith("_down"))
     meta = read_exp(down)
     assert meta["dependency"] == [up.name]
     assert meta["dependency_sources"][0]["source"] == "declared"
@@ -250,12 +244,9 @@ def test_missing_upstream_named_in_argv_is_pulled_before_the_run(proj):
     up = make_exp(proj, "up", {"x.csv": "upstream data\n"}, when=datetime.now() - timedelta(days=1))
     assert run_cli("push", up.name).exit_code == 0
     shutil.rmtree(up)
-    write_script(proj, READS_ARGV)
-    r = run_script(proj, "s.py", [f"results/{up.name}/x.csv"], env={"RESUTIL_COMMENT": "down"})
-    assert r.returncode == 0, r.stderr
+    r, down = _run(proj, READS_ARGV, [f"results/{up.name}/x.csv"])
     assert "read: upstream data" in r.stdout
     assert (up / "x.csv").read_text() == "upstream data\n"
-    down = next(d for d in proj.exp_dirs() if d.name.endswith("_down"))
     assert read_exp(down)["dependency"] == [up.name]
 
 

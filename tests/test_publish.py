@@ -73,7 +73,7 @@ def test_a_run_clashing_with_another_runs_identity_moves_and_both_are_kept(proj,
                         when=T0 + timedelta(minutes=5), host="node2")
         r = ok("push", down.name)
         assert "moved to" in _said(r)
-        moved = next(d for d in node2.exp_dirs() if d.name.endswith("_same"))
+        moved = node2.exp("same")
         assert moved.name[:22] != mine.name[:22] and not theirs.exists()
         assert read_exp(moved)["name"] == moved.name
         assert read_exp(down)["dependency"] == [moved.name]  # the downstream followed

@@ -24,7 +24,7 @@ def test_runs_of_one_identity_from_two_clones_both_stay(storage_settings, tmp_pa
     cli_ok("push", mine.name, cwd=a.root)
     r = cli_ok("push", down.name, cwd=b.root)
     assert "moved to" in r.stderr
-    moved = next(d for d in b.exp_dirs() if d.name.endswith("_same"))
+    moved = b.exp("same")
     assert moved.name[:22] != mine.name[:22]
 
     c = make_project(tmp_path / "c", storage_settings)

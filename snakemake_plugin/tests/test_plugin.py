@@ -135,7 +135,9 @@ class TestExistingExperiment(TestStorageBase):
 def test_registry_finds_the_plugin():
     registry = StoragePluginRegistry()
     assert "resutil" in registry.get_registered_plugins()
-    assert registry.get_plugin("resutil").is_read_write
+    plugin = registry.get_plugin("resutil")
+    assert plugin.storage_provider is StorageProvider  # this package's, not another's
+    assert plugin.is_read_write()  # a method: reads and writes, not read-only
 
 
 @pytest.mark.parametrize("query", [
