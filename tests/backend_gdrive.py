@@ -104,11 +104,12 @@ def gdrive_base_folder(fake_drive) -> str:
     fake_drive.clear_faults()
 
 
-def gdrive_settings_for(fake_drive, key_path: Path, base_folder_id: str, tmp_path: Path,
+def gdrive_settings_for(url: str, key_path: Path, base_folder_id: str, tmp_path: Path,
                         **values) -> StorageSettings:
+    """Settings for the Drive API at ``url`` (a fake Drive's, or a dead address)."""
     return StorageSettings(
         values={"base_folder_id": base_folder_id, "key_file_path": str(key_path),
-                "endpoint": fake_drive.url, **values},
+                "endpoint": url, **values},
         storage_type="gdrive", scratch_dir=tmp_path / "scratch", retry_wait=0.01,
     )
 
@@ -117,4 +118,4 @@ def gdrive_settings_for(fake_drive, key_path: Path, base_folder_id: str, tmp_pat
 def gdrive_settings(tmp_path, fake_drive, gdrive_key, gdrive_base_folder) -> StorageSettings:
     """Settings for a fresh, empty Drive folder reached through the real auth path."""
     key_path = gdrive_key.write(tmp_path / "keys" / "service-account.json")
-    return gdrive_settings_for(fake_drive, key_path, gdrive_base_folder, tmp_path)
+    return gdrive_settings_for(fake_drive.url, key_path, gdrive_base_folder, tmp_path)

@@ -17,7 +17,6 @@ import io
 import json
 import os
 import re
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from resutil.errors import (  # noqa: E402
 )
 from resutil.storage import StorageSettings, backend_class  # noqa: E402
 from tests.helpers import Recorder, assert_one_line, at_once, big_file, closed_port
-from tests.servers.httpserver import Server  # noqa: E402
+from tests.servers.httpserver import Server, hang_up  # noqa: E402
 
 CLIENT_EMAIL = "resutil-ci@resutil-test.iam.gserviceaccount.com"
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"  # google-auth always uses it
@@ -157,11 +156,7 @@ class _ProxyHandler(_Handler):
         if fault is not None and fault.kind == "drop":
             # Read part of the body, then vanish: what a dropped Wi-Fi or a reset NAT does.
             self.rfile.read(min(int(self.headers.get("Content-Length") or 0), fault.after_bytes))
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            hang_up(self)
             return
         body = self._body()
         if fault is not None and fault.kind == "fail":
@@ -178,11 +173,7 @@ class _ProxyHandler(_Handler):
         data = resp.read()
         conn.close()
         if fault is not None and fault.kind == "lose":
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            hang_up(self)
             return
         if proxy.page_size and self.command == "GET" and resp.status == 200 and re.search(
                 r"/b/[^/]+/o(\?|$)", self.path):

@@ -233,7 +233,7 @@ def test_delete_is_permanent_for_a_shared_drive_manager(fake_drive, gdrive_key, 
     drive = fake_drive.create_shared_drive("managed", role="organizer")
     base = fake_drive.create_folder("resutil", drive)
     key = gdrive_key.write(tmp_path / "k.json")
-    storage = open_gdrive(gdrive_settings_for(fake_drive, key, base, tmp_path))
+    storage = open_gdrive(gdrive_settings_for(fake_drive.url, key, base, tmp_path))
     storage.write_bytes("P", "a.zip", b"x")
     storage.delete("P", "a.zip")
     proj = folder_id(fake_drive, base, "P")
@@ -360,7 +360,7 @@ def test_network_down_is_reported_quickly(tmp_path):
     port = closed_port()
     url = f"http://127.0.0.1:{port}"
     key = make_service_account_key(f"{url}/token").write(tmp_path / "k.json")
-    settings = gdrive_settings_for(type("F", (), {"url": url})(), key, "base", tmp_path)
+    settings = gdrive_settings_for(url, key, "base", tmp_path)
     storage = open_gdrive(settings)  # no network in the constructor
     start = time.monotonic()
     with pytest.raises(StorageUnavailable) as exc:
@@ -391,7 +391,7 @@ def test_blackholed_network_times_out(tmp_path, monkeypatch):
             fillers.append(c)
         time.sleep(0.1)
         key = make_service_account_key(f"{url}/token").write(tmp_path / "k.json")
-        storage = open_gdrive(gdrive_settings_for(type("F", (), {"url": url})(), key, "base",
+        storage = open_gdrive(gdrive_settings_for(url, key, "base",
                                                   tmp_path))
         start = time.monotonic()
         try:
@@ -408,7 +408,7 @@ def test_blackholed_network_times_out(tmp_path, monkeypatch):
 def test_service_account_without_quota_needs_a_shared_drive(fake_drive, gdrive_key, tmp_path):
     my_drive_folder = fake_drive.create_folder("shared with the SA")  # not in a Shared Drive
     key = gdrive_key.write(tmp_path / "k.json")
-    storage = open_gdrive(gdrive_settings_for(fake_drive, key, my_drive_folder, tmp_path))
+    storage = open_gdrive(gdrive_settings_for(fake_drive.url, key, my_drive_folder, tmp_path))
     for src_size in (10, 9 << 20):  # multipart and resumable
         src = tmp_path / "f.bin"
         src.write_bytes(b"x" * src_size)
@@ -426,7 +426,7 @@ def test_read_only_share_names_the_account_to_share_with(fake_drive, gdrive_key,
     base = fake_drive.create_folder("resutil", drive)
     fake_drive.create_folder("Proj", base)
     key = gdrive_key.write(tmp_path / "k.json")
-    storage = open_gdrive(gdrive_settings_for(fake_drive, key, base, tmp_path))
+    storage = open_gdrive(gdrive_settings_for(fake_drive.url, key, base, tmp_path))
     assert storage.list("Proj") == []  # reading works
     with pytest.raises(StoragePermission) as exc:
         storage.write_bytes("Proj", "a.zip", b"x")
@@ -446,7 +446,7 @@ def test_injected_insufficient_permissions(storage, fake_drive, gdrive_key):
 
 def test_missing_base_folder(fake_drive, gdrive_key, tmp_path):
     key = gdrive_key.write(tmp_path / "k.json")
-    storage = open_gdrive(gdrive_settings_for(fake_drive, key, "1NoSuchFolder", tmp_path))
+    storage = open_gdrive(gdrive_settings_for(fake_drive.url, key, "1NoSuchFolder", tmp_path))
     with pytest.raises(StorageNotFound) as exc:
         storage.list("Proj")
     assert str(exc.value) == (
@@ -459,13 +459,13 @@ def test_missing_base_folder(fake_drive, gdrive_key, tmp_path):
 def test_base_folder_that_is_a_file(fake_drive, gdrive_key, gdrive_base_folder, tmp_path):
     file_id = fake_drive.create_file("notes.txt", gdrive_base_folder, b"x")
     key = gdrive_key.write(tmp_path / "k.json")
-    storage = open_gdrive(gdrive_settings_for(fake_drive, key, file_id, tmp_path))
+    storage = open_gdrive(gdrive_settings_for(fake_drive.url, key, file_id, tmp_path))
     with pytest.raises(ConfigError, match="is a file .* not a Google Drive folder"):
         storage.list("Proj")
 
 
 def test_missing_key_file(fake_drive, gdrive_base_folder, tmp_path):
-    settings = gdrive_settings_for(fake_drive, tmp_path / "nope.json", gdrive_base_folder,
+    settings = gdrive_settings_for(fake_drive.url, tmp_path / "nope.json", gdrive_base_folder,
                                    tmp_path)
     storage = open_gdrive(settings)  # lazy: constructing is fine
     with pytest.raises(ConfigError, match=r"Google Drive key file not found: .*nope\.json"):
@@ -475,7 +475,7 @@ def test_missing_key_file(fake_drive, gdrive_base_folder, tmp_path):
 def test_key_file_not_json(fake_drive, gdrive_base_folder, tmp_path):
     key = tmp_path / "key.json"
     key.write_text("-----BEGIN PRIVATE KEY-----\n")
-    storage = open_gdrive(gdrive_settings_for(fake_drive, key, gdrive_base_folder, tmp_path))
+    storage = open_gdrive(gdrive_settings_for(fake_drive.url, key, gdrive_base_folder, tmp_path))
     with pytest.raises(ConfigError, match="key file .*key.json is not valid JSON"):
         storage.list("Proj")
 
@@ -487,7 +487,7 @@ def test_oauth_client_secret_instead_of_key(fake_drive, gdrive_base_folder, tmp_
         "auth_uri": "https://accounts.google.com/o/oauth2/auth",
         "token_uri": "https://oauth2.googleapis.com/token", "redirect_uris": ["http://localhost"],
     }}))
-    storage = open_gdrive(gdrive_settings_for(fake_drive, key, gdrive_base_folder, tmp_path))
+    storage = open_gdrive(gdrive_settings_for(fake_drive.url, key, gdrive_base_folder, tmp_path))
     with pytest.raises(ConfigError, match="is an OAuth client secret, not a service-account key"):
         storage.list("Proj")
 
@@ -496,7 +496,7 @@ def test_key_with_a_broken_private_key(fake_drive, gdrive_key, gdrive_base_folde
     info = dict(gdrive_key.info, private_key="-----BEGIN PRIVATE KEY-----\nAAAA\n")
     key = tmp_path / "k.json"
     key.write_text(json.dumps(info))
-    storage = open_gdrive(gdrive_settings_for(fake_drive, key, gdrive_base_folder, tmp_path))
+    storage = open_gdrive(gdrive_settings_for(fake_drive.url, key, gdrive_base_folder, tmp_path))
     with pytest.raises(ConfigError, match="cannot be used as a service-account key"):
         storage.list("Proj")
 
@@ -506,7 +506,7 @@ def test_revoked_key(fake_drive, gdrive_base_folder, tmp_path):
     fake_drive.register_key(sa.client_email, sa.n, sa.e)
     fake_drive.revoke_key(sa.client_email)
     key = sa.write(tmp_path / "k.json")
-    storage = open_gdrive(gdrive_settings_for(fake_drive, key, gdrive_base_folder, tmp_path))
+    storage = open_gdrive(gdrive_settings_for(fake_drive.url, key, gdrive_base_folder, tmp_path))
     with pytest.raises(StoragePermission) as exc:
         storage.list("Proj")
     msg = assert_one_line(exc)
@@ -520,7 +520,7 @@ def test_key_signed_with_the_wrong_private_key(fake_drive, gdrive_key, gdrive_ba
     info = dict(other.info, client_email=gdrive_key.client_email)  # registered email, other key
     key = tmp_path / "k.json"
     key.write_text(json.dumps(info))
-    storage = open_gdrive(gdrive_settings_for(fake_drive, key, gdrive_base_folder, tmp_path))
+    storage = open_gdrive(gdrive_settings_for(fake_drive.url, key, gdrive_base_folder, tmp_path))
     with pytest.raises(StoragePermission, match="Invalid JWT Signature"):
         storage.list("Proj")
 
@@ -528,7 +528,7 @@ def test_key_signed_with_the_wrong_private_key(fake_drive, gdrive_key, gdrive_ba
 def test_bad_endpoint_is_a_config_error(fake_drive, gdrive_key, gdrive_base_folder, tmp_path):
     key = gdrive_key.write(tmp_path / "k.json")
     with pytest.raises(ConfigError, match="endpoint must be an http"):
-        open_gdrive(gdrive_settings_for(fake_drive, key, gdrive_base_folder, tmp_path,
+        open_gdrive(gdrive_settings_for(fake_drive.url, key, gdrive_base_folder, tmp_path,
                                         endpoint="127.0.0.1:1234"))
 
 

@@ -43,7 +43,6 @@ import base64
 import hashlib
 import json
 import re
-import socket
 import threading
 import time
 import uuid
@@ -53,7 +52,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from .httpserver import Server
+from .httpserver import Server, hang_up
 
 FOLDER_MIME = "application/vnd.google-apps.folder"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
@@ -696,11 +695,7 @@ class _Handler(BaseHTTPRequestHandler):
             payload = body or b""
             ctype = "application/octet-stream"
         if self.lose_answer:  # done, but the answer never arrives
-            self.close_connection = True
-            try:
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            hang_up(self)
             return
         self.send_response(status)
         hdrs = {"Content-Type": ctype, **(headers or {})}
@@ -963,13 +958,7 @@ class _Handler(BaseHTTPRequestHandler):
         if drop:
             # Read part of the chunk, then cut the connection without answering.
             self.rfile.read(max(1, min(length // 2, 1 << 20)))
-            self.close_connection = True
-            try:
-                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                           b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+            hang_up(self, reset=True)
             return
         data = self._body()
         if up.result is not None:  # a finished session answers every PUT with its file

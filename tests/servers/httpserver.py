@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import sys
-from http.server import ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Server(ThreadingHTTPServer):
@@ -20,3 +21,16 @@ class Server(ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             return
         super().handle_error(request, client_address)
+
+
+def hang_up(handler: BaseHTTPRequestHandler, reset: bool = False) -> None:
+    """End the handler's connection without an answer, as a dropped network does; with
+    ``reset`` the client sees a reset (RST) rather than an orderly close."""
+    handler.close_connection = True
+    try:
+        if reset:
+            handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                          b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        handler.connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
