@@ -39,7 +39,11 @@ def gcs_emulator():
     honour_preconditions()
     server = create_server("127.0.0.1", 0, in_memory=True)
     server.start()
-    port = server._api._httpd.server_address[1]  # the emulator has no public accessor
+    httpd = server._api._httpd  # the emulator has no public accessor
+    # It serves one request at a time with http.server's listen backlog of 5: more clients
+    # connecting at once (threads in a test) lose SYNs and wait out a 1 s retransmit.
+    httpd.socket.listen(64)
+    port = httpd.server_address[1]
     try:
         yield EmulatorInfo(url=f"http://127.0.0.1:{port}", server=server)
     finally:

@@ -552,7 +552,7 @@ def test_5xx_then_success(tmp_path, gcs_bucket, proxy):
     assert fault.hits == 1 and fault2.hits == 1
 
 
-def test_5xx_forever_gives_up_in_assert_one_line(tmp_path, gcs_bucket, proxy):
+def test_5xx_forever_gives_up_in_one_line(tmp_path, gcs_bucket, proxy):
     storage = make_storage(tmp_path, gcs_bucket, proxy.url, retry_timeout=0.5)
     proxy.add("fail", times=10_000, status=503)
     with pytest.raises(StorageUnavailable) as e:

@@ -16,6 +16,9 @@ class Server(ThreadingHTTPServer):
     """
 
     daemon_threads = True
+    # The default backlog of 5 drops the SYNs of a burst of clients (threads in a test),
+    # which then wait out a 1 s retransmit.
+    request_queue_size = 64
 
     def handle_error(self, request, client_address) -> None:  # noqa: ANN001
         if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
