@@ -221,6 +221,7 @@ def test_persistent_503_reports_unavailable(box_fake, box_settings):
     assert len(rec.messages) == box_settings.retries and "retrying" in rec.messages[0]
 
 
+@pytest.mark.slow
 def test_network_down_reports_quickly(box_settings):
     port = closed_port()
     settings = dataclasses.replace(box_settings, retry_wait=0.5)  # the default backoff
@@ -240,6 +241,7 @@ def test_dropped_download_is_retried(box_fake, box_settings):
 
 
 # -- chunked uploads, versions, races ----------------------------------------------------------
+@pytest.mark.slow
 def test_dropped_part_and_202_commit_are_retried(box_fake, box_settings, tmp_path):
     storage = make(box_settings)
     src = big_file(tmp_path / "big.bin", CHUNKED_MIB)
@@ -256,6 +258,7 @@ def test_dropped_part_and_202_commit_are_retried(box_fake, box_settings, tmp_pat
     assert info.version == hashlib.sha1(src.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_failed_chunked_upload_keeps_old_version(box_fake, box_settings, tmp_path):
     storage = make(box_settings)
     v1 = big_file(tmp_path / "v1.bin", CHUNKED_MIB)
@@ -383,6 +386,7 @@ def test_upload_with_a_stale_listing(box_fake, box_settings):
     assert a.read_bytes("Proj", "y.zip") == b"4"
 
 
+@pytest.mark.slow
 def test_chunked_upload_reads_ahead_and_round_trips(box_fake, box_settings, tmp_path):
     """A thread reads and hashes the parts ahead of the sends: every part's Digest and the
     whole file's (both checked by the fake) stay right, and the file arrives byte for byte."""
@@ -399,6 +403,7 @@ def test_chunked_upload_reads_ahead_and_round_trips(box_fake, box_settings, tmp_
     assert [o.size for o in storage.list("Proj")] == [src.stat().st_size]
 
 
+@pytest.mark.slow
 def test_failed_commit_aborts_the_session(box_fake, box_settings, tmp_path):
     storage = make(box_settings)
     src = big_file(tmp_path / "big.bin", CHUNKED_MIB)

@@ -522,6 +522,7 @@ def test_retention_policy_blocks_delete(tmp_path, gcs_bucket, proxy):
 
 
 # -- network faults ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_network_down_is_reported_quickly(tmp_path):
     url = f"http://127.0.0.1:{closed_port()}"
     storage = make_storage(tmp_path, "bucket", url, retry_timeout=1)

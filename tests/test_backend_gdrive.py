@@ -370,6 +370,7 @@ def test_network_down_is_reported_quickly(tmp_path):
     assert "Google Drive" in msg and f"127.0.0.1:{port}" in msg and "network" in msg
 
 
+@pytest.mark.slow
 def test_blackholed_network_times_out(tmp_path, monkeypatch):
     """Connection attempts that are never answered (SYNs dropped) end after CONNECT_TIMEOUT."""
     from resutil.storage import gdrive

@@ -88,6 +88,7 @@ def test_archives_pushed_by_01x_list_pull_and_show_lineage(storage_settings, tmp
     assert up in r.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("direction", ["local->backend", "backend->local"])
 def test_experiments_move_across_backends_intact(storage_settings, local_settings, tmp_path, direction):
     first, second = (local_settings, storage_settings) if direction.startswith("local") else (

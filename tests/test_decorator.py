@@ -423,6 +423,7 @@ def test_bare_decorator_and_no_comment_without_a_tty(proj):
     assert len(folder.name) == 22  # no comment asked, none used
 
 
+@pytest.mark.slow
 def test_concurrent_runs_get_distinct_folders(proj):
     go = proj.root / "go"
     n = 4

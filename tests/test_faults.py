@@ -357,7 +357,8 @@ def _unblock_fifo(path: Path) -> None:
         STUCK_ON_FIFO.append(path)
 
 
-@pytest.mark.parametrize("shape", list(BROKEN_METADATA))
+@pytest.mark.parametrize("shape", [pytest.param(k, marks=pytest.mark.slow) if k == "too-large"
+                                   else k for k in BROKEN_METADATA])
 def test_broken_local_metadata_affects_only_its_experiment(proj, shape):
     content, needle = BROKEN_METADATA[shape]
     up = make_exp(proj, "up", when=T0)
@@ -454,6 +455,7 @@ def test_broken_metadata_in_a_remote_archive_affects_only_its_experiment(proj):
     assert good.is_dir()
 
 
+@pytest.mark.slow
 def test_a_large_manifest_is_not_too_large(proj):
     """The size cap is on the part before the manifest; the manifest has a line per file."""
     exp = make_exp(proj, "many", when=T0)

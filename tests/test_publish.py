@@ -129,6 +129,7 @@ def test_a_new_run_never_takes_an_identity_another_run_claimed(proj):
     assert proj.remote_zips() == [f"{exp.name}.zip"]
 
 
+@pytest.mark.slow
 def test_two_clones_starting_runs_at_once_keep_every_run(proj, tmp_path):
     """Real processes, two clones, started together: every run is on the remote under its
     own identity, with its own files."""
@@ -233,6 +234,7 @@ def test_a_push_killed_between_archive_and_sidecar_never_pairs_them(proj, tmp_pa
         ok("verify", "--remote", exp.name)
 
 
+@pytest.mark.slow
 def test_kill_9_during_a_re_push_leaves_a_pullable_copy(proj, tmp_path):
     """A real kill -9 at many moments of a forced re-push: whatever the moment, the remote
     holds a copy that pulls whole (the old one or the new one), and list agrees."""
@@ -259,6 +261,7 @@ def test_kill_9_during_a_re_push_leaves_a_pullable_copy(proj, tmp_path):
         ok("push", "--force", exp.name)
 
 
+@pytest.mark.slow
 def test_concurrent_pushes_of_one_run_never_leave_a_mixed_pair(proj, tmp_path):
     """Two clones holding the same run push different contents at once: afterwards a
     reader either finds archive and sidecar of one push, or knows they differ; never a

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta
 
+import pytest
+
 from resutil.remote import SIDECAR_SUFFIX
 from resutil.storage import backend_class
 
@@ -14,6 +16,7 @@ from .helpers import cli_fails, cli_in, cli_ok, make_exp, make_project
 T0 = datetime(2024, 7, 6, 6, 43, 39)
 
 
+@pytest.mark.slow
 def test_runs_of_one_identity_from_two_clones_both_stay(storage_settings, tmp_path):
     a = make_project(tmp_path / "a", storage_settings)
     b = make_project(tmp_path / "b", storage_settings)
@@ -37,6 +40,7 @@ def test_runs_of_one_identity_from_two_clones_both_stay(storage_settings, tmp_pa
     assert "Up to date" in cli_ok("push", mine.name, cwd=a.root).stderr
 
 
+@pytest.mark.slow
 def test_re_push_up_to_date_and_a_killed_push_never_pairs(storage_settings, tmp_path):
     a = make_project(tmp_path / "a", storage_settings)
     storage = backend_class(storage_settings.storage_type)(storage_settings)

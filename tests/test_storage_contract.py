@@ -67,6 +67,7 @@ def test_failed_staged_upload_stores_nothing(storage):
     assert storage.list("Proj") == []
 
 
+@pytest.mark.slow
 def test_large_file_round_trip(storage, tmp_path, big_file_mb):
     """Big enough to take the SDK's chunked/resumable path."""
     src = big_file(tmp_path / "big.bin", big_file_mb, seed=0)
@@ -135,6 +136,7 @@ def test_create_exclusive_has_one_winner_among_concurrent_writers(storage, stora
     assert sorted(o.name for o in storage.list("Proj.resutil")) == names
 
 
+@pytest.mark.slow
 def test_upload_reports_the_stored_version_of_a_large_file(storage, tmp_path, big_file_mb):
     """The chunked/resumable paths answer with what they stored: the version a listing
     shows, for a new object and for new content under the same name."""

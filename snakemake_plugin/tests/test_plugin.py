@@ -249,6 +249,7 @@ def snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedPr
     return proc
 
 
+@pytest.mark.slow
 def test_snakemake_reads_a_remote_experiment_and_writes_a_new_one(tmp_path):
     root = tmp_path / "proj"
     root.mkdir()
