@@ -1,5 +1,7 @@
-"""Shared helpers for the core-loop tests: a real project made by ``resutil init``, scripts
-run as real subprocesses, the CLI invoked in-process through click's CliRunner."""
+"""Shared helpers for the tests: a real project made by ``resutil init`` (on any backend),
+scripts run as real subprocesses, the CLI invoked in-process through click's CliRunner, and
+the data and assertions more than one test file needs (big files, 0.1.x archives, one-line
+messages). One copy each: a test file that needs a variant adds an option here."""
 
 from __future__ import annotations
 
