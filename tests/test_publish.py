@@ -18,6 +18,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from resutil.liveness import Owner, this_host
+from resutil.metadata import EXP_FILE, hash_file, read_meta, write_meta
 from resutil.naming import make_name, new_run_id
 
 from .helpers import (
@@ -27,8 +29,10 @@ from .helpers import (
     cli_ok as ok,
     make_clone,
     make_exp,
+    meta_01x,
     popen_cli,
     popen_script,
+    put_zip_01x,
     read_exp,
     read_exp_in_zip,
     run_cli,
@@ -282,8 +286,6 @@ def test_concurrent_pushes_of_one_run_never_leave_a_mixed_pair(proj, tmp_path):
         codes = [(p.wait(timeout=60), p.stderr.read()) for p in procs]
         side = _sidecar(proj, exp.name)
         zpath = proj.zip_of(exp.name)
-        from resutil.metadata import hash_file
-
         paired = side["archive"]["hash"] == hash_file(zpath)
         if not paired:  # a push that lost the race must have said so
             assert any(code != 0 and "at the same time" in err for code, err in codes), codes
@@ -301,8 +303,6 @@ def test_a_killed_push_part_file_is_removed_by_the_next_push_at_once(proj):
     proj.archive_dir.mkdir(parents=True)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
-    from resutil.liveness import this_host
-
     part = proj.archive_dir / f".{exp.name}.zip.part-{this_host()}.{dead}.12345-abcdef12"
     part.write_bytes(b"x" * 1000)
     live = proj.archive_dir / f".other.zip.part-{this_host()}.{os.getpid()}.0-abcdef12"
@@ -364,19 +364,8 @@ def test_verbose_shows_what_resutil_did(proj):
 def test_a_new_run_never_replaces_a_01x_archive_of_its_identity(proj):
     """0.1.x archives carry no run id, no start time, no host: a run made by resutil (which
     has a run id from its first moment) is never taken for one of them."""
-    import io
-
-    proj.archive_dir.mkdir(parents=True)
     old = "aapiyl_20240706T064339_old"
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        zf.writestr("data.txt", "from 0.1.x\n")
-        zf.writestr("resutil-exp.yaml", "args: old.py\nresult_dir: results/x\ndependency: []\n"
-                    "git: {commit_hash: null, uncommited_files: []}\n")
-    proj.zip_of(old).write_bytes(buf.getvalue())
-    from resutil.liveness import Owner
-    from resutil.metadata import read_meta, write_meta
-
+    put_zip_01x(proj, old, {"data.txt": "from 0.1.x\n", EXP_FILE: meta_01x(old, args="old.py")})
     mine = make_exp(proj, "new", {"data.txt": "mine\n"}, when=T0)
     meta = read_meta(mine)
     meta.run_id, meta.process = new_run_id(), Owner.current()
@@ -395,8 +384,6 @@ def test_pull_refuses_another_run_under_a_local_identity_until_it_moves(proj, tm
     node2 = make_clone(proj, tmp_path / "node2")
     with chdir(node2.root):
         theirs = make_exp(node2, "b", {"who.txt": "two"}, when=T0, host="node2")
-        from resutil.metadata import read_meta, write_meta
-
         meta = read_meta(theirs)
         meta.run_id = new_run_id()
         write_meta(theirs, meta)
