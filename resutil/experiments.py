@@ -169,17 +169,11 @@ def describe_experiment(project: Project, query: str) -> dict[str, Any]:
     experiments whose metadata could not be read (so ``downstream`` may lack them)."""
     from .lineage import collect, dependents, unreadable
 
-    name = project.resolve(query)
-    ws = project.workspace
-    local = ws.local_name(name)
+    found = project.locate(query, with_manifest=True)
+    name, meta, local = found.name, found.meta, found.folder and found.name
     if local:
-        meta = read_meta(ws.path(local))
         where = "local" + (" and remote" if not project.no_remote and project.remote.get(name) else "")
     else:
-        exp = project.remote.get(name)
-        if exp is None:
-            raise ExperimentNotFound(f"no experiment '{query}'")
-        meta = project.remote.meta(exp)
         where = "remote only"
     records = collect(project, remote=not project.no_remote)
     downstream = dependents(records, name[:IDENTITY_LEN])

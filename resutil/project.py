@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
 from .config import Config, load_config
 from .errors import ExperimentNotFound
-from .remote import Remote
+from .metadata import ExpMeta, read_meta
+from .remote import Remote, RemoteExperiment
 from .storage import Storage, open_storage
 from .workspace import Workspace
+
+
+@dataclass
+class Located:
+    """An experiment found by name: its metadata, and where it is."""
+
+    name: str  # the local folder's name when it is local, else the remote one
+    meta: ExpMeta
+    folder: Path | None  # the local folder, if any
+    remote: RemoteExperiment | None  # the remote copy, if any (looked up only when not local)
 
 
 class Project:
@@ -49,6 +61,19 @@ class Project:
             if not remote or self.no_remote:
                 raise
         return self.workspace.resolve(query, self.remote.names())
+
+    def locate(self, query: str, with_manifest: bool = False) -> Located:
+        """An experiment's metadata from its local folder, else from the remote (sidecar, or
+        the archive once for one pushed by 0.1.x); ExperimentNotFound when neither has it."""
+        name = self.resolve(query)
+        local = self.workspace.local_name(name)
+        if local:
+            folder = self.workspace.path(local)
+            return Located(local, read_meta(folder, with_manifest=with_manifest), folder, None)
+        exp = None if self.no_remote else self.remote.get(name)
+        if exp is None:
+            raise ExperimentNotFound(f"no experiment '{query}' locally or on the remote")
+        return Located(exp.name, self.remote.meta(exp), None, exp)
 
     def key_files(self) -> list[Path]:
         """Credential files named in the config (never copied into an experiment)."""
