@@ -61,12 +61,19 @@ def copy_changed_files(state: GitState, dest: Path, exclude: Iterable[Path] = ()
     is a symlink (its target may be anywhere) or a file reached through a symlinked folder
     that leads out of the repository: only regular files inside it are copied.
     """
-    if state.root is None or not state.changed:
+    return copy_code(state, state.changed, dest, exclude)
+
+
+def copy_code(state: GitState, rels: Iterable[str], dest: Path,
+              exclude: Iterable[Path] = ()) -> list[str]:
+    """Copy work-tree files (repository-relative) into ``dest/uncommited_files`` under the
+    rules of ``copy_changed_files``; returns what was copied."""
+    if state.root is None:
         return []
     excluded = [Path(p).resolve() for p in exclude]
     root = state.root.resolve()
     copied = []
-    for rel in state.changed:
+    for rel in rels:
         path = state.root / rel
         try:
             if not stat.S_ISREG(path.lstat().st_mode):
@@ -81,6 +88,50 @@ def copy_changed_files(state: GitState, dest: Path, exclude: Iterable[Path] = ()
         shutil.copy2(src, target, follow_symlinks=False)
         copied.append(rel)
     return copied
+
+
+def untracked_code(state: GitState, files: Iterable[Path]) -> list[str]:
+    """Which of ``files`` (code a run uses) lie in the work tree but are neither tracked nor
+    ignored by git, so nothing else records them; repository-relative, sorted."""
+    if state.root is None:
+        return []
+    root = state.root.resolve()
+    rels = set()
+    for f in files:
+        try:
+            rels.add(Path(os.path.abspath(f)).resolve().relative_to(root).as_posix())
+        except (ValueError, OSError, RuntimeError):
+            continue
+    return sorted(git.untracked(root, sorted(rels))) if rels else []
+
+
+def imported_code() -> list[Path]:
+    """The script this process runs and the Python modules it imported from source files,
+    leaving out installed packages (site-packages, the interpreter's own library)."""
+    import sysconfig
+
+    paths = sysconfig.get_paths()
+    prefixes = {os.path.abspath(paths[k]) + os.sep for k in
+                ("stdlib", "platstdlib", "purelib", "platlib", "scripts") if paths.get(k)}
+    found: dict[str, None] = {}
+    main = sys.modules.get("__main__")
+    candidates = [getattr(main, "__file__", None)]
+    if sys.argv and sys.argv[0] and sys.argv[0] not in ("-c", "-m"):
+        candidates.append(sys.argv[0])
+    for mod in list(sys.modules.values()):
+        f = getattr(mod, "__file__", None)
+        if isinstance(f, str) and f.endswith(".py"):
+            candidates.append(f)
+    for f in candidates:
+        if not isinstance(f, str) or not f:
+            continue
+        path = os.path.abspath(f)
+        parts = path.split(os.sep)
+        if ("site-packages" in parts or "dist-packages" in parts
+                or any(path.startswith(p) for p in prefixes) or not os.path.isfile(path)):
+            continue
+        found[path] = None
+    return [Path(p) for p in found]
 
 
 # -- environment ----------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from types import FrameType
 from typing import Any, Callable, Iterator, TypeVar
 
 from . import ui
-from .capture import OutputCapture, ReadObserver
+from .capture import GitState, OutputCapture, ReadObserver, copy_code, imported_code, untracked_code
 from .experiments import new_experiment, record_start
 from .errors import ResutilError
 from .liveness import Owner
@@ -197,6 +197,8 @@ class Run:
         self._created = False  # this run made its folder (so may remove it)
         self._reserve: Path | None = None
         self._warned: set[str] = set()
+        self._git: GitState | None = None
+        self._code_seen: set[Path] = set()  # the script and modules checked for git
 
     # -- start --------------------------------------------------------------------------------
     def start(self) -> Params:
@@ -237,10 +239,13 @@ class Run:
         meta.status = "running"
         meta.process = Owner.current()  # from the first write on, a killed run shows as dead
         write_meta(self.folder, meta)  # marks the folder 'running' at once (push -A skips it)
-        record_start(self.project, self.folder, meta, " ".join(sys.argv))
+        self._code_seen = set(imported_code())
+        self._git = record_start(self.project, self.folder, meta, " ".join(sys.argv),
+                                 argv=list(sys.argv), code_files=self._code_seen)
         ui.info(f"Experiment [bold]{ui.esc(self.folder.name)}[/bold]")
         if meta.uncommitted_files:
             ui.info(f"  {len(meta.uncommitted_files)} uncommitted file(s) copied to uncommited_files/")
+        _warn_untracked(meta.untracked_files)
         for name in names_in_argv(sys.argv[1:], self.project.config.results_dir):
             if parse_name(name) and parse_name(name).identity != self.folder.name[:IDENTITY_LEN]:  # type: ignore[union-attr]
                 self._add_upstream(name, "argv")
@@ -304,6 +309,7 @@ class Run:
         into resutil-stderr.log); quick, so a second Ctrl-C rarely finds it half done."""
         self._stop_watching()
         self._release_reserve()  # room for the record on a disk the program filled
+        self._copy_late_code()
         if failure is not None and self._output is not None:
             tb = failure.__traceback__
             while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
@@ -328,6 +334,24 @@ class Run:
             except OSError as e:
                 self._problem("manifest", f"cannot list the files of {self.folder.name} ({e.strerror or e})")
             self._save()
+
+    def _copy_late_code(self) -> None:
+        """Copy the untracked project modules the run imported after it started."""
+        new = set(imported_code()) - self._code_seen
+        if not new or self._git is None or self._git.root is None or not self.folder.is_dir():
+            return
+        self._code_seen |= new
+        exclude = [*self.project.key_files(), self.project.config.results_dir]
+        try:
+            rels = [r for r in untracked_code(self._git, new) if r not in self.meta.untracked_files]
+            copied = copy_code(self._git, rels, self.folder, exclude)
+        except OSError as e:
+            self._problem("code", f"cannot copy untracked code into {self.folder.name} "
+                                  f"({e.strerror or e})")
+            return
+        if copied:
+            self.meta.untracked_files = sorted({*self.meta.untracked_files, *copied})
+            _warn_untracked(copied)
 
     def _stop_watching(self) -> None:
         if self._observer:
@@ -401,6 +425,16 @@ class Run:
         """Remove the folder of a failed run (only when the user asked for it)."""
         self.project.workspace.remove(self.folder.name)
         ui.info(f"Deleted {ui.esc(self.folder.name)}")
+
+
+def _warn_untracked(files: list[str]) -> None:
+    """One line: code the run uses that git does not track was copied, and why."""
+    if not files:
+        return
+    shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+    verb = "is" if len(files) == 1 else "are"
+    ui.warn(f"{shown} {verb} not tracked by git: copied into uncommited_files/ so this run "
+            "can be reproduced ('git add' to track)")
 
 
 def _cannot_start(root: Path, e: OSError) -> ResutilError:

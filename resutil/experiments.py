@@ -7,9 +7,11 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
-from .capture import copy_changed_files, environment, git_state
+from .capture import (
+    GitState, copy_changed_files, copy_code, environment, git_state, untracked_code,
+)
 from .errors import DependencyError, ExperimentError, ExperimentNotFound
 from .liveness import Owner
 from .metadata import ExpMeta, iter_files, read_meta, upstream_record, write_meta
@@ -45,18 +47,22 @@ def new_experiment(project: Project, comment: str = "", claim: bool = True,
 
 def record_start(
     project: Project, folder: Path, meta: ExpMeta, args: str, cwd: Path | None = None,
-    code: bool = True,
-) -> None:
+    code: bool = True, argv: list[str] | None = None, code_files: Iterable[Path] = (),
+) -> GitState | None:
     """Fill in what every new experiment records when it starts.
 
-    The start time, the command, the folder, the environment and (with ``code``) the git
-    commit plus copies of changed tracked files; key files and results never get copied.
+    The start time, the command (``args`` as 0.1.x wrote it, ``argv`` as a list when it is
+    one), the folder, the environment and (with ``code``) the git commit, the working
+    directory within the work tree, copies of changed tracked files and of the
+    ``code_files`` (the script, its modules) that git does not track; key files, results
+    and anything git ignores never get copied. Returns the git facts (None without ``code``).
     """
     if meta.run_id is None:
         meta.run_id = new_run_id()
     meta.started_at = now_iso()
     meta.process = Owner.current()
     meta.args = args
+    meta.argv = list(argv) if argv is not None else None
     try:
         meta.result_dir = folder.relative_to(project.config.root).as_posix()
     except ValueError:
@@ -65,9 +71,18 @@ def record_start(
     if code:
         git = git_state(cwd)
         meta.commit_hash = git.commit
-        meta.uncommitted_files = copy_changed_files(
-            git, folder, exclude=[*project.key_files(), project.config.results_dir]
-        )
+        exclude = [*project.key_files(), project.config.results_dir]
+        meta.uncommitted_files = copy_changed_files(git, folder, exclude)
+        meta.untracked_files = copy_code(git, untracked_code(git, code_files), folder, exclude)
+        meta.workdir = None
+        if git.root is not None:
+            try:
+                meta.workdir = (cwd or Path.cwd()).resolve().relative_to(
+                    git.root.resolve()).as_posix()
+            except (ValueError, OSError):
+                pass
+        return git
+    return None
 
 
 def add_experiment(project: Project, comment: str, deps: list[str]) -> Path:
@@ -77,7 +92,7 @@ def add_experiment(project: Project, comment: str, deps: list[str]) -> Path:
     ws = project.workspace
     folder, meta = new_experiment(project, comment, claim=not project.no_remote,
                                   status="finished")
-    record_start(project, folder, meta, " ".join(sys.argv), code=False)
+    record_start(project, folder, meta, " ".join(sys.argv), code=False, argv=sys.argv)
     meta.ended_at = meta.started_at
     for dep in resolved:
         local = ws.local_name(dep)

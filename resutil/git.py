@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Iterable
 
 TIMEOUT = 60.0
 
@@ -39,3 +40,76 @@ def head(root: Path) -> str | None:
     """The commit HEAD points at, or None in a repository without commits."""
     out = run(["rev-parse", "--verify", "-q", "HEAD"], root)
     return out.strip() if out else None
+
+
+def run_bytes(args: list[str], cwd: Path) -> bytes | None:
+    """``run`` for output that is file content (any bytes)."""
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, timeout=TIMEOUT,
+                             check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def has_commit(root: Path, commit: str) -> bool:
+    """Whether the repository holds ``commit`` (a fresh clone may lack an unpushed one)."""
+    return run(["cat-file", "-e", f"{commit}^{{commit}}"], root) is not None
+
+
+def show(root: Path, commit: str, rel: str) -> bytes | None:
+    """A file's content at ``commit`` (None when it did not exist there)."""
+    return run_bytes(["show", f"{commit}:{rel}"], root)
+
+
+def names(out: str | None) -> list[str]:
+    """The paths of a ``-z`` listing."""
+    return [p for p in (out or "").split("\0") if p]
+
+
+def changed_between(root: Path, a: str, b: str) -> list[str]:
+    """The files that differ between two commits (renames as a removal and an addition)."""
+    return names(run(["diff", "--name-only", "--no-renames", "-z", a, b, "--"], root))
+
+
+def diff(root: Path, a: str, b: str, exclude: Iterable[str] = ()) -> str | None:
+    """The unified diff between two commits, without the ``exclude`` paths."""
+    spec = [f":(exclude,literal){p}" for p in exclude]
+    return run(["diff", "--no-color", "--no-ext-diff", "--no-renames", a, b, "--", ".", *spec],
+               root)
+
+
+def untracked(root: Path, rels: list[str]) -> set[str]:
+    """Which of ``rels`` git neither tracks nor ignores (so nothing records them)."""
+    if not rels:
+        return set()
+    out = run(["--literal-pathspecs", "ls-files", "-z", "--others", "--exclude-standard",
+               "--", *rels], root)
+    return set(names(out))
+
+
+def ignored_entries(root: Path) -> list[str] | None:
+    """What git ignores in the work tree, a wholly ignored folder as one entry (``data/``)."""
+    out = run(["ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"],
+              root)
+    return None if out is None else names(out)
+
+
+def worktree_add(root: Path, path: Path, commit: str) -> str | None:
+    """Check ``commit`` out into a new linked work tree at ``path`` (detached: no branch
+    moves, the user's work tree is untouched); None when it worked, else git's message."""
+    try:
+        out = subprocess.run(["git", "worktree", "add", "--detach", "-q", str(path), commit],
+                             cwd=root, capture_output=True, timeout=TIMEOUT * 5, check=False)
+    except (OSError, subprocess.SubprocessError) as e:
+        return str(e)
+    if out.returncode == 0:
+        return None
+    lines = out.stderr.decode("utf-8", "replace").strip().splitlines()
+    return lines[-1] if lines else f"git worktree add failed ({out.returncode})"
+
+
+def worktree_remove(root: Path, path: Path) -> None:
+    """Remove a linked work tree made by ``worktree_add`` and forget it."""
+    run(["worktree", "remove", "--force", "--force", str(path)], root)
+    run(["worktree", "prune"], root)

@@ -24,7 +24,7 @@ from .atomic import TMP_MARK, write_atomic
 from .errors import ExperimentError
 from .hashing import HASH_ALGORITHM, new_hasher
 from .liveness import Owner
-from .naming import NAME_IN_TEXT_RE, identity_of, parse_name
+from .naming import identity_of, name_in_entry, parse_name
 
 EXP_FILE = "resutil-exp.yaml"
 UNCOMMITTED_DIR = "uncommited_files"  # 0.1.x spelling, kept for compatibility
@@ -206,11 +206,16 @@ class ExpMeta:
     comment: str = ""
     run_id: str | None = None  # globally unique, from creation on; None for 0.1.x runs
     status: str = "finished"
-    args: str = ""
+    args: str = ""  # 0.1.x: the command line joined by spaces (kept for 0.1.x readers)
+    argv: list[str] | None = None  # the command line as a list (what a rerun uses)
     result_dir: str = ""
     dependencies: list[Dependency] = field(default_factory=list)
     commit_hash: str | None = None
     uncommitted_files: list[str] = field(default_factory=list)
+    # Code the run used that git does not track (its script, modules it imported), copied
+    # into uncommited_files/ like the changed tracked files.
+    untracked_files: list[str] = field(default_factory=list)
+    workdir: str | None = None  # the working directory, relative to the git work tree
     started_at: str | None = None
     ended_at: str | None = None
     environment: dict[str, Any] = field(default_factory=dict)
@@ -240,11 +245,18 @@ class ExpMeta:
     # -- (de)serialisation ---------------------------------------------------------------
     def head_dict(self) -> dict[str, Any]:
         """Every key but the manifest, 0.1.x keys first."""
+        git: dict[str, Any] = {"commit_hash": self.commit_hash,
+                               "uncommited_files": self.uncommitted_files}
+        if self.untracked_files:
+            git["untracked_files"] = self.untracked_files
+        if self.workdir is not None:
+            git["workdir"] = self.workdir
         d: dict[str, Any] = {
             "args": self.args,
+            **({"argv": list(self.argv)} if self.argv is not None else {}),
             "result_dir": self.result_dir,
             "dependency": [dep.name for dep in self.dependencies],
-            "git": {"commit_hash": self.commit_hash, "uncommited_files": self.uncommitted_files},
+            "git": git,
             "schema_version": self.schema_version,
             "name": self.name,
             "run_id": self.run_id,
@@ -290,7 +302,7 @@ class ExpMeta:
             raise _Unusable(f"the content is {_kind(data)}, not a mapping of keys to values")
         _check_shape({k: v for k, v in data.items() if k != "manifest"})
         known = {
-            "args", "result_dir", "dependency", "git", "schema_version", "name", "run_id", "comment",
+            "args", "argv", "result_dir", "dependency", "git", "schema_version", "name", "run_id", "comment",
             "status", "started_at", "ended_at", "dependency_sources", "environment", "pipeline",
             "manifest", "process",
         }
@@ -320,12 +332,16 @@ class ExpMeta:
                 continue
             seen.add(ident)
             source, digest, run_id = sources.get(ident, ("recorded", None, None))
-            found = NAME_IN_TEXT_RE.search(entry)  # 0.1.x wrote results/<name>
-            name = found.group(0) if found else entry
-            deps.append(Dependency(name, source, digest, run_id))
+            deps.append(Dependency(name_in_entry(entry), source, digest, run_id))
         uncommitted = _list(git, "uncommited_files", "git.uncommited_files")
         if not all(isinstance(f, str) for f in uncommitted):
             raise _Unusable("'git.uncommited_files' must be a list of file names")
+        untracked = _list(git, "untracked_files", "git.untracked_files")
+        if not all(isinstance(f, str) for f in untracked):
+            raise _Unusable("'git.untracked_files' must be a list of file names")
+        argv = data.get("argv")
+        if argv is not None and not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
+            raise _Unusable(f"'argv' is {_kind(argv)}, not a list of strings")
         version = data.get("schema_version")
         if isinstance(version, str) and version.isdigit():
             version = int(version)
@@ -340,10 +356,13 @@ class ExpMeta:
             comment=_text(data, "comment"),
             status=_text(data, "status") or "finished",
             args=_text(data, "args"),
+            argv=list(argv) if argv is not None else None,
             result_dir=_text(data, "result_dir"),
             dependencies=deps,
             commit_hash=_text(git, "commit_hash", "git.commit_hash", None),
             uncommitted_files=list(uncommitted),
+            untracked_files=list(untracked),
+            workdir=_text(git, "workdir", "git.workdir", None),
             started_at=_text(data, "started_at", default=None),
             ended_at=_text(data, "ended_at", default=None),
             environment=dict(_mapping(data, "environment")),

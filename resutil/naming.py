@@ -119,6 +119,16 @@ def identity_of(name: str) -> str:
     return found.group(0)[:IDENTITY_LEN]
 
 
+def name_in_entry(entry: str) -> str:
+    """The whole experiment name in a dependency entry: the entry itself, or the last part
+    of a path that is one (0.1.x wrote ``results/<name>``). Spaces belong to the name."""
+    for part in reversed(re.split(r"[/\\]", entry.rstrip("/\\"))):
+        if NAME_RE.match(part):
+            return part
+    found = NAME_IN_TEXT_RE.search(entry)
+    return found.group(0) if found else entry
+
+
 def names_in_argv(argv: Iterable[str], results_dir: Path) -> list[str]:
     """Experiment names that argv arguments point at inside ``results_dir`` (0.1.x rule)."""
     root = results_dir.resolve()

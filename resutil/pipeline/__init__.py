@@ -1,12 +1,13 @@
 """``resutil-pipeline.yaml``: steps that become experiments, rerun only when they changed.
 
 A step is up to date when a finished experiment carries its fingerprint: a hash of the
-step's definition, the code and the identities of its upstream experiments. Fingerprints
+step's definition, the content of the files it runs and the identities of its upstream
+experiments. Fingerprints
 live in each experiment's metadata (``pipeline: {step, fingerprint, ...}``), so deciding
 needs no hashing of results: local metadata heads and the remote's sidecars are enough.
 
 - ``spec``: the pipeline file: format, validation, ``load_pipeline``, ``expand``.
-- ``fingerprint``: the code state (git) and a step's fingerprint.
+- ``fingerprint``: the files a step runs (``StepCode``) and a step's fingerprint.
 - ``index``: the runs the pipeline knows (``Known``, ``Candidate``), local and remote.
 - ``plan``: which steps are up to date or stale and why (``Planner.decide``, the one place
   a step is decided; ``pipeline_status``).

@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import ExperimentError, ExperimentNotFound, PipelineError
 from ..naming import IDENTITY_LEN, identity_of
 from ..project import Project
-from .fingerprint import code_state, fingerprint, named_files
+from .fingerprint import FINGERPRINT_FORMAT, StepCode, fingerprint, head_commit
 from .index import Candidate, Known
 from .spec import Pipeline, Step, param_text
 
@@ -61,11 +61,11 @@ class Planner:
     def __init__(self, project: Project, pipeline: Pipeline, names: list[str]) -> None:
         self.project = project
         self.pipeline = pipeline
-        cfg = project.config
-        self.code = code_state(pipeline.root, [pipeline.path, cfg.path])
+        self.commit = head_commit(pipeline.root)
         comments = {s.comment for s in pipeline.steps.values()}
         self.known = Known(project, not project.no_remote, comments)
-        self.files = {n: named_files(pipeline.steps[n], pipeline.root) for n in names}
+        self.code = StepCode(pipeline.root)
+        self.files = {n: self.code.files(pipeline.steps[n]) for n in names}
         self.inputs: dict[str, str] = {}  # need.ref -> full experiment name
         for name in names:
             for need in pipeline.steps[name].needs:
@@ -119,16 +119,19 @@ class Planner:
             rel = str(self.pipeline.path)
         info: dict[str, Any] = {
             "step": step.name,
-            "fingerprint": fingerprint(step, needs, self.code, files),
+            "fingerprint": fingerprint(step, needs, files),
+            "format": FINGERPRINT_FORMAT,
             "file": rel,
             "run": step.run,
             "params": step.params,
             "needs": dict(needs),
-            "code": self.code.as_dict(),
+            "code": {"commit": self.commit},
             "files": files,
         }
         if step.env:
             info["env"] = step.env
+        if step.deps:
+            info["deps"] = step.deps
         return info
 
     def why(self, step: Step, info: dict[str, Any]) -> tuple[str, list[str]]:
@@ -159,15 +162,19 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         a, b = oldn.get(key), newn.get(key)
         if not a or not b or identity_of(str(a)) != identity_of(str(b)):
             out.append(f"upstream {key}: {a or 'none'} -> {b or 'none'}")
-    oc, nc = old.get("code") or {}, new.get("code") or {}
-    if oc.get("committed") != nc.get("committed"):
-        before, after = str(oc.get("commit"))[:8], str(nc.get("commit"))[:8]
-        out.append(f"code changed (commit {before} -> {after})")
-    if oc.get("uncommitted") != nc.get("uncommitted"):
-        out.append("uncommitted changes differ")
+    if (old.get("deps") or []) != (new.get("deps") or []):
+        out.append("deps changed")
+    if old.get("format", 1) != new.get("format", 1):
+        out.append("recorded by an earlier resutil, whose fingerprint covered the whole "
+                   "repository (this step runs once more)")
+        return out
     of, nf = old.get("files") or {}, new.get("files") or {}
     for path in sorted(set(of) | set(nf)):
-        if of.get(path) != nf.get(path):
+        if path not in of:
+            out.append(f"{path} added")
+        elif path not in nf:
+            out.append(f"{path} removed")
+        elif of[path] != nf[path]:
             out.append(f"{path} changed")
     return out
 
@@ -192,9 +199,12 @@ def pipeline_status(
         d = planner.decide(step, made, name in forced)
         if d.needs is None:
             late = [u for u in step.upstream_steps if u not in made]
-            stale = planner.known.latest(name) is not None
-            reasons = [f"upstream step {late[0]} will run" if stale else "never run"]
-            rows.append(StepStatus(name, "stale" if stale else "missing", reasons=reasons,
+            last = planner.known.latest(name)
+            reasons = [f"upstream step {late[0]} will run" if last else "never run"]
+            if last is not None:  # and what changed in the step itself
+                reasons += changes(last.info, {**planner.info(step, {}),
+                                               "needs": last.info.get("needs")})
+            rows.append(StepStatus(name, "stale" if last else "missing", reasons=reasons,
                                    pulls=pulls, forced=d.forced))
             continue
         if d.found is not None:

@@ -20,7 +20,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from ..naming import IDENTITY_LEN
 from ..errors import PipelineError, ResutilError
@@ -202,7 +202,12 @@ class _Runner:
         env = {"RESUTIL_PIPELINE_STEP": step.name,
                "RESUTIL_PARAMS": json.dumps(step.params, default=str), **step.env}
         outcome = execute(self.project, folder, meta, command, self.pipeline.root, env,
-                          lambda line: self.on_event(Event("output", step.name, line)))
+                          lambda line: self.on_event(Event("output", step.name, line)),
+                          code_files=self.planner.code.sources(step))
+        if outcome.untracked:
+            files = ", ".join(outcome.untracked[:3]) + (" ..." if len(outcome.untracked) > 3 else "")
+            self.on_event(Event("warning", step.name, f"{files} not tracked by git: copied into "
+                                f"{folder.name}/uncommited_files/ so it can be reproduced"))
         result = StepResult(step.name, "ran" if outcome.status == "finished" else "failed",
                             folder.name, seconds=outcome.seconds, returncode=outcome.returncode,
                             log=folder / STEP_LOG)
@@ -244,6 +249,7 @@ class Outcome:
     status: str  # "finished" | "failed" | "interrupted"
     returncode: int
     seconds: float
+    untracked: list[str] = field(default_factory=list)  # code copied because git lacks it
 
 
 def execute(
@@ -254,15 +260,18 @@ def execute(
     cwd: Path,
     env: dict[str, str],
     on_output: Callable[[str], None],
+    code_files: Iterable[Path] = (),
 ) -> Outcome:
     """Run ``command`` as the experiment in ``folder`` (made by the caller) and record it.
 
     The process finds the folder in RESUTIL_EXPERIMENT_DIR, so a script using
     ``@resutil.main()`` adopts it instead of making its own; its whole output goes to
-    ``resutil-step.log`` in the folder and, line by line, to ``on_output``.
+    ``resutil-step.log`` in the folder and, line by line, to ``on_output``. The
+    ``code_files`` it runs that git does not track are copied like uncommitted files.
     """
     cfg = project.config
-    record_start(project, folder, meta, command if isinstance(command, str) else shlex.join(command), cwd)
+    args = command if isinstance(command, str) else shlex.join(command)
+    record_start(project, folder, meta, args, cwd, code_files=code_files)
     write_meta(folder, meta)
     full_env = {k: v for k, v in os.environ.items()
                 if k not in ("RESUTIL_DEBUG", "RESUTIL_COMMENT")}
@@ -306,7 +315,8 @@ def execute(
     if project.no_remote:
         after.manifest = compute_manifest(folder)
         write_meta(folder, after)
-    return Outcome(status, returncode, seconds)
+    return Outcome(status, returncode, seconds, sorted({*meta.untracked_files,
+                                                         *after.untracked_files}))
 
 
 def push_folder(project: Project, folder: Path) -> tuple[str, str | None]:

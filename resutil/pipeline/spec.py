@@ -1,7 +1,8 @@
 """The pipeline file, ``resutil-pipeline.yaml``: its format, validation and placeholders.
 
 A step has a ``run`` command, the ``needs`` it reads (other steps, or existing experiments
-by name or prefix), ``params``, ``env`` and a ``comment`` (its experiments' label).
+by name or prefix), ``params``, ``env``, ``deps`` (globs of files its result depends on
+beyond the script and the modules it imports) and a ``comment`` (its experiments' label).
 ``load_pipeline`` checks the schema, the needs, cycles and placeholders and orders the
 steps; ``expand`` turns a ``run`` template into the shell command of one run.
 """
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     import networkx as nx
 
 PIPELINE_FILE = "resutil-pipeline.yaml"
-STEP_KEYS = ("run", "needs", "params", "env", "comment")
+STEP_KEYS = ("run", "needs", "params", "env", "comment", "deps")
 
 _STEP_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _TOKEN_RE = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
@@ -52,6 +53,7 @@ class Step:
     params: dict[str, Any] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     comment: str = ""
+    deps: list[str] = field(default_factory=list)  # globs, relative to the pipeline's folder
 
     @property
     def upstream_steps(self) -> list[str]:
@@ -206,8 +208,15 @@ def _parse_step(name: str, body: Any, path: Path) -> Step:
     problem = comment_problem(comment)
     if problem:
         raise PipelineError(f"{where}: invalid comment: {problem}")
+    deps = body.get("deps") or []
+    if isinstance(deps, str):
+        deps = [deps]
+    if not isinstance(deps, list) or not all(isinstance(d, str) and d.strip() for d in deps):
+        raise PipelineError(f"{where}: 'deps' is a list of file globs, e.g. [config/*.yaml]")
+    if any(Path(d).is_absolute() for d in deps):
+        raise PipelineError(f"{where}: 'deps' globs are relative to {path.name}'s folder")
     return Step(name, run, needs, {str(k): v for k, v in params.items()},
-                {str(k): str(v) for k, v in env.items()}, comment)
+                {str(k): str(v) for k, v in env.items()}, comment, deps)
 
 
 def _check_placeholders(step: Step) -> None:
