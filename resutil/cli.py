@@ -626,35 +626,103 @@ def pipeline_init(force: bool) -> None:
 
 @cli.command("reproduce")
 @click.argument("experiment", **EXP)
-@click.option("--dry-run", "-n", is_flag=True, help="Show what would run and what differs.")
+@click.option("--dry-run", "-n", is_flag=True,
+              help="Show what would run, where, and with which upstream experiments.")
+@click.option("--at-head", is_flag=True,
+              help="Rerun the code as it is now, in place, instead of the recorded commit.")
+@click.option("--ignore", multiple=True, metavar="GLOB",
+              help="Files known to vary (e.g. '*.log'): reported, not counted; repeatable.")
 @click.option("-v", "--verbose", is_flag=True, help="Show the run's output as it runs.")
-def reproduce_(experiment: str, dry_run: bool, verbose: bool) -> None:
-    """Rerun a recorded experiment as a new one (<comment>-repro), after checking its code.
+def reproduce_(experiment: str, dry_run: bool, at_head: bool, ignore: tuple[str, ...],
+               verbose: bool) -> None:
+    """Rerun a recorded experiment as it was, then check its files are identical.
 
-    Example: resutil reproduce aapiyl --dry-run
+    The recorded commit is checked out in a temporary git worktree (your work tree is not
+    touched) with the run's uncommitted files laid over it; its upstream experiments are
+    found by identity (relabelled ones too; missing ones are pulled) and its arguments
+    reused. The new experiment (<comment>-repro) records what it reproduces. Each file is
+    then identical, different, missing or extra; the exit code is 0 only when all are
+    identical (resutil's own logs never count).
+
+    Example: resutil reproduce aapiyl --ignore 'timing.json'
     """
     from rich.markup import escape
 
-    from .reproduce import display, plan_reproduce, reproduce
+    from .compare import REPRODUCE_WORDS, file_lines
+    from .reproduce import plan_reproduce, reproduce
 
     project = _project()
-    plan = plan_reproduce(project, experiment)
+    plan = plan_reproduce(project, experiment, at_head)
     for warning in plan.warnings:
         ui.warn(warning)
-    rows = [("reproduces", plan.original),
-            ("commit", f"{plan.commit or '-'} (HEAD: {plan.head or '-'})"),
-            ("command", display(plan.command(project))), ("in", str(plan.cwd))]
-    rows += [("pull", name) for name in plan.pulls]
-    _columns(rows)
+    _columns(_reproduce_rows(project, plan))
+    if plan.problem:
+        raise ResutilError(plan.problem)
     if dry_run:
         return
-    result = reproduce(project, plan, lambda line: ui.info(escape(line)) if verbose else None)
+    result = reproduce(project, plan, lambda line: ui.info(escape(line)) if verbose else None,
+                       ignore)
+    for warning in result.warnings:
+        ui.warn(warning)
     click.echo(f"{result.experiment}: {result.status} ({result.seconds:.1f} s)")
     if result.push_error:
         ui.warn(f"push failed: {result.push_error}; run 'resutil push {result.experiment}' later")
-    if result.status != "finished":
+    if result.status != "finished" or result.files is None:
         ui.error(f"the rerun {result.status} (exit code {result.returncode}); see {result.log}")
         raise SystemExit(1)
+    for line in file_lines(result.files, REPRODUCE_WORDS):
+        click.echo(line)
+    files = result.files
+    if not result.reproduced:
+        counts = ", ".join(f"{n} {REPRODUCE_WORDS[s]}" for s in ("changed", "removed", "added")
+                           if (n := files.count(s)))
+        ui.error(f"{result.experiment} does not reproduce {plan.original}: {counts}")
+        raise SystemExit(1)
+    ui.info(f"[green]Reproduced[/green] {ui.esc(plan.original)} bit for bit: "
+            f"{files.count('same')} file(s) identical")
+
+
+def _reproduce_rows(project: Any, plan: Any) -> list[tuple[str, str]]:
+    from .reproduce import display
+
+    if plan.checkout:
+        code = f"commit {plan.commit[:10]} in a temporary git worktree"
+        if plan.overlay:
+            code += f", with {len(plan.overlay)} uncommitted file(s) laid over it"
+    else:
+        code = f"the work tree as it is (HEAD {(plan.head or '-')[:10]})"
+    rows = [("reproduces", plan.original), ("code", code),
+            ("command", display(plan.command(project))),
+            ("in", (str(Path("<checkout>") / plan.workdir) if plan.checkout else str(plan.cwd)))]
+    for up in plan.upstreams:
+        if up.renamed:
+            rows.append(("upstream", f"{up.name} (recorded as {up.recorded})"))
+    rows += [("pull", name) for name in plan.pulls]
+    return rows
+
+
+@cli.command("diff")
+@click.argument("a", **EXP)
+@click.argument("b", **EXP)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (for scripts).")
+def diff_(a: str, b: str, as_json: bool) -> None:
+    """Show what differs between two experiments, local or remote.
+
+    Arguments and params, metadata, environment (Python, packages), upstream experiments,
+    the code (a unified diff of the two runs' sources: commits plus uncommitted files, no
+    checkout needed), files (from the manifests, no download), and the numbers in small
+    JSON/YAML/CSV result files side by side.
+
+    Example: resutil diff aapiyl aapiza
+    """
+    from .compare import diff_experiments, diff_lines
+
+    found = diff_experiments(_project(), a, b)
+    if as_json:
+        click.echo(json.dumps(found.to_dict(), indent=1, default=str))
+        return
+    for line in diff_lines(found):
+        click.echo(line)
 
 
 def main() -> None:

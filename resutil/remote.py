@@ -35,6 +35,7 @@ SIDECAR_SUFFIX = ".json"
 CLAIM_SUFFIX = ".claim"
 SIDECAR_FORMAT = 1
 MAX_SIDECAR_SIZE = 16 << 20  # a sidecar holds metadata and a layout, never file contents
+SIDECAR_FILES = 10_000  # a sidecar lists the files (~100 bytes each) of a run with up to this many
 
 
 def sidecar_problem(data: Any) -> str | None:
@@ -338,6 +339,8 @@ class Remote:
             "count": len(info.manifest.files),
             "total_size": info.manifest.total_size,
         }
+        if len(info.manifest.files) <= SIDECAR_FILES:  # so `diff` compares without a download
+            head["manifest"]["files"] = {p: list(v) for p, v in sorted(info.manifest.files.items())}
         data = {
             "format": SIDECAR_FORMAT,
             "name": archive_name[: -len(ARCHIVE_SUFFIX)],

@@ -388,13 +388,15 @@ def test_reproduce_a_pipeline_step(proj):
     (new,) = [d for d in proj.exp_dirs() if d.name.endswith("_c-repro")]
     assert f"{new.name}: finished" in r.stdout
     assert (new / "out.txt").read_text() == "C<B<A"
+    assert "identical  out.txt" in r.stdout and "Reproduced" in r.stderr
     meta = read_exp(new)
-    assert meta["reproduces"] == old and meta["comment"] == "c-repro"
+    assert meta["reproduces"] == {"run_id": read_exp(proj.results / old)["run_id"], "name": old}
+    assert meta["comment"] == "c-repro"
     assert meta["dependency"] == [first["b"][1]]
     assert f"{new.name}.zip" in proj.remote_zips()
 
 
-def test_reproduce_a_script_run_pulls_upstream_and_warns_about_code(tmp_path):
+def test_reproduce_a_script_run_pulls_upstream_and_runs_the_recorded_commit(tmp_path):
     proj = make_project(tmp_path, git=True)
     raw = make_exp(proj, "raw", files={"out.txt": "RAW"})
     write_script(proj, """\
@@ -418,14 +420,17 @@ def test_reproduce_a_script_run_pulls_upstream_and_warns_about_code(tmp_path):
     git(proj.root, "commit", "-qam", "two")
     run(proj, "rm", "-l", raw.name, "--force")
     r = run(proj, "reproduce", orig.name, "--dry-run")
-    assert "HEAD is" in r.stderr and "git checkout" in r.stderr
+    first = git(proj.root, "rev-parse", "HEAD~1").strip()
+    assert f"commit {first[:10]} in a temporary git worktree" in r.stdout
     assert f"pull        {raw.name}" in r.stdout
-    run(proj, "reproduce", orig.name)
+    r = run(proj, "reproduce", orig.name)
+    assert "identical  copy.txt" in r.stdout
     (new,) = [d for d in proj.exp_dirs() if d.name.endswith("_exp1-repro")]
     assert (new / "copy.txt").read_text() == "RAW"
     assert (proj.results / raw.name).is_dir()  # the upstream was pulled
     meta = read_exp(new)
-    assert meta["reproduces"] == orig.name
+    assert meta["reproduces"]["name"] == orig.name
+    assert meta["git"]["commit_hash"] == first  # the recorded commit, not HEAD
     assert raw.name in meta["dependency"]
     assert len(proj.exp_dirs()) == 3  # the script adopted the folder, made no second one
 
