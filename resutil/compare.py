@@ -480,7 +480,7 @@ def options(argv: list[str]) -> dict[str, str]:
                 out[key] = argv[i + 1]
                 i += 1
             else:
-                out[key] = ""
+                out[key] = "(flag)"
         else:
             out[f"arg{pos}"] = arg
             pos += 1

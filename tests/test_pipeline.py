@@ -305,6 +305,64 @@ def test_in_git_a_committed_params_change_reruns_only_that_step(tmp_path):
     assert meta["pipeline"]["code"]["commit"] == git(proj.root, "rev-parse", "HEAD").strip()
 
 
+def test_an_unrelated_commit_leaves_every_step_up_to_date(tmp_path):
+    proj = make_project(tmp_path, git=True)
+    write_pipeline(proj, CHAIN)
+    git(proj.root, "add", "-A")
+    git(proj.root, "commit", "-qm", "one")
+    run(proj, "pipeline", "run")
+    (proj.root / "NOTES.md").write_text("what I tried today\n")
+    git(proj.root, "add", "NOTES.md")
+    git(proj.root, "commit", "-qm", "notes")
+    status = run(proj, "pipeline", "status").stdout.splitlines()
+    assert len(status) == 4 and all(ln.startswith("up to date") for ln in status), status
+    assert kinds(states(run(proj, "pipeline", "run"))) == dict.fromkeys("abcd", "reused")
+
+
+def test_a_step_is_stale_only_for_the_modules_it_imports_and_its_deps(tmp_path):
+    proj = make_project(tmp_path, git=True)
+    (proj.root / "pkg").mkdir()
+    (proj.root / "pkg" / "__init__.py").write_text("")
+    (proj.root / "pkg" / "model.py").write_text("from . import layers\nSIZE = 1\n")
+    (proj.root / "pkg" / "layers.py").write_text("N = 1\n")
+    (proj.root / "conf").mkdir()
+    (proj.root / "conf" / "train.yaml").write_text("lr: 1\n")
+    (proj.root / "train.py").write_text("import sys\nfrom pkg import model\n"
+                                        "open(sys.argv[1] + '/o', 'w').write('m')\n")
+    write_pipeline(proj, {"a": step("A"), "t": {"run": "python train.py {out}",
+                                                 "deps": ["conf/*.yaml"]}})
+    git(proj.root, "add", "-A")
+    git(proj.root, "commit", "-qm", "one")
+    first = states(run(proj, "pipeline", "run"))
+    files = read_exp(proj.results / first["t"][1])["pipeline"]["files"]
+    assert set(files) == {"train.py", "pkg/__init__.py", "pkg/model.py", "pkg/layers.py",
+                          "conf/train.yaml"}
+    (proj.root / "pkg" / "layers.py").write_text("N = 2\n")  # imported by model, relatively
+    lines = run(proj, "pipeline", "status").stdout.splitlines()
+    assert lines[0].startswith("up to date  a")
+    assert lines[1].split() == ["stale", "t", "pkg/layers.py", "changed"]
+    git(proj.root, "commit", "-qam", "layers")
+    run(proj, "pipeline", "run")
+    (proj.root / "conf" / "train.yaml").write_text("lr: 2\n")
+    (proj.root / "conf" / "new.yaml").write_text("x: 1\n")
+    lines = run(proj, "pipeline", "status").stdout.splitlines()
+    assert lines[1].split(None, 2)[2] == "conf/new.yaml added; conf/train.yaml changed"
+
+
+def test_a_step_recorded_by_an_earlier_resutil_says_so(proj):
+    write_pipeline(proj, {"a": step("A")})
+    first = states(run(proj, "pipeline", "run"))
+    folder = proj.results / first["a"][1]
+    meta = read_meta(folder)
+    meta.pipeline = {**meta.pipeline, "fingerprint": "0" * 32}
+    del meta.pipeline["format"]
+    from resutil.metadata import write_meta
+
+    write_meta(folder, meta)
+    r = run(proj, "pipeline", "status")
+    assert "recorded by an earlier resutil" in r.stdout
+
+
 # -- status, graph, init ---------------------------------------------------------------------------
 def test_status_says_what_is_up_to_date_stale_or_missing_and_why(proj):
     write_pipeline(proj, CHAIN)

@@ -392,7 +392,7 @@ def test_diff_shows_the_code_between_commits_and_uncommitted_files(tmp_path):
     assert '-    (params.ex_dir / "metrics.json").write_text(json.dumps({"sum": sum(out)}))' in code
     assert '+    (params.ex_dir / "metrics.json").write_text(json.dumps({"total": sum(out)}))' in code
     assert "-FACTOR = 2" in code and "+FACTOR = 10" in code
-    assert "--extra" in out.split("arguments:")[1].split("\n\n")[0]
+    assert "--extra  - -> (flag)" in out.split("arguments:")[1].split("\n\n")[0]
     assert "uncommitted  none -> [\"lib.py\"]" in out
     numbers = out.split("numbers:")[1]
     assert "sum" in numbers and "total" in numbers and "only in" in numbers
