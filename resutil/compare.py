@@ -30,6 +30,7 @@ from .project import Project
 SAME, CHANGED, REMOVED, ADDED = "same", "changed", "removed", "added"
 TEXT_DIFF_BYTES = 64 << 10  # a changed text file up to this size gets a short diff
 TEXT_DIFF_LINES = 20
+TEXT_DIFF_WIDTH = 160  # a longer line (an SVG path, minified JSON) is cut
 NUMBERS_BYTES = 1 << 20  # JSON/YAML/CSV files up to this size have their numbers compared
 NUMBERS_SUFFIXES = (".json", ".yaml", ".yml", ".csv", ".tsv")
 MAX_NUMBERS = 200  # per file
@@ -112,7 +113,8 @@ def text_diff(a: Path, b_folder: Path, rel: str, lines: int = TEXT_DIFF_LINES) -
     ta, tb = _text(a), _text(b_folder / rel)
     if ta is None or tb is None:
         return []
-    out = _unified(ta, tb, rel)
+    out = [ln if len(ln) <= TEXT_DIFF_WIDTH else ln[:TEXT_DIFF_WIDTH] + " ..."
+           for ln in _unified(ta, tb, rel)]
     return out[:lines] + ([f"... ({len(out) - lines} more lines)"] if len(out) > lines else [])
 
 
@@ -430,6 +432,7 @@ def diff_experiments(project: Project, query_a: str, query_b: str) -> Experiment
                     found = compare_numbers(a.folder / f.path, b.folder / f.path, f.path)
                     if found is not None:
                         out.numbers.append(found)
+                        f.diff = []  # its numbers say it better
     return out
 
 
@@ -559,7 +562,7 @@ def file_lines(files: FileComparison, words: dict[str, str] = DIFF_WORDS,
         detail += " (ignored)" if f.ignored else ""
         rows.append((word, f.path, detail, [] if f.ignored else f.diff))
     width = max((len(r[0]) for r in rows), default=0)
-    pwidth = min(max((len(r[1]) for r in rows), default=0), 60)
+    pwidth = min(max((len(r[1]) for r in rows), default=0), 40)
     out = []
     for word, path, detail, diff in rows:
         out.append(f"{word.ljust(width)}  {path.ljust(pwidth)}  {detail}".rstrip())
