@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import git
-from .errors import ExperimentNotFound
-from .metadata import UNCOMMITTED_DIR, ExpMeta, Manifest, compute_manifest, read_meta
+from .metadata import UNCOMMITTED_DIR, ExpMeta, Manifest, compute_manifest
 from .naming import parse_name
 from .project import Project
 
@@ -341,19 +340,10 @@ class Side:
 
 def load_side(project: Project, query: str) -> Side:
     """An experiment for comparing: local (with its manifest) or, failing that, remote."""
-    name = project.resolve(query)
-    ws = project.workspace
-    local = ws.local_name(name)
-    if local:
-        folder = ws.path(local)
-        meta = read_meta(folder)
-        if meta.manifest is None:  # still running, or made by 0.1.x
-            meta.manifest = compute_manifest(folder)
-        return Side(local, meta, folder)
-    exp = None if project.no_remote else project.remote.get(name)
-    if exp is None:
-        raise ExperimentNotFound(f"no experiment '{query}' locally or on the remote")
-    return Side(exp.name, project.remote.meta(exp), None)
+    found = project.locate(query, with_manifest=True)
+    if found.folder is not None and found.meta.manifest is None:  # running, or 0.1.x's
+        found.meta.manifest = compute_manifest(found.folder)
+    return Side(found.name, found.meta, found.folder)
 
 
 @dataclass

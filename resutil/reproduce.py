@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterable, Iterator
 from . import git
 from .capture import git_state
 from .compare import RUN_LOGS, FileComparison, argv_of, compare_files
-from .errors import ExperimentNotFound, ResutilError
+from .errors import ResutilError
 from .metadata import (
     UNCOMMITTED_DIR, Dependency, ExpMeta, compute_manifest, read_meta, upstream_record,
 )
@@ -139,17 +139,8 @@ class ReproduceResult:
 # -- the plan ----------------------------------------------------------------------------------
 def plan_reproduce(project: Project, query: str, at_head: bool = False) -> ReproducePlan:
     """Read the experiment's record and decide how to rerun it here."""
-    name = project.resolve(query)
-    ws = project.workspace
-    local = ws.local_name(name)
-    if local:
-        meta = read_meta(ws.path(local), with_manifest=False)
-    else:
-        exp = None if project.no_remote else project.remote.get(name)
-        if exp is None:
-            raise ExperimentNotFound(f"no experiment '{query}' locally or on the remote")
-        meta = project.remote.meta(exp)
-    name = local or name
+    found = project.locate(query)
+    name, meta, local = found.name, found.meta, found.folder is not None
     old_comment = meta.comment or (parse_name(name).comment if parse_name(name) else "")
     comment = f"{old_comment[:MAX_COMMENT_LEN - 6]}-repro" if old_comment else "repro"
     plan = ReproducePlan(name, meta.run_id, comment, project.config.root,

@@ -17,10 +17,11 @@ from .helpers import (
     REPO,
     Proj,
     assert_one_error_line,
-    chdir,
+    cli_ok,
     git,
     make_exp,
     make_project,
+    meta_01x,
     read_exp,
     run_cli,
     run_script,
@@ -46,8 +47,10 @@ DOUBLE = """\
 
 
 def cli(proj: Proj, *args: str, code: int = 0):
-    with chdir(proj.root):
-        r = run_cli(*args)
+    """``resutil ARGS`` in ``proj``: exit code ``code`` (0 via cli_ok); the whole result."""
+    if code == 0:
+        return cli_ok(*args, cwd=proj.root)
+    r = run_cli(*args, cwd=proj.root)
     assert r.exit_code == code, (r.exit_code, r.stdout, r.stderr)
     return r
 
@@ -62,11 +65,6 @@ def git_project(tmp_path: Path) -> Proj:
     proj = make_project(tmp_path, git=True)
     commit(proj, "resutil-conf.yaml")
     return proj
-
-
-def one(proj: Proj, suffix: str) -> Path:
-    (found,) = [d for d in proj.exp_dirs() if d.name.endswith(suffix)]
-    return found
 
 
 def clone(proj: Proj, base: Path) -> Proj:
@@ -95,7 +93,7 @@ def test_arguments_are_recorded_as_a_list_and_names_with_spaces_stay_whole(tmp_p
     arg = f"results/{raw.name}/data.csv"
     r = run_script(proj, "s.py", [arg], env={"RESUTIL_COMMENT": "double"})
     assert r.returncode == 0, r.stderr
-    exp = one(proj, "_double")
+    exp = proj.exp("double")
     meta = read_exp(exp)
     assert meta["argv"] == ["s.py", arg]
     assert meta["args"] == f"s.py {arg}"  # 0.1.x's string, as 0.1.x wrote it
@@ -108,7 +106,7 @@ def test_arguments_are_recorded_as_a_list_and_names_with_spaces_stay_whole(tmp_p
     assert shown["upstream"] == [{"name": raw.name, "source": "argv"}]
 
     r = cli(proj, "reproduce", exp.name)
-    new = one(proj, "_double-repro")
+    new = proj.exp("double-repro")
     assert read_exp(new)["argv"] == ["s.py", arg]
     assert "identical  out.txt" in r.stdout and "identical  metrics.json" in r.stdout
     assert "Reproduced" in r.stderr
@@ -117,9 +115,7 @@ def test_arguments_are_recorded_as_a_list_and_names_with_spaces_stay_whole(tmp_p
 def test_a_01x_dependency_entry_with_a_space_reads_whole(proj):
     raw = make_exp(proj, "raw data v1")
     exp = make_exp(proj, "uses")
-    text = (exp / "resutil-exp.yaml").read_text()
-    (exp / "resutil-exp.yaml").write_text(
-        text.replace("dependency: []", f"dependency:\n- results/{raw.name}"))
+    (exp / "resutil-exp.yaml").write_text(meta_01x(exp.name, deps=[raw.name]))
     shown = json.loads(cli(proj, "show", exp.name, "--json").stdout)
     assert [u["name"] for u in shown["upstream"]] == [raw.name]
 
@@ -136,7 +132,7 @@ def test_reproduce_runs_the_recorded_commit_with_its_uncommitted_files_and_relab
     (proj.root / "lib.py").write_text("FACTOR = 3\n")  # the run uses an uncommitted change
     r = run_script(proj, "s.py", [f"results/{raw.name}/data.csv"], env={"RESUTIL_COMMENT": "x3"})
     assert r.returncode == 0, r.stderr
-    orig = one(proj, "_x3")
+    orig = proj.exp("x3")
     assert read_exp(orig)["git"]["uncommited_files"] == ["lib.py"]
     assert (orig / "out.txt").read_text() == "3.0\n6.0\n"
     # HEAD moves on, the work tree gets dirty, the upstream is relabelled.
@@ -156,7 +152,7 @@ def test_reproduce_runs_the_recorded_commit_with_its_uncommitted_files_and_relab
 
     r = cli(proj, "reproduce", orig.name)
     assert work_tree_state(proj) == before  # nothing of the user's work tree changed
-    new = one(proj, "_x3-repro")
+    new = proj.exp("x3-repro")
     assert (new / "out.txt").read_text() == "3.0\n6.0\n"  # commit `first` + lib.py copy
     assert "identical  out.txt" in r.stdout and "Reproduced" in r.stderr
     meta = read_exp(new)
@@ -187,10 +183,10 @@ def test_a_rerun_that_differs_exits_1_and_says_how(tmp_path):
     """)
     commit(proj, "script")
     assert run_script(proj, "s.py", env={"RESUTIL_COMMENT": "vary"}).returncode == 0
-    orig = one(proj, "_vary")
+    orig = proj.exp("vary")
     (gone,) = [p.name for p in orig.glob("pid-*")]
     r = cli(proj, "reproduce", orig.name, code=1)
-    new = one(proj, "_vary-repro")
+    new = proj.exp("vary-repro")
     (extra,) = [p.name for p in new.glob("pid-*")]
     lines = r.stdout.splitlines()
     assert any(ln.startswith("identical  same.txt") for ln in lines)
@@ -213,12 +209,12 @@ def test_at_head_reruns_todays_code_in_place(tmp_path):
     commit(proj, "one")
     assert run_script(proj, "s.py", [f"results/{raw.name}/data.csv"],
                       env={"RESUTIL_COMMENT": "x2"}).returncode == 0
-    orig = one(proj, "_x2")
+    orig = proj.exp("x2")
     (proj.root / "lib.py").write_text("FACTOR = 4\n")
     commit(proj, "two")
     r = cli(proj, "reproduce", orig.name, "--at-head", code=1)
     assert "the work tree as it is" in r.stdout and "HEAD is" in r.stderr
-    assert (one(proj, "_x2-repro") / "out.txt").read_text() == "4.0\n"
+    assert (proj.exp("x2-repro") / "out.txt").read_text() == "4.0\n"
     assert "different  out.txt" in r.stdout
 
 
@@ -261,7 +257,7 @@ def test_an_untracked_script_warns_is_copied_and_reproduces_from_a_fresh_clone(t
     assert len(warnings) == 1, r.stderr
     assert "exp.py, helper.py are not tracked by git" in warnings[0]
     assert "uncommited_files/" in warnings[0]
-    exp = one(proj, "_new")
+    exp = proj.exp("new")
     meta = read_exp(exp)
     assert meta["git"]["untracked_files"] == ["exp.py", "helper.py"]
     assert (exp / "uncommited_files" / "exp.py").read_text().startswith("import resutil")
@@ -271,7 +267,7 @@ def test_an_untracked_script_warns_is_copied_and_reproduces_from_a_fresh_clone(t
     assert not (other.root / "exp.py").exists()
     (other.root / "private_settings.py").write_text("TOKEN = 'mine'\n")  # ignored: linked in
     r = cli(other, "reproduce", exp.name)
-    new = one(other, "_new-repro")
+    new = other.exp("new-repro")
     assert (new / "answer.txt").read_text() == "42"
     assert read_exp(new)["git"]["untracked_files"] == ["exp.py", "helper.py"]
     assert "Reproduced" in r.stderr
@@ -305,10 +301,10 @@ def example(tmp_path) -> Proj:
 
 
 def test_the_example_evaluate_step_reproduces_bit_for_bit_from_a_fresh_clone(example, tmp_path):
-    evaluate = one(example, "_evaluate")
+    evaluate = example.exp("evaluate")
     other = clone(example, tmp_path / "fresh")
     r = cli(other, "reproduce", evaluate.name)
-    new = one(other, "_evaluate-repro")
+    new = other.exp("evaluate-repro")
     lines = r.stdout.splitlines()
     for name in ("metrics.json", "decision.svg"):
         assert any(ln.startswith(f"identical  {name}") for ln in lines), r.stdout
@@ -316,12 +312,12 @@ def test_the_example_evaluate_step_reproduces_bit_for_bit_from_a_fresh_clone(exa
                 and not ln.endswith("(ignored)")], r.stdout
     assert "Reproduced" in r.stderr
     assert (new / "metrics.json").read_bytes() == (evaluate / "metrics.json").read_bytes()
-    assert {d.name for d in other.exp_dirs()} >= {one(example, f"_{s}").name
+    assert {d.name for d in other.exp_dirs()} >= {example.exp(s).name
                                                   for s in ("data", "features", "train")}
 
 
 def test_diff_of_two_example_runs_with_different_params(example, monkeypatch):
-    first = {s: one(example, f"_{s}") for s in ("train", "evaluate")}
+    first = {s: example.exp(s) for s in ("train", "evaluate")}
     spec = example.root / "resutil-pipeline.yaml"
     spec.write_text(spec.read_text().replace("epochs: 2000", "epochs: 50"))  # not committed
     cli(example, "pipeline", "run")
@@ -385,7 +381,7 @@ def test_diff_shows_the_code_between_commits_and_uncommitted_files(tmp_path):
     commit(proj, "two")
     (proj.root / "lib.py").write_text("FACTOR = 10\n")  # uncommitted in run b
     assert run_script(proj, "s.py", [arg, "--extra"], env={"RESUTIL_COMMENT": "b"}).returncode == 0
-    a, b = one(proj, "_a"), one(proj, "_b")
+    a, b = proj.exp("a"), proj.exp("b")
     out = cli(proj, "diff", a.name, b.name).stdout
     code = out.split("\ncode (")[1].split("\nfiles:")[0]
     assert "2 file(s) differ" in code
