@@ -302,7 +302,8 @@ class ExpMeta:
             raise _Unusable(f"the content is {_kind(data)}, not a mapping of keys to values")
         _check_shape({k: v for k, v in data.items() if k != "manifest"})
         known = {
-            "args", "argv", "result_dir", "dependency", "git", "schema_version", "name", "run_id", "comment",
+            "args", "argv", "result_dir", "dependency", "git", "schema_version", "name", "run_id",
+            "comment",
             "status", "started_at", "ended_at", "dependency_sources", "environment", "pipeline",
             "manifest", "process",
         }
@@ -340,7 +341,8 @@ class ExpMeta:
         if not all(isinstance(f, str) for f in untracked):
             raise _Unusable("'git.untracked_files' must be a list of file names")
         argv = data.get("argv")
-        if argv is not None and not (isinstance(argv, list) and all(isinstance(a, str) for a in argv)):
+        if argv is not None and not (isinstance(argv, list)
+                                     and all(isinstance(a, str) for a in argv)):
             raise _Unusable(f"'argv' is {_kind(argv)}, not a list of strings")
         version = data.get("schema_version")
         if isinstance(version, str) and version.isdigit():

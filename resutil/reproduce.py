@@ -153,7 +153,8 @@ def plan_reproduce(project: Project, query: str, at_head: bool = False) -> Repro
         if not plan.argv:
             raise ResutilError(f"{name} recorded no command to rerun (no args in its metadata)")
         program = Path(plan.argv[0]).name
-        if program == "resutil":
+        by_hand = program == "resutil" or plan.argv[0].endswith("resutil/__main__.py")
+        if by_hand:
             raise ResutilError(f"{name} was made by hand ('{meta.args}'): no run to repeat")
         if program == "snakemake" or "snakemake" in meta.extra:
             raise ResutilError(f"{name} was written by a Snakemake workflow: rerun its job "

@@ -82,7 +82,7 @@ def work_tree_state(proj: Proj) -> tuple[str, ...]:
             git(proj.root, "worktree", "list", "--porcelain").count("worktree "), *files)
 
 
-# -- 1. arguments with spaces; whole names -----------------------------------------------------------
+# -- 1. arguments with spaces; whole names ---------------------------------------------------------
 def test_arguments_are_recorded_as_a_list_and_names_with_spaces_stay_whole(tmp_path):
     proj = git_project(tmp_path)
     raw = make_exp(proj, "raw data v1", files={"data.csv": "1\n2\n3\n"})
@@ -120,7 +120,7 @@ def test_a_01x_dependency_entry_with_a_space_reads_whole(proj):
     assert [u["name"] for u in shown["upstream"]] == [raw.name]
 
 
-# -- 2 and 3. a relabelled upstream; the recorded commit, the work tree untouched ----------------------
+# -- 2 and 3. a relabelled upstream; the recorded commit, the work tree untouched ------------------
 def test_reproduce_runs_the_recorded_commit_with_its_uncommitted_files_and_relabelled_upstream(
         tmp_path):
     proj = git_project(tmp_path)
@@ -232,7 +232,7 @@ def test_a_commit_missing_from_the_repository_is_one_error_line(tmp_path):
                           "git fetch", "--at-head")
 
 
-# -- 4. untracked code -------------------------------------------------------------------------------
+# -- 4. untracked code -----------------------------------------------------------------------------
 def test_an_untracked_script_warns_is_copied_and_reproduces_from_a_fresh_clone(tmp_path):
     proj = git_project(tmp_path)
     (proj.root / ".gitignore").write_text("private_settings.py\n")
@@ -285,7 +285,7 @@ def test_a_tracked_script_gives_no_warning(tmp_path):
     assert "untracked_files" not in read_exp(proj.only_exp())["git"]
 
 
-# -- the example pipeline: reproduce a step from a fresh clone; diff two runs --------------------------
+# -- the example pipeline: reproduce a step from a fresh clone; diff two runs ----------------------
 EXAMPLE = ["data.py", "features.py", "train.py", "evaluate.py", "svg.py", "resutil-pipeline.yaml"]
 
 
@@ -385,8 +385,8 @@ def test_diff_shows_the_code_between_commits_and_uncommitted_files(tmp_path):
     out = cli(proj, "diff", a.name, b.name).stdout
     code = out.split("\ncode (")[1].split("\nfiles:")[0]
     assert "2 file(s) differ" in code
-    assert '-    (params.ex_dir / "metrics.json").write_text(json.dumps({"sum": sum(out)}))' in code
-    assert '+    (params.ex_dir / "metrics.json").write_text(json.dumps({"total": sum(out)}))' in code
+    assert '-    (params.ex_dir / "metrics.json").write_text(json.dumps({"sum": ' in code
+    assert '+    (params.ex_dir / "metrics.json").write_text(json.dumps({"total": ' in code
     assert "-FACTOR = 2" in code and "+FACTOR = 10" in code
     assert "--extra  - -> (flag)" in out.split("arguments:")[1].split("\n\n")[0]
     assert "uncommitted  none -> [\"lib.py\"]" in out

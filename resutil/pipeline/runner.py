@@ -205,7 +205,8 @@ class _Runner:
                           lambda line: self.on_event(Event("output", step.name, line)),
                           code_files=self.planner.code.sources(step))
         if outcome.untracked:
-            files = ", ".join(outcome.untracked[:3]) + (" ..." if len(outcome.untracked) > 3 else "")
+            more = " ..." if len(outcome.untracked) > 3 else ""
+            files = ", ".join(outcome.untracked[:3]) + more
             self.on_event(Event("warning", step.name, f"{files} not tracked by git: copied into "
                                 f"{folder.name}/uncommited_files/ so it can be reproduced"))
         result = StepResult(step.name, "ran" if outcome.status == "finished" else "failed",
