@@ -349,6 +349,19 @@ def test_a_step_is_stale_only_for_the_modules_it_imports_and_its_deps(tmp_path):
     assert lines[1].split(None, 2)[2] == "conf/new.yaml added; conf/train.yaml changed"
 
 
+def test_an_untracked_step_script_is_copied_with_a_warning(tmp_path):
+    proj = make_project(tmp_path, git=True)
+    write_pipeline(proj, {"a": step("A")})
+    git(proj.root, "add", "resutil-pipeline.yaml")
+    git(proj.root, "commit", "-qm", "pipeline only")
+    r = run(proj, "pipeline", "run")
+    warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("Warning:")]
+    assert len(warnings) == 1 and "a: step.py not tracked by git" in warnings[0], r.stderr
+    folder = proj.results / states(r)["a"][1]
+    assert read_exp(folder)["git"]["untracked_files"] == ["step.py"]
+    assert (folder / "uncommited_files" / "step.py").read_text() == STEP_PY
+
+
 def test_a_step_recorded_by_an_earlier_resutil_says_so(proj):
     write_pipeline(proj, {"a": step("A")})
     first = states(run(proj, "pipeline", "run"))
