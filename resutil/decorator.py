@@ -29,7 +29,9 @@ from types import FrameType
 from typing import Any, Callable, Iterator, TypeVar
 
 from . import ui
-from .capture import GitState, OutputCapture, ReadObserver, copy_code, imported_code, untracked_code
+from .capture import (
+    GitState, OutputCapture, ReadObserver, copy_code, imported_code, untracked_code,
+)
 from .experiments import new_experiment, record_start
 from .errors import ResutilError
 from .liveness import Owner
