@@ -271,7 +271,7 @@ def code_diff(project: Project, a: Side, b: Side) -> CodeDiff:
             out.notes.append("git diff failed: the code cannot be compared")
             return out
         parts.append(base)
-        out.files += git.changed_between(top, ca, cb)
+        out.files += [p for p in git.changed_between(top, ca, cb) if p not in overlaid]
     for rel in overlaid:
         text_a, why_a = a.source(top, rel)
         text_b, why_b = b.source(top, rel)
