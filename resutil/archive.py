@@ -3,8 +3,16 @@
 Writing never holds an archive in memory: small files are packed whole (``packer``), large
 ones streamed with data descriptors, all through a hashing writer, so the archive hash and
 every file's manifest hash come out of one pass. Incompressible files are stored,
-compressible ones deflated at level 1. Reading rejects any member that would land outside
-the target folder.
+compressible ones deflated at level 1.
+
+Writing takes nothing from outside the experiment folder (links are followed only inside
+it, see ``metadata.iter_files``) and stores no file torn: each one is read once, into the
+buffers that are checksummed, hashed and written, and must still be the file the scan saw
+once it is read, else the build fails naming it.
+
+Archives are untrusted when read: extraction rejects any member that would land outside
+the target folder, any CRC or size that does not hold, and archives that declare more
+than the disk can take or more than deflate can encode, before writing anything.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import contextlib
 import errno
 import mmap
 import os
+import queue
 import stat
 import struct
 import zipfile
@@ -22,10 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
+from .capture import STDERR_LOG, STDOUT_LOG
 from .errors import ArchiveError
 from .hashing import new_hasher
+from .liveness import remove_dead_scratch
 from .metadata import EXP_FILE, Manifest, iter_files
-from .packer import STORED, Helper, Item, choose_compression, pack, split, worth_a_helper
+from .packer import (
+    SAMPLE, STORED, FileChanged, Helper, Item, check_unchanged, choose_compression, facts_of,
+    open_checked, pack, split, worth_a_helper,
+)
 from .progress import NO_PROGRESS, Callback
 from .zipstream import (
     DEFLATED, DESCRIPTOR, InflateError, ZipStreamWriter, crc32, deflate_raw, inflate_raw, inflater,
@@ -33,6 +47,10 @@ from .zipstream import (
 )
 
 CHUNK = 256 << 10  # larger buffers fall out of the CPU cache: 4 MiB was 3-4x slower here
+_BUFFERS = 4  # chunks in flight between the reading and the writing thread of a large file
+# resutil's own output logs, written in append mode by the run that may push a checkpoint
+# while it prints: their first bytes (as much as the scan saw) are a consistent copy.
+APPEND_ONLY = frozenset({STDOUT_LOG, STDERR_LOG})
 DEFAULT_DEFLATE_LIMIT = 64 << 20
 SMALL_FILE = 1 << 20
 _U32 = 0xFFFFFFFF
@@ -86,11 +104,19 @@ def build_archive(
     """
     try:
         return _build(folder, out, finish_meta, callback, deflate_limit, scratch_dir)
+    except FileChanged as e:
+        raise ArchiveError(
+            f"{e.rel} in {folder.name} changed while it was being archived; nothing was "
+            "stored - wait for the writer to finish and push again"
+        ) from None
     except OSError as e:
         where = os.fspath(e.filename) if e.filename else ""
-        if not where.startswith(os.fspath(folder)):
+        for base in (os.fspath(folder), os.path.realpath(folder)):
+            if where.startswith(base + os.sep):
+                break
+        else:
             raise  # the archive's side (disk full, storage gone): the storage reports it
-        rel = os.path.relpath(where, folder)
+        rel = os.path.relpath(where, base)
         raise ArchiveError(
             f"cannot read {rel} in {folder.name}: {e.strerror or e}; nothing was stored "
             "- fix the file (or remove it) and try again"
@@ -100,19 +126,34 @@ def build_archive(
 def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes] | None,
            callback: Callback, deflate_limit: int | None, scratch_dir: Path | None
            ) -> ArchiveInfo:
+    if os.path.islink(folder):
+        raise ArchiveError(
+            f"{folder} is a symbolic link (to {os.path.realpath(folder)}); resutil archives "
+            "only folders inside the results folder - move the folder there instead of "
+            "linking it, and push again"
+        )
+
+    def refuse(rel: str, why: str) -> None:
+        raise ArchiveError(
+            f"{rel} in {folder.name} is a symbolic link that {why}; nothing was stored - "
+            "replace it with a copy of what it should hold (or remove it) and push again"
+        )
+
+    if scratch_dir is not None:
+        remove_dead_scratch(scratch_dir)  # segments of killed pushes on this host
     small: list[Item] = []
     large: list[tuple[str, str, os.stat_result]] = []
     total = small_size = 0
     helper: Helper | None = None
     scratch = None if scratch_dir is None else str(scratch_dir)
-    for rel, path, st in iter_files(folder):
+    for rel, path, st in iter_files(folder, refuse):
         if rel == EXP_FILE:
             continue
         total += st.st_size
         if st.st_size > SMALL_FILE:
             large.append((rel, path, st))
             continue
-        small.append((rel, path, st.st_size, st.st_mtime, _mode(st)))
+        small.append((rel, path, _mode(st), facts_of(st), rel in APPEND_ONLY))
         small_size += st.st_size
         if helper is None and worth_a_helper(len(small), small_size):
             helper = Helper(deflate_limit, scratch)  # it loads while the scan goes on
@@ -131,26 +172,14 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
             base = zw.pos
             with open(helper.segment, "rb") as seg:  # type: ignore[union-attr]
                 size = os.fstat(seg.fileno()).st_size
-                _copy_in(seg.fileno(), size, out, writer, (), NO_PROGRESS)
-            zw.appended(size)
+                _, copied = _copy_in(seg.fileno(), size, out, writer, (), NO_PROGRESS)
+            zw.appended(copied)
             zw.adopt(entries, base)
             _record(manifest, hashed, callback)
         elif theirs:  # no helper after all: pack its share here
             _pack_here(zw, theirs, deflate_limit, manifest, callback)
     for rel, path, st in large:
-        method = choose_compression(path, st.st_size, deflate_limit)
-        h = new_hasher()
-        if method == STORED and _has_fd(out):
-            e = zw.begin_stream(rel, stamp_of(st.st_mtime), _mode(st), STORED)
-            with open(path, "rb") as src:
-                crc = _copy_in(src.fileno(), st.st_size, out, writer, (h.update,), callback)
-            zw.appended(st.st_size)
-            zw.end_stream(e, crc, st.st_size, st.st_size)
-            size = st.st_size
-        else:
-            chunks = _read_chunks(path, h, callback)
-            size, _ = zw.add_stream(rel, stamp_of(st.st_mtime), _mode(st), method, chunks)
-        manifest[rel] = (size, h.hexdigest())
+        manifest[rel] = _add_large(zw, writer, out, rel, path, st, deflate_limit, callback)
     man = Manifest(manifest)
     meta_bytes = finish_meta(man) if finish_meta else _existing(folder / EXP_FILE)
     if meta_bytes is not None:
@@ -160,6 +189,31 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
     writer.flush()
     described = {e[7]: e[5] for e in zw.entries if e[9] & DESCRIPTOR}
     return ArchiveInfo(man, writer.size, writer.hash.hexdigest(), described)
+
+
+def _add_large(zw: ZipStreamWriter, writer: _HashingWriter, out: BinaryIO, rel: str, path: str,
+               st: os.stat_result, deflate_limit: int | None, callback: Callback
+               ) -> tuple[int, str]:
+    """Stream one large file into the archive; (size, content hash) for the manifest."""
+    facts, append_only = facts_of(st), rel in APPEND_ONLY
+    size = st.st_size
+    h = new_hasher()
+    fd = open_checked(rel, path)
+    try:
+        method = choose_compression(rel, size, deflate_limit, os.pread(fd, SAMPLE, 0))
+        if method == STORED and _has_fd(out):
+            e = zw.begin_stream(rel, stamp_of(st.st_mtime), _mode(st), STORED)
+            crc, n = _copy_in(fd, size, out, writer, (h.update,), callback)
+            zw.appended(n)
+            check_unchanged(rel, facts, fd, n, append_only)
+            zw.end_stream(e, crc, n, n)
+        else:
+            chunks = _read_chunks(fd, size, h, callback)
+            n, _ = zw.add_stream(rel, stamp_of(st.st_mtime), _mode(st), method, chunks)
+            check_unchanged(rel, facts, fd, n, append_only)
+    finally:
+        os.close(fd)
+    return n, h.hexdigest()
 
 
 def _pack_here(zw: ZipStreamWriter, items: list, deflate_limit: int | None,
@@ -187,37 +241,68 @@ def _has_fd(out: BinaryIO) -> bool:
 
 
 def _copy_in(src_fd: int, size: int, out: BinaryIO, writer: _HashingWriter,
-             updates: tuple, callback: Callback) -> int:
-    """Append ``size`` bytes of ``src_fd`` to the archive: the kernel copies them
-    (copy_file_range) while this thread reads the same pages from a memory map for the
-    archive hash, the CRC and ``updates``. Returns the CRC. ``out`` must be flushed."""
-    crc = 0
-    if not _has_fd(out):  # an in-memory archive: copy by hand
-        with open(src_fd, "rb", closefd=False) as src:
-            while chunk := src.read(CHUNK):
-                crc = crc32(chunk, crc)
-                for update in updates:
-                    update(chunk)
-                writer.write(chunk)
-                callback.advance(len(chunk))
-        return crc
+             updates: tuple, callback: Callback) -> tuple[int, int]:
+    """Append up to ``size`` bytes of ``src_fd`` (from its position) to the archive; returns
+    (CRC, bytes appended), fewer only if the file ended early.
+
+    Each chunk is read once into a buffer that is checksummed, hashed (archive hash and
+    ``updates``) and then written by a second thread, so the archive holds exactly the
+    bytes its CRC and hash describe whatever another process does to the file meanwhile
+    (a memory map of it would die of SIGBUS if the file were truncated)."""
+    crc = done = 0
+    if not _has_fd(out):  # an in-memory archive: one thread
+        while done < size:
+            chunk = os.read(src_fd, min(CHUNK, size - done))
+            if not chunk:
+                break
+            crc = crc32(chunk, crc)
+            for update in updates:
+                update(chunk)
+            writer.write(chunk)
+            callback.advance(len(chunk))
+            done += len(chunk)
+        return crc, done
     out.flush()
+    dst = out.fileno()
+    free: queue.SimpleQueue = queue.SimpleQueue()
+    full: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(_BUFFERS):
+        free.put(bytearray(CHUNK))
+
+    def drain() -> None:
+        try:
+            while (item := full.get()) is not None:
+                _write_all(dst, memoryview(item[0])[:item[1]])
+                free.put(item[0])
+        except BaseException:
+            free.put(None)  # wakes the reader; the error is raised below
+            raise
+
+    hashes = (writer.hash.update, *updates)
     with ThreadPoolExecutor(1) as pool:
-        copying = pool.submit(copy_range, src_fd, out.fileno(), size, 0, None)
-        if size:
-            with mmap.mmap(src_fd, size, access=mmap.ACCESS_READ) as mm, memoryview(mm) as mv:
-                for off in range(0, size, CHUNK):
-                    chunk = mv[off:off + CHUNK]
-                    crc = crc32(chunk, crc)
-                    for update in updates:
-                        update(chunk)
-                    writer.hash.update(chunk)
-                    callback.advance(len(chunk))
-                    chunk.release()
-        copying.result()
+        writing = pool.submit(drain)
+        try:
+            while done < size:
+                buf = free.get()
+                if buf is None:
+                    break
+                with memoryview(buf) as view:
+                    n = os.readv(src_fd, [view[:min(CHUNK, size - done)]])
+                    if n:
+                        crc = crc32(view[:n], crc)
+                        for update in hashes:
+                            update(view[:n])
+                if not n:
+                    break
+                full.put((buf, n))
+                callback.advance(n)
+                done += n
+        finally:
+            full.put(None)
+        writing.result()
     out.seek(0, os.SEEK_END)
-    writer.size += size
-    return crc
+    writer.size += done
+    return crc, done
 
 
 def copy_range(src_fd: int, dst_fd: int, count: int, src_off: int, dst_off: int | None) -> None:
@@ -260,12 +345,17 @@ def _mode(st: os.stat_result) -> int:
     return stat.S_IMODE(st.st_mode) | stat.S_IFREG
 
 
-def _read_chunks(path: str | Path, h, callback: Callback) -> Iterator[bytes]:
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            callback.advance(len(chunk))
-            yield chunk
+def _read_chunks(fd: int, size: int, h, callback: Callback) -> Iterator[bytes]:
+    """At most ``size`` bytes of ``fd`` (a file that grows is not read on forever)."""
+    done = 0
+    while done < size:
+        chunk = os.read(fd, min(CHUNK, size - done))
+        if not chunk:
+            return
+        h.update(chunk)
+        callback.advance(len(chunk))
+        done += len(chunk)
+        yield chunk
 
 
 def _existing(path: Path) -> bytes | None:
