@@ -43,6 +43,7 @@ FLUSH = 1 << 20  # bytes of packed members gathered per write
 HELPER_MIN_FILES = 2000
 HELPER_MIN_BYTES = 24 << 20
 PER_FILE_COST = 4096  # the per-file work, in bytes of content that cost as much to pack
+SEGMENT = ".resutil-segment"  # how a segment file's name begins
 
 # What the scan saw of a file: (size, mtime_ns, ctime_ns, inode, device)
 Facts = tuple[int, int, int, int, int]
@@ -227,11 +228,11 @@ class Helper:
         try:
             if scratch_dir is not None:
                 os.makedirs(scratch_dir, exist_ok=True)
-            fd, self.segment = tempfile.mkstemp(prefix=scratch_prefix(".resutil-segment"),
+            fd, self.segment = tempfile.mkstemp(prefix=scratch_prefix(SEGMENT),
                                                 dir=scratch_dir)
             os.close(fd)
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "resutil.packer", str(os.getpid())],
+                [sys.executable, "-m", "resutil.packer", str(os.getpid()), self.segment],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env=_helper_env(),
             )
@@ -245,7 +246,7 @@ class Helper:
         self.items = items
         if self.proc is None:
             return
-        job = pickle.dumps((self.segment, self.deflate_limit, items), pickle.HIGHEST_PROTOCOL)
+        job = pickle.dumps((self.deflate_limit, items), pickle.HIGHEST_PROTOCOL)
         self._thread = threading.Thread(target=self._talk, args=(job,), daemon=True)
         self._thread.start()
 
@@ -327,14 +328,13 @@ def _helper_main() -> None:
     # An orphaned helper (its push was killed) removes its segment and exits: at once on
     # Linux (SIGTERM on the parent's death), elsewhere at its next write (the parent pid
     # changed) or when the job or the reply pipe is found closed.
-    parent = int(sys.argv[1]) if len(sys.argv) > 1 else os.getppid()
+    parent, segment = int(sys.argv[1]), sys.argv[2]
     signal.signal(signal.SIGTERM, _orphaned)
-    segment = ""
     try:
         _die_with_parent()
         if os.getppid() != parent:
             raise _Orphaned
-        segment, deflate_limit, items = pickle.load(sys.stdin.buffer)
+        deflate_limit, items = pickle.load(sys.stdin.buffer)
         try:
             with open(segment, "wb") as f:
 
@@ -352,7 +352,7 @@ def _helper_main() -> None:
         sys.stdout.buffer.write(pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
         sys.stdout.buffer.flush()
     except (_Orphaned, EOFError, BrokenPipeError):
-        if segment:
+        if os.path.basename(segment).startswith(SEGMENT):  # never anything else
             try:
                 os.unlink(segment)
             except OSError:
