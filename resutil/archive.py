@@ -159,7 +159,9 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
         if st.st_size > SMALL_FILE:
             large.append((rel, path, st))
             continue
-        small.append((rel, path, _mode(st), facts_of(st), rel in APPEND_ONLY))
+        small.append((rel, path, stat.S_IMODE(st.st_mode) | stat.S_IFREG,
+                      (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev),
+                      rel in APPEND_ONLY))  # facts_of(st), inline: once per file
         small_size += st.st_size
         if helper is None and worth_a_helper(len(small), small_size):
             helper = Helper(deflate_limit, scratch)  # it loads while the scan goes on
@@ -211,12 +213,12 @@ def _add_large(zw: ZipStreamWriter, writer: _HashingWriter, out: BinaryIO, rel: 
             e = zw.begin_stream(rel, stamp_of(st.st_mtime), _mode(st), STORED)
             crc, n = _copy_in(fd, size, out, writer, (h.update,), callback)
             zw.appended(n)
-            check_unchanged(rel, facts, fd, n, append_only)
+            check_unchanged(rel, facts, os.fstat(fd), n, append_only)
             zw.end_stream(e, crc, n, n)
         else:
             chunks = _read_chunks(fd, size, h, callback)
             n, _ = zw.add_stream(rel, stamp_of(st.st_mtime), _mode(st), method, chunks)
-            check_unchanged(rel, facts, fd, n, append_only)
+            check_unchanged(rel, facts, os.fstat(fd), n, append_only)
     finally:
         os.close(fd)
     return n, h.hexdigest()
