@@ -6,9 +6,9 @@ every file's manifest hash come out of one pass. Incompressible files are stored
 compressible ones deflated at level 1.
 
 Writing takes nothing from outside the experiment folder (links are followed only inside
-it, see ``metadata.iter_files``) and stores no file torn: each one is read once, into the
-buffers that are checksummed, hashed and written, and must still be the file the scan saw
-once it is read, else the build fails naming it.
+it, see ``metadata.iter_files``) and stores no file torn: each one must still be the file
+the scan saw (size, times, inode) once it is read, else the build fails naming it. No
+file is memory-mapped: a writer truncating it would kill the process with SIGBUS.
 
 Archives are untrusted when read: extraction rejects any member that would land outside
 the target folder, any CRC or size that does not hold, and archives that declare more
@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import queue
 import stat
 import struct
 import zipfile
@@ -35,7 +34,7 @@ from .errors import ArchiveError
 from .hashing import new_hasher
 from .liveness import remove_dead_scratch
 from .metadata import _MANIFEST_MARK as MANIFEST_MARK
-from .metadata import EXP_FILE, Manifest, iter_files
+from .metadata import EXP_FILE, MAX_HEAD_BYTES, Manifest, iter_files
 from .packer import (
     SAMPLE, STORED, FileChanged, Helper, Item, check_unchanged, choose_compression, facts_of,
     open_checked, pack, split, worth_a_helper,
@@ -47,7 +46,6 @@ from .zipstream import (
 )
 
 CHUNK = 256 << 10  # larger buffers fall out of the CPU cache: 4 MiB was 3-4x slower here
-_BUFFERS = 4  # chunks in flight between the reading and the writing thread of a large file
 # resutil's own output logs, written in append mode by the run that may push a checkpoint
 # while it prints: their first bytes (as much as the scan saw) are a consistent copy.
 APPEND_ONLY = frozenset({STDOUT_LOG, STDERR_LOG})
@@ -57,7 +55,7 @@ _BATCH_BYTES = 8 << 20  # most archive bytes read at once for a batch of small m
 # Deflate encodes at most 258 bytes in 2 bits: an archive that declares more per byte lies.
 # (All-zero files reach 1030:1 with ISA-L level 1 and zlib alike, so no lower bound.)
 MAX_RATIO = 1032
-META_LIMIT = 16 << 20  # most bytes of resutil-exp.yaml (before its manifest) read from an archive
+META_LIMIT = MAX_HEAD_BYTES  # of resutil-exp.yaml before its manifest, as for local files
 INFLATE_STEP = 4 << 20  # most bytes one inflate call may produce while streaming
 _U32 = 0xFFFFFFFF
 
@@ -106,7 +104,9 @@ def build_archive(
     by a helper process (see ``packer``) into a segment file in ``scratch_dir`` (default:
     the system's temporary folder) that is appended after. Large files are streamed. The
     metadata file is written last so that it can carry the manifest of every other file,
-    computed in the same pass. A file that cannot be read raises ArchiveError.
+    computed in the same pass. ArchiveError, naming the file, for a file that cannot be
+    read, a link out of the folder (see ``metadata.iter_files``) and a file that changed
+    while it was archived; ``folder`` itself may not be a link.
     """
     try:
         return _build(folder, out, finish_meta, callback, deflate_limit, scratch_dir)
@@ -250,13 +250,13 @@ def _has_fd(out: BinaryIO) -> bool:
 
 def _copy_in(src_fd: int, size: int, out: BinaryIO, writer: _HashingWriter,
              updates: tuple, callback: Callback) -> tuple[int, int]:
-    """Append up to ``size`` bytes of ``src_fd`` (from its position) to the archive, also
+    """Append up to ``size`` bytes of ``src_fd`` (from offset 0) to the archive, also
     through the archive hash and ``updates``; returns (CRC, bytes appended), fewer only if
     the file ended early."""
-    if not _has_fd(out):  # an in-memory archive: one thread
+    if not _has_fd(out):  # an in-memory archive: copy by hand
         crc = done = 0
         while done < size:
-            chunk = os.read(src_fd, min(CHUNK, size - done))
+            chunk = os.pread(src_fd, min(CHUNK, size - done), done)
             if not chunk:
                 break
             crc = crc32(chunk, crc)
@@ -267,62 +267,78 @@ def _copy_in(src_fd: int, size: int, out: BinaryIO, writer: _HashingWriter,
             done += len(chunk)
         return crc, done
     out.flush()
-    crc, done = _pipe(src_fd, None, size, out.fileno(), (writer.hash.update, *updates), callback)
+    crc, done = _copy(src_fd, 0, size, out.fileno(), (writer.hash.update, *updates), callback)
     out.seek(0, os.SEEK_END)
     writer.size += done
     return crc, done
 
 
-def _pipe(src_fd: int, offset: int | None, count: int, dst_fd: int, updates: tuple,
+def _copy(src_fd: int, offset: int, count: int, dst_fd: int, updates: tuple,
           callback: Callback) -> tuple[int, int]:
-    """Copy up to ``count`` bytes of ``src_fd`` (from ``offset``, or its position) to the
-    position of ``dst_fd``; returns (CRC, bytes copied), fewer only if the source ended.
+    """Copy ``count`` bytes of ``src_fd`` from ``offset`` to the position of ``dst_fd``:
+    the kernel copies them (copy_file_range) while this thread reads the same bytes for
+    the CRC and ``updates``. Returns (CRC, bytes copied), fewer only if the source ended.
 
-    Each chunk is read once into a buffer that is checksummed and given to ``updates``,
-    then written by a second thread, so the copy holds exactly the bytes its CRC describes
-    whatever another process does to the source meanwhile (a memory map of it would die
-    of SIGBUS if the source were truncated); as fast here as the kernel's copy_file_range
-    beside a memory-mapped CRC pass."""
-    free: queue.SimpleQueue = queue.SimpleQueue()
-    full: queue.SimpleQueue = queue.SimpleQueue()
-    for _ in range(_BUFFERS):
-        free.put(bytearray(CHUNK))
-
-    def drain() -> None:
-        try:
-            while (item := full.get()) is not None:
-                _write_all(dst_fd, memoryview(item[0])[:item[1]])
-                free.put(item[0])
-        except BaseException:
-            free.put(None)  # wakes the reader; the error is raised below
-            raise
-
+    Read with pread, not through a memory map: a source truncated meanwhile (a checkpoint
+    being rewritten, an archive replaced in place) would kill the process with SIGBUS. A
+    source that changes meanwhile is the caller's to detect (the push compares its stat).
+    Writing from this thread's buffers instead was as fast for 700 MB, but 1.5-2x slower
+    and erratic for 2 GB of new files on this VM."""
     crc = done = 0
-    with ThreadPoolExecutor(1) as pool:
-        writing = pool.submit(drain)
+    buf = bytearray(CHUNK)
+    with ThreadPoolExecutor(1) as pool, memoryview(buf) as view:
+        copying = pool.submit(copy_range, src_fd, dst_fd, count, offset, None)
+        while done < count:
+            n = os.preadv(src_fd, [view[:min(CHUNK, count - done)]], offset + done)
+            if not n:
+                break
+            chunk = view[:n]
+            crc = crc32(chunk, crc)
+            for update in updates:
+                update(chunk)
+            chunk.release()
+            callback.advance(n)
+            done += n
+        copied = copying.result()
+    return crc, min(done, copied)
+
+
+def copy_range(src_fd: int, dst_fd: int, count: int, src_off: int, dst_off: int | None) -> int:
+    """Copy ``count`` bytes between files in the kernel, falling back to read/write;
+    returns the bytes copied, fewer only if the source ended.
+
+    ``dst_off=None`` writes at (and advances) the destination's file position.
+    """
+    done = 0
+    while done < count:
         try:
-            while done < count:
-                buf = free.get()
-                if buf is None:
-                    break
-                with memoryview(buf) as view:
-                    want = view[:min(CHUNK, count - done)]
-                    n = (os.readv(src_fd, [want]) if offset is None
-                         else os.preadv(src_fd, [want], offset + done))
-                    want.release()
-                    if n:
-                        crc = crc32(view[:n], crc)
-                        for update in updates:
-                            update(view[:n])
-                if not n:
-                    break
-                full.put((buf, n))
-                callback.advance(n)
-                done += n
-        finally:
-            full.put(None)
-        writing.result()
-    return crc, done
+            n = os.copy_file_range(src_fd, dst_fd, count - done, src_off + done,
+                                   None if dst_off is None else dst_off + done)
+        except (OSError, AttributeError) as e:
+            if done or (isinstance(e, OSError) and e.errno not in _NO_COPY_RANGE):
+                raise
+            break  # not supported here (other filesystem, old kernel): copy by hand
+        if n == 0:
+            return done  # the source ended early
+        done += n
+    while done < count:
+        data = os.pread(src_fd, min(CHUNK, count - done), src_off + done)
+        if not data:
+            return done
+        if dst_off is None:
+            _write_all(dst_fd, data)
+        else:
+            written = 0
+            while written < len(data):
+                n = os.pwrite(dst_fd, memoryview(data)[written:], dst_off + done + written)
+                if n <= 0:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                written += n
+        done += len(data)
+    return done
+
+
+_NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
 
 
 def _mode(st: os.stat_result) -> int:
@@ -526,14 +542,14 @@ def _extract_batch(fd: int, size: int, batch: list[zipfile.ZipInfo], targets: di
 
 def _extract_stored(fd: int, size: int, info: zipfile.ZipInfo, target: str, label: str,
                     callback: Callback) -> int:
-    """A large stored member: read once, CRC-checked and written (see ``_pipe``)."""
+    """A large stored member: copied by the kernel while its CRC is checked (``_copy``)."""
     try:
         start = _data_start(fd, size, info, b"", 0)
     except (ValueError, struct.error) as e:
         raise ArchiveError(f"{label} is corrupt at '{info.filename}' ({e})") from None
     out = _create(target, info.filename, label)
     try:
-        crc, n = _pipe(fd, start, info.file_size, out, (), callback)
+        crc, n = _copy(fd, start, info.file_size, out, (), callback)
     finally:
         os.close(out)
     if crc != info.CRC or n != info.file_size:
