@@ -218,7 +218,7 @@ def _follow(link: str, root: str, chain: tuple[str, ...]) -> tuple[str, os.stat_
 
 
 def walk_files(folder: Path) -> Iterator[tuple[str, Path]]:
-    """(relative posix path, path) of every regular file, sorted, not following dir links."""
+    """(relative posix path, path) of every regular file, sorted (see ``iter_files``)."""
     for rel, path, _ in scan_files(folder):
         yield rel, Path(path)
 

@@ -22,7 +22,7 @@ from resutil.errors import ArchiveError
 
 from resutil.metadata import compute_manifest
 
-from .helpers import cli_fails as fails, cli_ok as ok, make_exp, read_exp
+from .helpers import cli_fails as fails, cli_ok as ok, make_exp, read_exp, seal
 
 T0 = datetime(2024, 7, 6, 6, 43, 39)
 
@@ -397,6 +397,7 @@ def test_links_inside_the_folder_are_archived_as_what_they_point_to(proj, monkey
     (exp / "early.csv").symlink_to(exp / "data" / "part00.csv")  # absolute, still inside
     (exp / "current").symlink_to("data")
     (exp / "data" / "self").symlink_to("part05.csv")
+    seal(exp)  # the run ends with its links in place
     ok("push", exp.name)
     with zipfile.ZipFile(proj.zip_of(exp.name)) as zf:
         assert zf.testzip() is None
@@ -421,6 +422,7 @@ def test_a_link_that_loops_fails_the_push_naming_it(proj):
     exp = make_exp(proj, "loop", {"a/x.txt": "x\n", "b/y.txt": "y\n"}, when=T0)
     (exp / "a" / "to_b").symlink_to("../b")
     (exp / "b" / "to_a").symlink_to("../a")  # a/to_b/to_a/to_b/... never ends
+    seal(exp)  # recording the run's manifest walks no loop either
     fails("push", exp.name, needles=["to_a", "loop"])
     assert proj.remote_zips() == []
 
@@ -510,8 +512,9 @@ CHANGING = {  # which file changes: small (this process's or the helper's share)
 def test_a_file_written_during_a_push_fails_it_naming_the_file(proj, monkeypatch, which, mode):
     """A checkpoint still being saved: the push fails with one line naming the file and
     stores nothing, on every path (small files here and in the helper, large stored ones
-    copied in the kernel's page cache, large deflated ones)."""
-    exp = make_exp(proj, "ckpt", {}, when=T0)
+    copied in the kernel's page cache, large deflated ones). The run is still going: its
+    files are not yet sealed by a manifest."""
+    exp = make_exp(proj, "ckpt", {}, when=T0, status="running")
     _many_files(exp)
     rel, content = CHANGING[which]
     if content is not None:
@@ -548,7 +551,8 @@ def test_resutils_own_log_may_grow_during_a_checkpoint_push(proj):
     """The run's output logs are appended to while a checkpoint is pushed (progress bars,
     other threads printing): the archive takes what they held when the push began."""
     exp = make_exp(proj, "logs", {"resutil-stdout.log": "epoch 1\n" * 1000,
-                                  "resutil-stderr.log": "x" * (2 << 20)}, when=T0)
+                                  "resutil-stderr.log": "x" * (2 << 20)}, when=T0,
+                   status="running")
     before = {n: (exp / n).read_bytes() for n in ("resutil-stdout.log", "resutil-stderr.log")}
     with _Writer(exp / "resutil-stdout.log", "append"), _Writer(exp / "resutil-stderr.log", "append"):
         ok("push", exp.name)

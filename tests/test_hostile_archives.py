@@ -19,8 +19,7 @@ from resutil.metadata import ExpMeta, Manifest
 from resutil.remote import Remote
 from resutil.storage import backend_class
 
-from .helpers import assert_one_error_line, make_exp, small_tmpfs, tree
-from .test_backends_e2e import cli_in, init_project
+from .helpers import assert_one_error_line, cli_in, make_exp, make_project, small_tmpfs, tree
 
 NAME = "aapiyl_20240706T064339_planted"
 GiB = 1 << 30
@@ -61,17 +60,21 @@ def hand_zip(*members: dict) -> bytes:
 def project(request, tmp_path):
     """An empty project on the parametrised backend, and that backend's storage."""
     settings = request.getfixturevalue(f"{request.param}_settings")
-    proj = init_project(tmp_path / "p", settings)
+    proj = make_project(tmp_path, settings)
     return proj, backend_class(settings.storage_type)(settings)
 
 
-def plant(project, data: bytes, sidecar: bool = True) -> None:
-    """Store ``data`` as NAME's archive, with a sidecar that records its true hash."""
+def plant(project, data: bytes, sidecar: bool = True, name: str = NAME,
+          recorded_hash: str | None = None) -> None:
+    """Store ``data`` as ``name``'s archive, with a sidecar written for that very version
+    of it that records its true hash (or ``recorded_hash``)."""
     proj, storage = project
-    storage.write_bytes(proj.name, NAME + ".zip", data)
+    stored = storage.write_bytes(proj.name, name + ".zip", data)
     if sidecar:
-        info = ArchiveInfo(Manifest({}), len(data), xxhash.xxh3_128(data).hexdigest(), {})
-        Remote(storage, proj.name).write_sidecar(ExpMeta(name=NAME), info, NAME + ".zip")
+        digest = recorded_hash or xxhash.xxh3_128(data).hexdigest()
+        info = ArchiveInfo(Manifest({}), len(data), digest, {})
+        Remote(storage, proj.name).write_sidecar(ExpMeta(name=name), info, name + ".zip",
+                                                 stored.version if stored else None)
 
 
 def assert_nothing_kept(proj) -> None:
@@ -134,7 +137,7 @@ def test_a_small_member_that_lies_is_never_inflated_whole_in_memory(tmp_path, lo
 
     from .helpers import REPO
 
-    proj = init_project(tmp_path / "p", local_settings)
+    proj = make_project(tmp_path, local_settings)
     storage = backend_class("local")(local_settings)
     plant((proj, storage), hand_zip({"name": "small.txt", "payload": _deflate_zeros(900),
                                      "usize": 1000, "crc": zlib.crc32(bytes(1000))}))
@@ -212,13 +215,15 @@ def test_verify_reports_a_damaged_header_in_one_line(project):
 
 
 def test_a_damaged_central_directory_is_a_hash_mismatch_on_pull(project):
-    """Bytes no CRC covers (the central directory) are still checked: by the hash."""
+    """Bytes no CRC covers (the central directory) are still checked: by the hash its
+    sidecar recorded for that version of the archive (bit rot on the share, say)."""
     proj, storage = project
     exp = make_exp(proj, "h", {"a.txt": "alpha\n" * 100})
     assert cli_in(proj, "push", exp.name).exit_code == 0
     data = bytearray(storage.read_bytes(proj.name, exp.name + ".zip"))
+    pushed_hash = xxhash.xxh3_128(bytes(data)).hexdigest()
     data[data.rindex(b"PK\x01\x02") + 12] ^= 0x01  # the modification time, central only
-    storage.write_bytes(proj.name, exp.name + ".zip", bytes(data))
+    plant(project, bytes(data), name=exp.name, recorded_hash=pushed_hash)
     import shutil
 
     shutil.rmtree(exp)
