@@ -535,7 +535,7 @@ def test_a_file_written_during_a_push_fails_it_naming_the_file(proj, monkeypatch
     with _Writer(exp / rel, mode):
         line = fails("push", exp.name, needles=[rel, "changed while it was being archived"])
     assert "nothing was stored" in line
-    assert proj.remote_zips() == [] and list(proj.sidecar_dir.glob("*")) == []
+    assert proj.remote_zips() == [] and list(proj.sidecar_dir.glob("*.json")) == []
     assert list((proj.results / ".resutil" / "tmp").glob("*")) == []
     monkeypatch.setattr(archive, "split", packer.split)
     ok("push", exp.name)  # once the writer is done

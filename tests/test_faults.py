@@ -31,6 +31,7 @@ from .helpers import (
     fill_disk,
     make_exp,
     meta_01x,
+    popen_cli,
     put_zip_01x,
     seal,
     read_exp,
@@ -39,6 +40,7 @@ from .helpers import (
     run_script,
     small_tmpfs,
     tree,
+    wait_for,
     write_script,
 )
 
@@ -554,7 +556,7 @@ def test_a_killed_push_leaves_no_packer_running_and_no_scratch(proj, killed):
     files = {f"run_{i // 500}/f{i:05d}.bin": os.urandom(1500 + i % 1000) for i in range(6000)}
     exp = make_exp(proj, "many", files, when=T0)
     tmp = proj.results / ".resutil" / "tmp"
-    p = _resutil("push", exp.name, cwd=proj.root)
+    p = popen_cli(proj.root, "push", exp.name, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     helpers: list[int] = []
     try:
         def building() -> bool:
