@@ -575,9 +575,9 @@ def test_a_killed_push_leaves_no_packer_running_and_no_scratch(proj, killed):
             p.kill()
         p.communicate()
     assert not proj.zip_of(exp.name).exists()
-    wait_for(lambda: not any(_running(h) for h in helpers), "the helper to end", limit=10)
+    wait_for(lambda: not any(_running(h) for h in helpers), "the helper to end", limit=60)
     if killed == "push":  # it removed its own segment on the way out
-        wait_for(lambda: not list(tmp.glob(".resutil-segment*")), "the segment to go", limit=10)
+        wait_for(lambda: not list(tmp.glob(".resutil-segment*")), "the segment to go", limit=60)
     else:
         assert list(tmp.glob(".resutil-segment*"))
     ok("push", exp.name)  # fresh, not aged: the owner is dead, that is enough
