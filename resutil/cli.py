@@ -169,8 +169,7 @@ def _sync_options(f):
 def _do_sync(direction: str, experiments, all_, no_dependency, dry_run, jobs, force=False) -> None:
     from . import sync
 
-    if not experiments and not all_:
-        raise click.UsageError(f"name experiments to {direction}, or use -A for all")
+    all_ = all_ or not experiments  # no names: all, as in resutil 0.1.x and 0.2.x
     project = _project()
     plan_fn = sync.plan_push if direction == "push" else sync.plan_pull
     plan = plan_fn(project, list(experiments), all_, not no_dependency)
@@ -245,19 +244,53 @@ def pull(experiments, all_, no_dependency, dry_run, jobs) -> None:
 
 
 # -- add / rm / comment -------------------------------------------------------------------------
-@cli.command()
+class _GreedyDependencies(click.Command):
+    """``-d A B C`` takes every name up to the next option, as resutil 0.1.x's ``add -d``
+    (argparse nargs="+") did; ``-d A -d B`` works too."""
+
+    FLAGS = ("-d", "--dependency")
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out: list[str] = []
+        taking = False
+        for i, arg in enumerate(args):
+            if arg == "--":
+                out += args[i:]
+                break
+            if arg in self.FLAGS:
+                taking = True
+                out.append(arg)
+                continue
+            if arg.startswith("--dependency=") or (arg.startswith("-d") and arg[1] != "-"):
+                taking = True  # -dA / --dependency=A: the names after it are taken too
+                out.append(arg)
+                continue
+            if arg.startswith("-") and arg != "-":
+                taking = False
+            elif taking and out and out[-1] not in self.FLAGS:
+                out.append("-d")
+            out.append(arg)
+        return super().parse_args(ctx, out)
+
+
+@cli.command(cls=_GreedyDependencies)
 @click.argument("comment", required=False, default="")
-@click.option("-d", "--dependency", "deps", multiple=True, help="An upstream experiment (repeatable).",
+@click.option("-d", "--dependency", "deps", multiple=True, metavar="EXP...",
+              help="Upstream experiments: -d A B C (or -d A -d B).",
               shell_complete=complete_experiments)
 def add(comment: str, deps: tuple[str, ...]) -> None:
     """Make an experiment by hand (e.g. for input data), optionally with upstream experiments.
 
-    Example: resutil add raw-data -d aapiyl
+    Copy files into the folder it prints, then push it.
+
+    Example: resutil add raw-data -d aapiyl aanohv
     """
     from .experiments import add_experiment
 
     folder = add_experiment(_project(), comment, list(deps))
-    ui.info(f"Created {ui.esc(folder)}")
+    rel = ui.relative(folder)
+    ui.info(f"Created {ui.esc(rel)}\nCopy files into it (e.g. cp data.csv {ui.esc(rel)}/), "
+            f"then: resutil push {ui.esc(folder.name)}")
     click.echo(str(folder))
 
 

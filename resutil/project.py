@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from .config import Config, load_config
+from .config import Config, load_config, remote_off
 from .errors import ExperimentNotFound
 from .metadata import ExpMeta, read_meta
 from .remote import Remote, RemoteExperiment
@@ -51,7 +50,7 @@ class Project:
     @property
     def no_remote(self) -> bool:
         """RESUTIL_NO_REMOTE: work locally, never contact the storage."""
-        return bool(os.environ.get("RESUTIL_NO_REMOTE"))
+        return remote_off()
 
     def resolve(self, query: str, remote: bool = True) -> str:
         """A full experiment name from a name, identity or unique prefix."""

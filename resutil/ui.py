@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Iterable, TextIO
+from typing import Iterable, Iterator, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -45,6 +45,17 @@ def esc(text: object) -> str:
     return escape(str(text))
 
 
+def relative(path: os.PathLike[str] | str) -> str:
+    """``path`` as a person would type it here: relative to the current folder when inside
+    it, else absolute."""
+    p = os.path.abspath(path)
+    try:
+        rel = os.path.relpath(p)
+    except ValueError:  # another drive (Windows)
+        return p
+    return p if rel.startswith(os.pardir) else rel
+
+
 def send_messages_to(stream: TextIO | None) -> None:
     """Show messages and progress bars on ``stream`` (None: on whatever sys.stderr is).
 
@@ -58,9 +69,24 @@ def _show(renderable: object) -> None:
         console.print(renderable, soft_wrap=True)
 
 
+_quiet = False  # a script's @resutil.main(verbose=False): only warnings and errors
+
+
+@contextlib.contextmanager
+def quiet(on: bool = True) -> Iterator[None]:
+    """Within the block, with ``on``, show no messages but warnings and errors, no bars."""
+    global _quiet
+    before, _quiet = _quiet, _quiet or on
+    try:
+        yield
+    finally:
+        _quiet = before
+
+
 def info(text: str) -> None:
     """A message that may use rich markup; pass names and paths through ``esc``."""
-    _show(text)
+    if not _quiet:
+        _show(text)
 
 
 def warn(text: str) -> None:
@@ -142,7 +168,7 @@ class RichProgress(CallbackFactory):
             TimeRemainingColumn(),
             console=console,
             transient=False,
-            disable=not console.is_terminal,
+            disable=_quiet or not console.is_terminal,
         )
 
     def __call__(self, description: str) -> Callback:
