@@ -14,7 +14,7 @@ from .capture import (
 )
 from .errors import DependencyError, ExperimentError, ExperimentNotFound
 from .liveness import Owner
-from .metadata import ExpMeta, iter_files, read_meta, upstream_record, write_meta
+from .metadata import STATUSES, ExpMeta, iter_files, read_meta, upstream_record, write_meta
 from .naming import IDENTITY_LEN, check_comment, new_run_id, parse_name
 from .project import Project
 from .publish import claim_new, same_run
@@ -227,37 +227,140 @@ def _human(n: float) -> str:
     return str(n)
 
 
-def experiment_rows(project: Project, remote: bool = True
-                    ) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per experiment (by identity): name, local, remote, status; and a warning
-    per local experiment whose metadata cannot be read (listed with status "broken")."""
+LIST_STATUSES = (*STATUSES, "dead", "broken")  # what `resutil list --status` takes
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    """Which experiments ``list_experiments`` keeps: any of ``statuses`` (as shown: a run
+    whose process is gone is "dead"), a comment matching ``grep`` (a regular expression,
+    any case), started at ``since`` or later."""
+
+    statuses: tuple[str, ...] = ()
+    grep: str | None = None
+    since: datetime | None = None
+
+    def keeps(self, row: dict[str, Any]) -> bool:
+        import re
+
+        if self.statuses and shown_status(row).rstrip("?") not in self.statuses:
+            return False
+        if self.grep is not None and not re.search(self.grep, row["comment"], re.IGNORECASE):
+            return False
+        return self.since is None or datetime.fromisoformat(row["date"]) >= self.since
+
+
+def shown_status(row: dict[str, Any]) -> str:
+    """A row's status as ``resutil list`` shows it (a dead run, one it cannot tell)."""
+    return {"dead": "dead", "unknown": "running?"}.get(row["liveness"] or "", row["status"] or "")
+
+
+@dataclass
+class Listing:
+    """What ``list_experiments`` found: one row per experiment, warnings, and whether the
+    remote was listed ("listed"), left out ("off") or could not be reached ("unreachable")."""
+
+    rows: list[dict[str, Any]]
+    warnings: list[str]
+    remote: str
+
+
+def list_experiments(project: Project, remote: bool = True, where: ListFilter = ListFilter(),
+                     details: bool = False) -> Listing:
+    """One row per experiment (by identity), oldest first: name, identity, comment, date
+    (its start, local time), local, remote (None when the remote could not be listed),
+    status and liveness; with ``details`` also its commit.
+
+    A remote experiment's status comes from the one listing of the sidecar folder (the
+    status is in each sidecar's name); ``details`` reads the metadata of remote-only ones
+    (each once, then from the cache). A local experiment whose metadata cannot be read is
+    listed as "broken" with a warning; an unreachable storage is a warning and local rows.
+    """
+    from .errors import StorageError
     from .lineage import BROKEN
 
     ws = project.workspace
     local = ws.names()
-    remote_exps = project.remote.experiments() if remote and not project.no_remote else {}
+    warnings: list[str] = []
+    remote_exps: dict[str, Any] = {}
+    state = "off"
+    if remote and not project.no_remote:
+        try:
+            remote_exps = project.remote.experiments()
+            state = "listed"
+        except StorageError as e:  # a wrong config is no storage trouble: that fails
+            state = "unreachable"
+            warnings.append(f"{e} - showing local experiments only")
     rows = []
-    warnings = []
     for ident in sorted(set(local) | set(remote_exps)):
+        commit = None
         if ident in local:
             name = local[ident]
             try:
                 meta = read_meta(ws.path(name), with_manifest=False)
-                status, liveness = meta.status, run_liveness(meta)
+                status, liveness, commit = meta.status, run_liveness(meta), meta.commit_hash
             except ExperimentError as e:
                 status, liveness = BROKEN, None
                 warnings.append(str(e))
         else:
-            exp = remote_exps[ident]
-            name = exp.name
-            side = project.remote.sidecar(exp, fetch=False)
-            meta = side.get("meta") if isinstance(side, dict) else None
-            value = meta.get("status") if isinstance(meta, dict) else None
-            status = value if isinstance(value, str) else ""
-            liveness = None
-        rows.append({"name": name, "identity": ident, "local": ident in local,
-                     "remote": ident in remote_exps, "status": status, "liveness": liveness})
-    return rows, warnings
+            name = remote_exps[ident].name
+            status, liveness = remote_exps[ident].listed_status or "", None
+        parsed = parse_name(name)
+        assert parsed is not None
+        rows.append({"name": name, "identity": ident, "comment": parsed.comment,
+                     "date": parsed.time.isoformat(), "local": ident in local,
+                     "remote": ident in remote_exps if state != "unreachable" else None,
+                     "status": status, "liveness": liveness, "commit": commit})
+    rows = [r for r in rows if where.keeps(r)]
+    if details and state == "listed":
+        _remote_details(project, [r for r in rows if not r["local"]], warnings)
+    if not details:
+        for r in rows:
+            del r["commit"]
+    return Listing(rows, warnings, state)
+
+
+def _remote_details(project: Project, rows: list[dict[str, Any]], warnings: list[str]) -> None:
+    """Fill in the commit (and a status its sidecar's name lacks) of remote-only rows."""
+    if not rows:
+        return
+    from .lineage import collect
+
+    records = collect(project)
+    for row in rows:
+        rec = records.get(row["identity"])
+        if rec is None:
+            continue
+        if rec.problem:
+            warnings.append(rec.problem)
+            continue
+        row["commit"] = rec.meta.commit_hash
+        row["status"] = row["status"] or rec.meta.status
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """A start for ``list --since``: a date (2024-07-06), a date and time (2024-07-06T09:30,
+    "2024-07-06 09:30"), "today", "yesterday", or an age: 30m, 12h, 3d, 2w. ValueError
+    saying what is accepted otherwise."""
+    import re
+    from datetime import timedelta
+
+    now = now or datetime.now()
+    value = text.strip().lower()
+    if value in ("today", "yesterday"):
+        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return day - timedelta(days=1) if value == "yesterday" else day
+    age = re.fullmatch(r"(\d+)\s*(m|min|h|d|w)", value)
+    if age:
+        unit = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+        return now - timedelta(**{unit[age.group(2)]: int(age.group(1))})
+    try:
+        when = datetime.fromisoformat(text.strip().replace(" ", "T", 1))
+    except ValueError:
+        raise ValueError(f"'{text}' is not a date (2024-07-06, 2024-07-06T09:30) or an age "
+                         "(30m, 12h, 3d, 2w, today, yesterday)") from None
+    # Experiment names carry local time: an offset given is converted to it.
+    return when.astimezone().replace(tzinfo=None) if when.tzinfo else when
 
 
 def verify_many(

@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Iterable, Iterator, TextIO
+from typing import Iterable, Iterator, Sequence, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -97,6 +97,27 @@ def warn(text: str) -> None:
 def error(text: str) -> None:
     """A plain-text error on one line (shown literally, brackets included)."""
     _show(Text.assemble(("Error:", "red"), " ", text))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Columns on stdout. On a terminal a rich table whose last column folds rather than
+    cuts a long name; in a pipe or file whole lines, however long (nothing cut at 80)."""
+    out = Console(highlight=False)
+    if not out.is_terminal:
+        widths = [max(len(str(r[i])) for r in (headers, *rows)) for i in range(len(headers) - 1)]
+        for row in (headers, *rows):
+            cells = [str(c).ljust(w) for c, w in zip(row, widths)] + [str(row[-1])]
+            out.file.write("  ".join(cells).rstrip() + "\n")
+        return
+    from rich.table import Table
+
+    t = Table(box=None, header_style="bold")
+    for i, head in enumerate(headers):
+        last = i == len(headers) - 1
+        t.add_column(head, overflow="fold" if last else "ellipsis", no_wrap=not last)
+    for row in rows:
+        t.add_row(*(esc(c) for c in row))
+    out.print(t)
 
 
 def confirm(question: str, default: bool = False) -> bool:

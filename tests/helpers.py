@@ -77,6 +77,13 @@ class Proj:
     def sidecar_dir(self) -> Path:
         return self.remote / f"{self.name}.resutil"
 
+    def sidecar(self, name: str) -> Path:
+        """The one sidecar of the experiment ``name`` (or identity) on the local storage:
+        ``<identity>.<status>.json``; a path that does not exist when there is none."""
+        found = sorted(self.sidecar_dir.glob(f"{name[:22]}*.json"))
+        assert len(found) <= 1, found
+        return found[0] if found else self.sidecar_dir / f"{name[:22]}.json"
+
     def exp_dirs(self) -> list[Path]:
         """Local experiment folders (not _debug, not .resutil)."""
         if not self.results.is_dir():

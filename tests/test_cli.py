@@ -115,7 +115,7 @@ def test_rm_force_local_and_remote(proj):
 
     r = ok("rm", "-r", other.name)
     assert other.is_dir() and not proj.zip_of(other.name).exists()
-    assert not (proj.sidecar_dir / f"{other.name[:22]}.json").exists()
+    assert not proj.sidecar(other.name).exists()
     assert "remote" in r.stderr
 
     ok("rm", "-l", other.name)

@@ -67,8 +67,11 @@ def test_unknown_and_ambiguous_experiments(proj):
 def test_remote_folder_missing(proj):
     exp = make_exp(proj, "x", when=T0)
     shutil.rmtree(proj.remote)
-    for args in (["list"], ["push", exp.name], ["pull", "-A"], ["show", "zzz"]):
+    for args in (["push", exp.name], ["pull", "-A"], ["show", "zzz"]):
         fails(*args, needles=["does not exist or is not mounted"])
+    r = ok("list")  # what is here, and why the remote column is unknown
+    assert_one_warning_line(r.stderr, "does not exist or is not mounted", "local experiments only")
+    assert r.stdout.splitlines()[1].split() == ["?", "✓", "finished", exp.name]
     assert not proj.remote.exists()  # nothing was created in place of the missing mount
     # Working locally still works.
     assert json.loads(ok("list", "--local", "--json").stdout)[0]["name"] == exp.name
