@@ -43,13 +43,32 @@ def _project():
 
 
 def complete_experiments(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
-    """Shell completion over local experiment names (and cached remote ones)."""
+    """Shell completion over experiment names: local ones and those the last listing of the
+    remote found (the storage is never contacted). ``pull`` offers those not here, ``push``
+    the local ones. For bash, spaces and other special characters come escaped."""
+    import os
+    import re
+
     try:
+        from .remote import cached_names
+
         project = _project()
-        names = set(project.workspace.names().values())
+        local = project.workspace.names()
+        remote = {n[:IDENTITY_LEN]: n for n in cached_names(project.remote_cache_dir)}
     except Exception:  # noqa: BLE001 - completion must never fail loudly
         return []
-    return sorted(n for n in names if n.startswith(incomplete))
+    command = ctx.command.name
+    if command == "pull":
+        names = [n for i, n in remote.items() if i not in local]
+    elif command == "push":
+        names = list(local.values())
+    else:
+        names = list({**remote, **local}.values())
+    found = sorted(n for n in names if n.startswith(incomplete))
+    if os.environ.get("_RESUTIL_COMPLETE", "").startswith("bash"):
+        # bash inserts a completion as it is (zsh and fish quote it themselves)
+        found = [re.sub(r"([^\w@%+=:,./-])", r"\\\1", n) for n in found]
+    return found
 
 
 EXP = {"shell_complete": complete_experiments, "metavar": "EXP"}
@@ -325,21 +344,47 @@ def add(comment: str, deps: tuple[str, ...]) -> None:
 @click.argument("experiments", nargs=-1, required=True, **EXP)
 @click.option("-l", "--local", "local_only", is_flag=True, help="Remove only the local folder.")
 @click.option("-r", "--remote", "remote_only", is_flag=True, help="Remove only the remote archive.")
+@click.option("-y", "--yes", is_flag=True,
+              help="Do not ask before removing from the team's storage or removing the only "
+                   "copy (without a terminal, rm refuses those unless --yes).")
 @click.option("--force", is_flag=True,
-              help="Remove even if other experiments depend on it or it is still running here.")
-def rm(experiments, local_only, remote_only, force) -> None:
-    """Remove experiments locally and on the remote (refuses if others depend on them, or
-    if a run on this host is still writing one).
+              help="Remove even if other experiments depend on it or it is still running "
+                   "here (implies --yes).")
+def rm(experiments, local_only, remote_only, yes, force) -> None:
+    """Remove experiments locally and on the remote.
+
+    Refuses if others depend on them (unless the remote keeps a local one removed with
+    -l), or if a run on this host is still writing one. Asks first at a terminal before it
+    removes anything from the team's storage, or the only copy of an experiment.
 
     Example: resutil rm -l aapiyl
     """
-    from .experiments import remove_experiments
+    from .errors import NotConfirmed
+    from .experiments import plan_removal, remove
 
-    removal = remove_experiments(_project(), list(experiments), local_only, remote_only, force)
-    for warning in removal.warnings:
+    project = _project()
+    plan = plan_removal(project, list(experiments), local_only, remote_only, force)
+    for warning in plan.warnings:
         ui.warn(warning)
-    for name, did in removal.removed:
+    asked = plan.needs_yes
+    if asked and not (yes or force):
+        first = asked[0]
+        what = ("from the team's storage" if first.remote is not None
+                else "its only copy (never pushed, or changed since)")
+        more = f" and {len(asked) - 1} more" if len(asked) > 1 else ""
+        if not ui.interactive():
+            raise NotConfirmed(f"rm would remove {first.name} {what}{more}; nothing was "
+                               "removed - run it at a terminal to confirm, or add --yes")
+        for item in asked:
+            lost = ("the only copy" if item.kept is None
+                    else f"stays {item.kept}")
+            ui.info(f"  {ui.esc(item.name)}: {' and '.join(item.where)} ({lost})")
+        if not ui.confirm(f"Remove {'these' if len(asked) > 1 else 'it'}?", default=False):
+            ui.info("Nothing was removed.")
+            return
+    for name, did in remove(project, plan).removed:
         ui.info(f"Removed {ui.esc(name)} ({' and '.join(did)})")
+
 
 @cli.command()
 @click.argument("experiment", **EXP)

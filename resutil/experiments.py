@@ -18,6 +18,7 @@ from .metadata import STATUSES, ExpMeta, iter_files, read_meta, upstream_record,
 from .naming import IDENTITY_LEN, check_comment, new_run_id, parse_name
 from .project import Project
 from .publish import claim_new, same_run
+from .remote import RemoteExperiment
 
 
 def now_iso() -> str:
@@ -130,17 +131,48 @@ def change_comment(project: Project, query: str, comment: str, force: bool = Fal
 
 @dataclass
 class Removal:
-    """What ``remove_experiments`` did: (name, where) per experiment, and warnings."""
+    """What ``remove`` did: (name, where) per experiment, and warnings."""
 
     removed: list[tuple[str, list[str]]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
-def remove_experiments(project: Project, queries: list[str], local_only: bool = False,
-                       remote_only: bool = False, force: bool = False) -> Removal:
-    """Remove experiments locally and/or remotely. Refuses (unless ``force``) when other
-    experiments depend on one of them, or a run on this host is still writing one; checks
-    all before removing any."""
+@dataclass
+class RemovalItem:
+    """One experiment ``remove`` takes away: its local folder and/or its remote copy, and
+    what stays: ``kept`` is "remote" or "local" where this run is still whole, None when
+    this is its only copy (or the only copy of changes made since it was pushed)."""
+
+    name: str
+    local: str | None
+    remote: RemoteExperiment | None
+    kept: str | None
+
+    @property
+    def where(self) -> list[str]:
+        return [w for w, on in (("local", self.local), ("remote", self.remote)) if on]
+
+
+@dataclass
+class RemovalPlan:
+    """What ``resutil rm`` would remove; ``remove`` does it."""
+
+    items: list[RemovalItem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def needs_yes(self) -> list[RemovalItem]:
+        """The removals a person should confirm: from the team's storage, or of a last copy."""
+        return [i for i in self.items if i.remote is not None or i.kept is None]
+
+
+def plan_removal(project: Project, queries: list[str], local_only: bool = False,
+                 remote_only: bool = False, force: bool = False) -> RemovalPlan:
+    """What removing experiments locally and/or remotely would do, checked before anything
+    is removed. Refuses (unless ``force``) when other experiments depend on one of them,
+    or a run on this host is still writing one. A local removal is fine with dependents
+    when the remote holds the same run: the lineage stays whole there."""
+    from .errors import StorageError
     from .lineage import collect, dependents, unreadable
 
     both = not local_only and not remote_only
@@ -148,35 +180,72 @@ def remove_experiments(project: Project, queries: list[str], local_only: bool = 
     records = collect(project, remote=not local_only)
     names = [project.resolve(q, remote=not local_only) for q in queries]
     targets = {n[:IDENTITY_LEN] for n in names}
-    result = Removal(warnings=[f"{w} (cannot tell whether it depends on what is removed)"
-                               for w in unreadable(records, targets)])
+    plan = RemovalPlan(warnings=[f"{w} (cannot tell whether it depends on what is removed)"
+                                 for w in unreadable(records, targets)])
+    listing: dict[str, RemoteExperiment] = {}
+    if not project.no_remote:
+        try:
+            listing = project.remote.experiments()
+        except StorageError as e:
+            if not local_only:
+                raise
+            plan.warnings.append(f"{e}; cannot tell whether the remote keeps a copy")
     for name in names:
-        users = dependents(records, name[:IDENTITY_LEN], exclude=targets)
-        if users and not force:
+        ident = name[:IDENTITY_LEN]
+        local = ws.local_name(name)
+        exp = listing.get(ident)
+        remote_copy = local_only and local and exp is not None and _remote_keeps(
+            project, ws.path(local), exp)
+        users = dependents(records, ident, exclude=targets)
+        if users and not force and not remote_copy:
             raise DependencyError(
                 f"{name} is upstream of {', '.join(users[:3])}{' ...' if len(users) > 3 else ''}; "
                 "remove those first or use --force"
             )
-        local = ws.local_name(name)
         if local and not remote_only and not force:
             refuse_live_run(ws.path(local), "remove")
-    for name in names:
-        rec = records.get(name[:IDENTITY_LEN])
-        did = []
-        local = ws.local_name(name)
-        if (local_only or both) and local:
-            ws.remove(local)
-            did.append("local")
-        if (remote_only or both) and not project.no_remote:
-            exp = project.remote.get(name)
-            if exp is not None:
-                project.remote.delete(exp)
-                did.append("remote")
-        if not did:
+        item = RemovalItem(records[ident].name if ident in records else name,
+                           local if (local_only or both) else None,
+                           exp if (remote_only or both) else None, None)
+        if not item.where:
             where = "local" if local_only else "on the remote" if remote_only else "anywhere"
             raise ExperimentNotFound(f"{name} is not {where}")
-        result.removed.append((rec.name if rec else name, did))
+        if local_only and remote_copy:
+            item.kept = "remote"
+        elif remote_only and local:
+            item.kept = "local"
+        plan.items.append(item)
+    return plan
+
+
+def _remote_keeps(project: Project, folder: Path, exp: RemoteExperiment) -> bool:
+    """Whether the remote copy is this very run with these files (nothing is lost locally)."""
+    from .publish import up_to_date
+
+    try:
+        meta = read_meta(folder)
+        return same_run(project, meta, exp) and (
+            meta.manifest is None or up_to_date(project, folder, meta, exp))
+    except ExperimentError:
+        return False
+
+
+def remove(project: Project, plan: RemovalPlan) -> Removal:
+    """Remove what ``plan_removal`` planned."""
+    result = Removal(warnings=list(plan.warnings))
+    for item in plan.items:
+        if item.local:
+            project.workspace.remove(item.local)
+        if item.remote is not None:
+            project.remote.delete(item.remote)
+        result.removed.append((item.name, item.where))
     return result
+
+
+def remove_experiments(project: Project, queries: list[str], local_only: bool = False,
+                       remote_only: bool = False, force: bool = False) -> Removal:
+    """Remove experiments locally and/or remotely (``plan_removal``, then ``remove``)."""
+    return remove(project, plan_removal(project, queries, local_only, remote_only, force))
 
 
 def describe_experiment(project: Project, query: str) -> dict[str, Any]:

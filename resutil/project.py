@@ -42,10 +42,15 @@ class Project:
 
     @cached_property
     def remote(self) -> Remote:
+        return Remote(self.storage, self.config.project_name, self.remote_cache_dir)
+
+    @property
+    def remote_cache_dir(self) -> Path:
+        """Where what was read from this storage is cached (one folder per storage)."""
         key = hashlib.sha1(
             f"{self.config.storage_type}:{sorted(self.config.storage_config.items())}".encode()
         ).hexdigest()[:10]
-        return Remote(self.storage, self.config.project_name, self.workspace.cache_dir / key)
+        return self.workspace.cache_dir / key
 
     @property
     def no_remote(self) -> bool:

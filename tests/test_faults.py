@@ -409,12 +409,12 @@ def test_broken_local_metadata_affects_only_its_experiment(proj, shape):
 
     # rm: still refuses to break the others' lineage, removes what it may, and the broken
     # folder itself can be removed (no warning about it then)
-    r = run_cli("rm", "-l", up.name)
+    r = run_cli("rm", "--yes", up.name)
     assert r.exit_code == 1 and down.name in r.stderr and "Traceback" not in r.stderr
-    r = ok("rm", "-l", down.name)
+    r = ok("rm", "-l", down.name)  # the remote keeps it
     assert_one_warning_line(r.stderr, str(meta))
     assert not down.exists() and up.is_dir()
-    r = ok("rm", "-l", bad.name)
+    r = ok("rm", "-l", "--yes", bad.name)  # its only copy
     assert "Warning" not in r.stderr and not bad.exists()
     assert json.loads(ok("list", "--json", "--local").stdout)[0]["name"] == up.name
     assert meta not in STUCK_ON_FIFO

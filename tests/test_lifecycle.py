@@ -199,7 +199,7 @@ def test_a_live_run_is_neither_dead_nor_pushed_by_push_all(proj):
     assert read_exp_in_zip(proj.zip_of(folder.name))["status"] == "finished"
     # Once it has ended, both work again.
     cli_ok("comment", folder.name, "renamed")
-    cli_ok("rm", folder.name[:6])
+    cli_ok("rm", "--yes", folder.name[:6])
     assert proj.exp_dirs() == [] and proj.remote_zips() == []
 
 
