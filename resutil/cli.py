@@ -238,11 +238,7 @@ def _do_sync(direction: str, experiments, all_, no_dependency, dry_run, jobs, fo
             return sync.push(*args, force=force)
     else:
         run = sync.pull
-    progress = ui.RichProgress() if ui.console.is_terminal else ui.QuietMessages()
-    if isinstance(progress, ui.RichProgress):
-        with progress:
-            result = run(project, plan, jobs, progress)
-    else:
+    with ui.transfers() as progress:
         result = run(project, plan, jobs, progress)
     done = "Pushed" if direction == "push" else "Pulled"
     for old, new in result.moved:
@@ -431,17 +427,43 @@ def show(experiment: str, as_json: bool) -> None:
 def verify(experiments, local_only, remote_only) -> None:
     """Check local files against their manifest and remote archives against their hash.
 
+    Without names: every local experiment and every remote archive (each downloaded), then
+    a line saying what was checked.
+
     Example: resutil verify aapiyl
     """
     from .experiments import verify_many
 
+    project = _project()
     bad = 0
-    for name, where, problems, note in verify_many(_project(), list(experiments), local_only, remote_only):
-        if problems:
-            bad += 1
-            ui.error(f"{name} ({where}): " + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
-        else:
-            ui.info(f"[green]ok[/green] {ui.esc(name)} ({where})" + (f" - {ui.esc(note)}" if note else ""))
+    checked = {"local": 0, "remote": 0}
+    with ui.transfers() as progress:
+        for name, where, problems, note in verify_many(project, list(experiments), local_only,
+                                                       remote_only, progress):
+            checked[where] += 1
+            if problems:
+                bad += 1
+                ui.error(f"{name} ({where}): " + "; ".join(problems[:5])
+                         + (" ..." if len(problems) > 5 else ""))
+            else:
+                ui.info(f"[green]ok[/green] {ui.esc(name)} ({where})"
+                        + (f" - {ui.esc(note)}" if note else ""))
+    if experiments:  # each named one has its line
+        if bad:
+            raise SystemExit(1)
+        return
+    parts = []
+    if not remote_only:
+        n = checked["local"]
+        parts.append(f"{n} local folder{'s' * (n != 1)} in {ui.relative(project.workspace.root)}")
+    if not local_only and not project.no_remote:
+        n = checked["remote"]
+        parts.append(f"{n} remote archive{'s' * (n != 1)} on {project.remote.describe()}")
+    if not any(checked.values()):
+        ui.info(f"Nothing to check: {ui.esc(' and '.join(parts).replace('0 ', 'no '))}")
+        return
+    verdict = "all intact" if not bad else f"{bad} with problems"
+    ui.info(f"Checked {ui.esc(' and '.join(parts))}: {verdict}")
     if bad:
         raise SystemExit(1)
 
@@ -658,7 +680,8 @@ def pipeline_run(steps, jobs, force, dry_run, verbose, path) -> None:
             ui.info(f"{e.step}: {e.result.state} ({e.result.seconds:.1f} s)")
 
     try:
-        report = run_pipeline(project, pipe, steps, jobs, force, event)
+        with ui.transfers() as progress:
+            report = run_pipeline(project, pipe, steps, jobs, force, event, progress)
     except KeyboardInterrupt:
         ui.error("interrupted; the folders of the steps that were running are kept, marked so")
         raise SystemExit(130) from None
@@ -765,8 +788,9 @@ def reproduce_(experiment: str, dry_run: bool, at_head: bool, ignore: tuple[str,
         raise ResutilError(plan.problem)
     if dry_run:
         return
-    result = reproduce(project, plan, lambda line: ui.info(escape(line)) if verbose else None,
-                       ignore)
+    with ui.transfers() as progress:
+        result = reproduce(project, plan, lambda line: ui.info(escape(line)) if verbose else None,
+                           ignore, progress)
     for warning in result.warnings:
         ui.warn(warning)
     click.echo(f"{result.experiment}: {result.status} ({result.seconds:.1f} s)")

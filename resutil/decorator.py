@@ -345,7 +345,8 @@ class Run:
             from .sync import ensure_local
 
             ui.info(f"  pulling upstream experiment {ui.esc(name)}")
-            ensure_local(self.project, [name])
+            with ui.transfers() as progress:
+                ensure_local(self.project, [name], progress)
             local = ws.local_name(name)
         if local is None:
             raise ResutilError(f"upstream experiment {name} is not in {ws.root} (and RESUTIL_NO_REMOTE is set)")
@@ -459,7 +460,7 @@ class Run:
 
         later = f"run 'resutil push {self.folder.name}' later"
         try:
-            with ui.RichProgress() as bars:
+            with ui.transfers() as bars:
                 done = publish(self.project, self.folder, bars(self.folder.name),
                                checkpoint=not final)
             if done.moved_from:

@@ -16,6 +16,7 @@ from .errors import DependencyError, ExperimentError, ExperimentNotFound
 from .liveness import Owner
 from .metadata import STATUSES, ExpMeta, iter_files, read_meta, upstream_record, write_meta
 from .naming import IDENTITY_LEN, check_comment, new_run_id, parse_name
+from .progress import NO_PROGRESS_FACTORY, CallbackFactory
 from .project import Project
 from .publish import claim_new, same_run
 from .remote import RemoteExperiment
@@ -433,9 +434,14 @@ def parse_since(text: str, now: datetime | None = None) -> datetime:
 
 
 def verify_many(
-    project: Project, queries: list[str], local_only: bool, remote_only: bool
+    project: Project, queries: list[str], local_only: bool, remote_only: bool,
+    progress: CallbackFactory = NO_PROGRESS_FACTORY,
 ) -> Iterator[tuple[str, str, list[str], str | None]]:
-    """(name, where, problems, note) for each checked copy of each experiment."""
+    """(name, where, problems, note) for each checked copy of each experiment; ``where`` is
+    "local" or "remote". Without ``queries``: every local folder and every remote archive
+    (a remote that cannot be listed is one entry with its error, the local ones still
+    come). Remote archives are downloaded whole to check them (``progress`` follows)."""
+    from .errors import StorageError
     from .sync import verify_local, verify_remote
 
     ws = project.workspace
@@ -443,27 +449,37 @@ def verify_many(
     if queries:
         names = [project.resolve(q, remote=use_remote) for q in queries]
     else:
-        names = list(ws.names().values())
+        local = ws.names()
+        names = [] if remote_only else list(local.values())
+        if use_remote:
+            try:
+                listing = project.remote.experiments()
+            except StorageError as e:
+                yield project.remote.describe(), "remote", [str(e)], None
+                use_remote = False
+            else:
+                names += [e.name for i, e in listing.items() if i not in local]
+                names.sort()
     for name in names:
-        local = ws.local_name(name)
-        if local and not remote_only:
-            folder = ws.path(local)
+        local_name = ws.local_name(name)
+        if local_name and not remote_only:
+            folder = ws.path(local_name)
             try:
                 manifest = read_meta(folder).manifest
             except ExperimentError as e:  # a broken record is a fault of this one only
-                yield local, "local", [str(e)], None
+                yield local_name, "local", [str(e)], None
             else:
                 if manifest is None:  # nothing to check against: a note, not a fault
-                    yield local, "local", [], ("no manifest recorded (still running, or made "
-                                               "by resutil 0.1.x): nothing to check")
+                    yield local_name, "local", [], ("no manifest recorded (still running, or "
+                                                    "made by resutil 0.1.x): nothing to check")
                 else:
-                    yield local, "local", verify_local(folder), None
+                    yield local_name, "local", verify_local(folder), None
         if use_remote:
             exp = project.remote.get(name)
             if exp is not None:
-                problems, note = verify_remote(project, exp)
+                problems, note = verify_remote(project, exp, progress(exp.name))
                 yield exp.name, "remote", problems, note
-            elif remote_only:
+            elif remote_only and queries:
                 yield name, "remote", ["not on the remote"], None
 
 

@@ -18,7 +18,7 @@ from .errors import ExperimentError, ResutilError
 from .experiments import end_dead_run, run_liveness
 from .metadata import hash_file, manifest_changes, read_meta
 from .naming import IDENTITY_LEN
-from .progress import NO_PROGRESS_FACTORY, Callback, CallbackFactory
+from .progress import NO_PROGRESS, NO_PROGRESS_FACTORY, Callback, CallbackFactory
 
 log = logging.getLogger(__name__)
 from .project import Project
@@ -296,10 +296,13 @@ def _stream_in(remote: Remote, exp: RemoteExperiment, target: Path, callback: Ca
 
 def _fetch_and_extract(remote: Remote, exp: RemoteExperiment, target: Path,
                        expected: str | None, callback: Callback) -> int:
+    # A folder storage hands over the archive in place, with no bytes to count: then the
+    # extraction is the transfer the progress shows.
+    in_place = remote.storage.writes_in_place
     with remote.storage.fetched(remote.archive_folder, exp.archive.name, callback) as zpath:
         with ThreadPoolExecutor(1) as pool:  # hash on the second core while extracting
             hashing = pool.submit(hash_file, zpath) if expected else None
-            written = extract_archive(zpath, target)
+            written = extract_archive(zpath, target, callback if in_place else NO_PROGRESS)
             actual = hashing.result() if hashing else None
     if expected and actual != expected:
         raise hash_mismatch(exp.archive.name)
@@ -375,8 +378,10 @@ def verify_local(folder: Path) -> list[str]:
     return manifest_changes(folder, meta.manifest)
 
 
-def verify_remote(project: Project, exp: RemoteExperiment) -> tuple[list[str], str | None]:
-    """Problems with a remote archive ([] when intact) and a note on what could be checked."""
+def verify_remote(project: Project, exp: RemoteExperiment, callback: Callback = NO_PROGRESS
+                  ) -> tuple[list[str], str | None]:
+    """Problems with a remote archive ([] when intact) and a note on what could be checked;
+    ``callback`` follows its download (or, for a folder storage, the reading of it)."""
     import zipfile
     import zlib
 
@@ -389,8 +394,12 @@ def verify_remote(project: Project, exp: RemoteExperiment) -> tuple[list[str], s
         note = None
         problems.append("archive does not match its recorded hash and version (changed after "
                         "it was pushed, or its push was interrupted): push it again")
-    with remote.storage.fetched(remote.archive_folder, exp.archive.name) as path:
-        if expected and hash_file(path) != expected:
+    in_place = remote.storage.writes_in_place
+    with remote.storage.fetched(remote.archive_folder, exp.archive.name, callback) as path:
+        if in_place and expected:
+            callback.set_total(path.stat().st_size)
+        if expected and hash_file(path, callback=callback if in_place else NO_PROGRESS
+                                  ) != expected:
             problems.append("archive does not match its recorded hash")
         try:
             with zipfile.ZipFile(path) as zf:

@@ -64,9 +64,11 @@ def send_messages_to(stream: TextIO | None) -> None:
 
 
 def _show(renderable: object) -> None:
-    # A message that cannot be shown (the terminal hung up) is no reason to fail.
+    # A message that cannot be shown (the terminal hung up) is no reason to fail. On a
+    # terminal, long lines wrap between words (the terminal itself would cut words in
+    # two); in logs and pipes a message stays one line, however long.
     with contextlib.suppress(OSError, ValueError):
-        console.print(renderable, soft_wrap=True)
+        console.print(renderable, soft_wrap=not console.is_terminal)
 
 
 _quiet = False  # a script's @resutil.main(verbose=False): only warnings and errors
@@ -174,19 +176,30 @@ class _Task(Callback):
         self.bar.progress.advance(self.task, n)  # type: ignore[arg-type]
 
     def message(self, text: str) -> None:
-        self.bar.progress.console.print(f"[yellow]{text}[/yellow]")
+        self.bar.progress.console.print(Text(text, style="yellow"))
+
+
+# Widest renderings of the columns after the name: "12.34/56.78 GB", "123.4 MB/s", "0:00:12".
+_BAR, _BYTES, _RATE, _ETA = 12, 15, 10, 7
 
 
 class RichProgress(CallbackFactory):
-    """Progress bars (bytes, rate, ETA) for transfers, shown only on a terminal."""
+    """Progress bars (name, bar, bytes, rate, ETA) for transfers, shown only on a terminal,
+    one line each that fits the terminal's width: a long name is cut short with "…"."""
 
     def __init__(self) -> None:
+        from rich.table import Column
+
+        rest = _BAR + _BYTES + _RATE + _ETA + 4  # and a space between columns
+        name = max(8, console.width - rest - 1)
         self.progress = Progress(
-            TextColumn("{task.description}", style="bold"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
+            TextColumn("{task.description}", style="bold", markup=False,
+                       table_column=Column(no_wrap=True, overflow="ellipsis", max_width=name)),
+            BarColumn(bar_width=_BAR),
+            DownloadColumn(table_column=Column(no_wrap=True, min_width=_BYTES, justify="right")),
+            TransferSpeedColumn(table_column=Column(no_wrap=True, min_width=_RATE,
+                                                    justify="right")),
+            TimeRemainingColumn(table_column=Column(no_wrap=True, min_width=_ETA)),
             console=console,
             transient=False,
             disable=_quiet or not console.is_terminal,
@@ -206,6 +219,17 @@ class RichProgress(CallbackFactory):
 
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
+
+
+@contextlib.contextmanager
+def transfers() -> Iterator[CallbackFactory]:
+    """Progress for the transfers of a block: bars on a terminal, else only the retry
+    messages (CI logs and pipes stay quiet)."""
+    if console.is_terminal and not _quiet:
+        with RichProgress() as bars:
+            yield bars
+    else:
+        yield QuietMessages()
 
 
 class QuietMessages(CallbackFactory):
