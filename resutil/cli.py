@@ -329,10 +329,12 @@ def add(comment: str, deps: tuple[str, ...]) -> None:
     """
     from .experiments import add_experiment
 
+    import shlex
+
     folder = add_experiment(_project(), comment, list(deps))
     rel = ui.relative(folder)
-    ui.info(f"Created {ui.esc(rel)}\nCopy files into it (e.g. cp data.csv {ui.esc(rel)}/), "
-            f"then: resutil push {ui.esc(folder.name)}")
+    ui.info(f"Created {ui.esc(rel)}\nCopy files into it (e.g. cp data.csv "
+            f"{ui.esc(shlex.quote(rel + '/'))}), then: resutil push {ui.esc(shlex.quote(folder.name))}")
     click.echo(str(folder))
 
 
@@ -404,14 +406,15 @@ def comment(experiment: str, new_comment: str, force: bool) -> None:
 @cli.command()
 @click.argument("experiment", **EXP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def show(experiment: str, as_json: bool) -> None:
+@click.option("--files", is_flag=True, help="Also list its files, with their sizes.")
+def show(experiment: str, as_json: bool, files: bool) -> None:
     """Show an experiment's metadata: status, code, arguments, upstream experiments, files.
 
-    Example: resutil show aapiyl
+    Example: resutil show baseline --files
     """
     from .experiments import describe_experiment
 
-    info = describe_experiment(_project(), experiment)
+    info = describe_experiment(_project(), experiment, files=files)
     for warning in info.pop("warnings"):
         ui.warn(warning)
     if as_json:
@@ -588,27 +591,43 @@ def _emit(data: str | bytes, output: Path | None) -> bool:
 
 
 def _render_show(info: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    """Plain lines on stdout: a list one item a line, nothing cut short."""
+    from .experiments import human_size
 
-    out = Console(highlight=False)
-    out.print(f"[bold]{ui.esc(info['name'])}[/bold]  ({info['where']})")
-    table = Table(box=None, show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for key in ("status", "comment", "started_at", "ended_at", "args", "commit", "uncommitted",
-                "python", "host", "files", "size", "pipeline"):
+    lines = [f"{info['name']}  ({info['where']})"]
+    keys = ("status", "comment", "started_at", "ended_at", "args", "commit", "uncommitted",
+            "python", "host", "files", "size", "pipeline")
+    width = max(map(len, keys)) + 2
+
+    def add(key: str, value: Any) -> None:
+        if isinstance(value, dict):
+            items = [f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}"
+                     for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            items = [str(v) for v in value]
+        else:
+            items = [str(value)]
+        for i, item in enumerate(items or [""]):
+            lines.append(f"  {(key if i == 0 else '').ljust(width)}{item}")
+
+    for key in keys:
         if info.get(key) not in (None, "", [], {}):
-            table.add_row(key, ui.esc(info[key]))
-    out.print(table)
-    if info["upstream"]:
-        out.print("[bold]upstream[/bold]")
-        for dep in info["upstream"]:
-            out.print(f"  {ui.esc(dep['name'])}  [dim]({dep['source']})[/dim]")
-    if info["downstream"]:
-        out.print("[bold]downstream[/bold]")
-        for name in info["downstream"]:
-            out.print(f"  {ui.esc(name)}")
+            add(key, info[key])
+    for title, entries in (("upstream", [f"{d['name']}  ({d['source']})" for d in info["upstream"]]),
+                           ("downstream", info["downstream"])):
+        if entries:
+            lines.append(title)
+            lines += [f"  {e}" for e in entries]
+    if "file_list" in info:
+        lines.append("files")
+        if info["file_list"] is None:
+            lines.append(f"  ({info['files_note']})")
+        else:
+            sizes = [human_size(size) for _, size in info["file_list"]]
+            w = max(map(len, sizes), default=0)
+            lines += [f"  {s.rjust(w)}  {rel}" for (rel, _), s in zip(info["file_list"], sizes)]
+    for line in lines:
+        click.echo(line)
 
 
 # -- pipeline / reproduce -----------------------------------------------------------------------

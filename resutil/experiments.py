@@ -14,7 +14,7 @@ from .capture import (
 )
 from .errors import DependencyError, ExperimentError, ExperimentNotFound
 from .liveness import Owner
-from .metadata import STATUSES, ExpMeta, iter_files, read_meta, upstream_record, write_meta
+from .metadata import NO_REMOTE_KEY, STATUSES, ExpMeta, iter_files, read_meta, upstream_record, write_meta
 from .naming import IDENTITY_LEN, check_comment, new_run_id, parse_name
 from .progress import NO_PROGRESS_FACTORY, CallbackFactory
 from .project import Project
@@ -37,6 +37,8 @@ def new_experiment(project: Project, comment: str = "", claim: bool = True,
     folder = ws.path(ws.create(comment).name)
     meta = ExpMeta(name=folder.name, comment=comment, status=status, run_id=new_run_id(),
                    process=Owner.current())  # a run killed from here on shows as dead
+    if project.no_remote:
+        meta.extra[NO_REMOTE_KEY] = True
     try:
         write_meta(folder, meta)
     except OSError:  # e.g. a full disk: no half-made experiment left behind
@@ -249,9 +251,13 @@ def remove_experiments(project: Project, queries: list[str], local_only: bool = 
     return remove(project, plan_removal(project, queries, local_only, remote_only, force))
 
 
-def describe_experiment(project: Project, query: str) -> dict[str, Any]:
+def describe_experiment(project: Project, query: str, files: bool = False) -> dict[str, Any]:
     """Everything ``resutil show`` prints, as plain data; ``warnings`` names the other
-    experiments whose metadata could not be read (so ``downstream`` may lack them)."""
+    experiments whose metadata could not be read (so ``downstream`` may lack them).
+
+    With ``files``, ``file_list``: [path, size] of every file in a local experiment's
+    folder; None for a remote-only one, whose file list is inside its archive
+    (``files_note`` says so)."""
     from .lineage import collect, dependents, unreadable
 
     found = project.locate(query, with_manifest=True)
@@ -264,6 +270,17 @@ def describe_experiment(project: Project, query: str) -> dict[str, Any]:
     downstream = dependents(records, name[:IDENTITY_LEN])
     env = meta.environment or {}
     man = meta.manifest
+    count, total = (len(man.files), man.total_size) if man else (None, None)
+    if found.remote is not None:  # the sidecar records how many files, how large
+        side = project.remote.paired(found.remote)
+        summary = (side or {}).get("meta", {}).get("manifest")
+        if isinstance(summary, dict) and isinstance(summary.get("count"), int):
+            count, total = summary["count"], summary.get("total_size")
+    extra: dict[str, Any] = {}
+    if files:
+        extra["file_list"] = _file_list(found.folder) if found.folder else None
+        extra["files_note"] = None if found.folder else (
+            f"only on the remote: its files are listed once pulled (resutil pull {name})")
     return {
         "name": local or name,
         "where": where,
@@ -278,18 +295,27 @@ def describe_experiment(project: Project, query: str) -> dict[str, Any]:
         "uncommitted": meta.uncommitted_files,
         "python": env.get("python"),
         "host": env.get("host"),
-        "files": len(man.files) if man else None,
-        "size": _human(man.total_size) if man else None,
+        "files": count,
+        "size": human_size(total) if isinstance(total, int) else None,
         "pipeline": meta.pipeline,
         # By identity: an upstream relabelled since is shown under its current name.
         "upstream": [{"name": records[d.identity].name if d.identity in records else d.name,
                       "source": d.source} for d in meta.dependencies],
         "downstream": downstream,
         "warnings": unreadable(records, {name[:IDENTITY_LEN]}),
+        **extra,
     }
 
 
-def _human(n: float) -> str:
+def _file_list(folder: Path) -> list[list[Any]]:
+    """[path, size] of the files an experiment folder holds (its metadata file left out)."""
+    from .metadata import EXP_FILE
+
+    return sorted([rel, st.st_size] for rel, _, st in iter_files(folder) if rel != EXP_FILE)
+
+
+def human_size(n: float) -> str:
+    """Bytes for people: 512 B, 1.5 KB, 3.2 GB."""
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -49,6 +49,11 @@ class _Unusable(ValueError):
     """A value in the metadata that cannot be used; the message names the key."""
 
 
+# Recorded (true) in an experiment made while the remote was off (RESUTIL_NO_REMOTE): it is
+# local on purpose, so no "not pushed yet" reminder counts it. `resutil push` still can.
+NO_REMOTE_KEY = "no_remote"
+
+
 def hash_file(path: Path, bufsize: int = 256 << 10, callback: Callback = NO_PROGRESS) -> str:
     """The content hash of one file (``callback`` hears of every chunk read)."""
     h = new_hasher()

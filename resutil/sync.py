@@ -352,9 +352,24 @@ def _run(plan: SyncPlan, one: Callable[[str], int | Published], jobs: int, max_w
 
 
 def unpushed(project: Project) -> list[str]:
-    """Local experiments the remote does not have."""
+    """Local experiments the remote does not have, but those made with the remote off
+    (RESUTIL_NO_REMOTE: local on purpose) and runs still going on."""
+    from .metadata import NO_REMOTE_KEY, read_head
+
     on_remote = project.remote.experiments()
-    return [n for i, n in project.workspace.names().items() if i not in on_remote]
+    ws = project.workspace
+    out = []
+    for ident, name in ws.names().items():
+        if ident in on_remote:
+            continue
+        try:
+            meta = read_head(ws.path(name), keys=(NO_REMOTE_KEY, "status", "process"))
+        except ExperimentError:
+            meta = None  # broken: push -A reports it
+        if meta is not None and (meta.extra.get(NO_REMOTE_KEY) or run_liveness(meta) == "live"):
+            continue
+        out.append(name)
+    return out
 
 
 def ensure_local(project: Project, names: list[str], progress: CallbackFactory = NO_PROGRESS_FACTORY) -> SyncResult:

@@ -31,13 +31,42 @@ console = Console(stderr=True, highlight=False)
 
 
 def interactive() -> bool:
-    """True when a person can answer prompts (a TTY and no RESUTIL_NO_INTERACTIVE)."""
+    """True when a person can answer prompts: input from a terminal, a terminal to ask on
+    (the controlling one: stdout may go to a pipe, as in ``python train.py | tee log``),
+    and no RESUTIL_NO_INTERACTIVE."""
     if os.environ.get("RESUTIL_NO_INTERACTIVE"):
         return False
     try:
-        return sys.stdin.isatty() and sys.stdout.isatty()
+        return sys.stdin.isatty() and _prompt_stream() is not None
     except (AttributeError, ValueError):
         return False
+
+
+_tty: TextIO | None = None
+
+
+def _prompt_stream() -> TextIO | None:
+    """Where questions are shown: the controlling terminal (never a redirected stdout or
+    stderr); else stderr or stdout when it is a terminal; else None."""
+    global _tty
+    if _tty is None and os.name == "posix":
+        try:
+            _tty = open("/dev/tty", "w", encoding="utf-8")  # noqa: SIM115 - kept open
+        except OSError:
+            _tty = None
+    if _tty is not None:
+        return _tty
+    for stream in (sys.stderr, sys.stdout):
+        try:
+            if stream is not None and stream.isatty():
+                return stream
+        except (AttributeError, ValueError):
+            continue
+    return None
+
+
+def _prompt_console() -> Console:
+    return Console(file=_prompt_stream(), highlight=False)
 
 
 def esc(text: object) -> str:
@@ -128,7 +157,7 @@ def confirm(question: str, default: bool = False) -> bool:
         return default
     from rich.prompt import Confirm
 
-    return Confirm.ask(question, default=default, console=console)
+    return Confirm.ask(question, default=default, console=_prompt_console())
 
 
 def ask(question: str, default: str = "") -> str:
@@ -137,23 +166,27 @@ def ask(question: str, default: str = "") -> str:
         return default
     from rich.prompt import Prompt
 
-    return Prompt.ask(question, default=default or None, console=console) or ""
+    if default:
+        return Prompt.ask(question, default=default, console=_prompt_console()) or ""
+    return Prompt.ask(question, console=_prompt_console()) or ""
 
 
 def ask_comment(past: Iterable[str], problem_of) -> str:
     """Prompt for an experiment comment with tab completion over past comments."""
-    from prompt_toolkit import prompt
+    from prompt_toolkit import PromptSession
     from prompt_toolkit.completion import WordCompleter
+    from prompt_toolkit.output import create_output
 
     completer = WordCompleter(sorted(set(past)), sentence=True)
+    session: PromptSession[str] = PromptSession(
+        completer=completer, output=create_output(stdout=_prompt_stream()))
     while True:
-        comment = prompt(
-            "Comment for this experiment (Tab completes, Enter for none): ", completer=completer
-        ).strip()
+        comment = session.prompt(
+            "Comment for this experiment (Tab completes, Enter for none): ").strip()
         problem = problem_of(comment)
         if not problem:
             return comment
-        error(problem)
+        _prompt_console().print(Text.assemble(("Error:", "red"), " ", problem))
 
 
 class _Task(Callback):
