@@ -105,16 +105,38 @@ def cli(verbose: int) -> None:
 def init(yes: bool, **opts: Any) -> None:
     """Create resutil-conf.yaml here, after checking the storage is reachable and writable.
 
+    At a terminal each answer is checked as it is given (and asked again when it cannot be
+    used). RESUTIL_STORAGE_TYPE, RESUTIL_GCS_BUCKET_NAME and RESUTIL_GCS_KEY_FILE_PATH
+    answer what no flag did. A local storage folder that does not exist is created (at a
+    terminal, after asking).
+
     Example: resutil init --project MyProj --results-dir results --storage local --path /mnt/nas/resutil --yes
     """
-    from .initialize import InitOptions, plan_init, write_config
+    import os
+
+    from .initialize import InitOptions, env_answers, plan_init, write_config
 
     here = Path.cwd()
     answers = InitOptions(**opts)
+    for field, var in env_answers(answers, os.environ).items():
+        ui.info(f"{field.replace('_', ' ')}: {ui.esc(getattr(answers, field))} (from {var})")
     ask = not yes and ui.interactive()
-    if ask:
-        _ask_init(answers, here)
-    plan = plan_init(answers, here)
+    given = {k for k, v in vars(answers).items() if v not in (None, "")}
+    if ask and not _ask_init(answers, here, given):
+        return
+    while True:
+        try:
+            plan = plan_init(answers, here)
+            break
+        except ResutilError as e:
+            if not ask or not _storage_asked(answers, given):
+                raise
+            ui.error(str(e))  # e.g. the bucket is not there: ask the storage part again
+            if not ui.confirm("Change the storage settings?", default=True):
+                raise SystemExit(1) from None
+            _ask_init(answers, here, given, again=True)
+    if plan.created is not None:
+        ui.info(f"Created the storage folder {ui.esc(plan.created)} (it did not exist)")
     if ask and answers.gitignore is None:
         plan.gitignore = ui.confirm(f"Add a .gitignore to {plan.data['results_dir']}?",
                                     default=True)
@@ -124,24 +146,53 @@ def init(yes: bool, **opts: Any) -> None:
     ui.info(f"[green]Initialized[/green] {ui.esc(write_config(plan))}")
 
 
-def _ask_init(answers: Any, here: Path) -> None:
-    """Ask on a terminal what the flags left open (init's library takes the defaults for
-    the rest)."""
+_STORAGE_FIELDS = ("path", "key_file", "bucket", "folder_id")
+
+
+def _storage_asked(answers: Any, given: set[str]) -> bool:
+    """Whether a person answered the storage settings (so may answer them again)."""
+    return any(f not in given for f in ("storage_type", *_STORAGE_FIELDS))
+
+
+def _ask_init(answers: Any, here: Path, given: set[str], again: bool = False) -> bool:
+    """Ask on a terminal what the flags left open, each answer checked as it is given;
+    ``again``: the storage settings once more, the last answers as defaults. False when
+    the person chose not to overwrite an existing config."""
     from .config import CONFIG_FILE_NAME
-    from .initialize import questions
+    from .initialize import check_answer, questions
 
     target = here / CONFIG_FILE_NAME
-    if target.exists() and not answers.force:
+    if not again and target.exists() and not answers.force:
         if not ui.confirm(f"{target} exists. Overwrite it?", default=False):
-            return  # plan_init refuses, saying how to overwrite it
+            ui.info("Nothing was changed.")
+            return False
         answers.force = True
+    previous = {}
+    if again:
+        for f in ("storage_type", *_STORAGE_FIELDS):
+            if f not in given:
+                previous[f] = getattr(answers, f)
+                setattr(answers, f, None)
     asked: set[str] = set()
     # A storage type's own questions appear once it is answered: ask until none is new.
     while todo := [q for q in questions(answers, here) if q.field not in asked]:
         for q in todo:
             asked.add(q.field)
-            if not getattr(answers, q.field):
-                setattr(answers, q.field, ui.ask(q.prompt, q.default))
+            if getattr(answers, q.field):
+                continue
+            while True:
+                value = ui.ask(q.prompt, previous.get(q.field) or q.default).strip()
+                check = check_answer(q.field, value, answers, here)
+                if check.missing_folder is not None:
+                    if ui.confirm(f"{check.missing_folder} does not exist (a NAS not "
+                                  "mounted?). Create it?", default=False):
+                        break
+                    continue
+                if check.problem is None:
+                    break
+                ui.error(check.problem)
+            setattr(answers, q.field, value)
+    return True
 
 
 # -- list ---------------------------------------------------------------------------------------
