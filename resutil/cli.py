@@ -66,8 +66,9 @@ def complete_experiments(ctx: click.Context, param: click.Parameter, incomplete:
         names = list({**remote, **local}.values())
     found = sorted(n for n in names if n.startswith(incomplete))
     if os.environ.get("_RESUTIL_COMPLETE", "").startswith("bash"):
-        # bash inserts a completion as it is (zsh and fish quote it themselves)
-        found = [re.sub(r"([^\w@%+=:,./-])", r"\\\1", n) for n in found]
+        # bash inserts a completion as it is (zsh and fish quote it themselves): escape
+        # with a backslash, doubled for the `read` in click's bash script that halves it
+        found = [re.sub(r"([^\w@%+=:,./-])", r"\\\\\1", n) for n in found]
     return found
 
 

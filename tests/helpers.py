@@ -266,7 +266,8 @@ class Terminal:
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         self.master = master
-        self.text = ""
+        self.text = ""  # everything shown so far
+        self._mark = 0  # where expect() looks from: the text since the last answer
         self.piped_out = ""
         env = {"TERM": "xterm", "COLUMNS": str(cols), "LINES": str(rows), **(env or {})}
         self.proc = popen_script(proj, args[0], args[1:], env=env, stdin=slave,
@@ -292,16 +293,17 @@ class Terminal:
     def expect(self, needle: str, limit: float = 30) -> None:
         """Read until ``needle`` shows (in the text without colours and cursor moves)."""
         end = time.monotonic() + limit
-        while needle not in ANSI.sub("", self.text):
+        while needle not in ANSI.sub("", self.text[self._mark:]):
             if not self._read(0.05):
                 raise AssertionError(f"the command ended before {needle!r}: {self.plain}")
             if time.monotonic() > end:
                 raise AssertionError(f"gave up waiting for {needle!r}: {self.plain}")
 
     def answer(self, needle: str, line: str) -> None:
-        """Wait for the question ``needle``, forget what was shown so far, type ``line``."""
+        """Wait for the question ``needle``, type ``line``; later questions are looked for
+        in what is shown after it."""
         self.expect(needle)
-        self.text = ""
+        self._mark = len(self.text)
         self.send(line.encode() + b"\r")
 
     def send(self, data: bytes) -> None:
