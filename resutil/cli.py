@@ -386,7 +386,8 @@ def add(comment: str, deps: tuple[str, ...]) -> None:
     folder = add_experiment(_project(), comment, list(deps))
     rel = ui.relative(folder)
     ui.info(f"Created {ui.esc(rel)}\nCopy files into it (e.g. cp data.csv "
-            f"{ui.esc(shlex.quote(rel + '/'))}), then: resutil push {ui.esc(shlex.quote(folder.name))}")
+            f"{ui.esc(shlex.quote(rel + '/'))}), "
+            f"then: resutil push {ui.esc(shlex.quote(folder.name))}")
     click.echo(str(folder))
 
 
@@ -665,8 +666,8 @@ def _render_show(info: dict[str, Any]) -> None:
     for key in keys:
         if info.get(key) not in (None, "", [], {}):
             add(key, info[key])
-    for title, entries in (("upstream", [f"{d['name']}  ({d['source']})" for d in info["upstream"]]),
-                           ("downstream", info["downstream"])):
+    upstream = [f"{d['name']}  ({d['source']})" for d in info["upstream"]]
+    for title, entries in (("upstream", upstream), ("downstream", info["downstream"])):
         if entries:
             lines.append(title)
             lines += [f"  {e}" for e in entries]

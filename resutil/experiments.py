@@ -14,7 +14,9 @@ from .capture import (
 )
 from .errors import DependencyError, ExperimentError, ExperimentNotFound
 from .liveness import Owner
-from .metadata import NO_REMOTE_KEY, STATUSES, ExpMeta, iter_files, read_meta, upstream_record, write_meta
+from .metadata import (
+    NO_REMOTE_KEY, STATUSES, ExpMeta, iter_files, read_meta, upstream_record, write_meta,
+)
 from .naming import IDENTITY_LEN, check_comment, new_run_id, parse_name
 from .progress import NO_PROGRESS_FACTORY, CallbackFactory
 from .project import Project

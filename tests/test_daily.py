@@ -19,7 +19,6 @@ import pytest
 import yaml
 
 from .helpers import (
-    assert_one_error_line,
     assert_one_warning_line,
     big_file,
     cli_fails as fails,

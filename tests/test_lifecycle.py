@@ -8,19 +8,13 @@ the script's controlling terminal, so a typed Ctrl-C (\\x03) becomes a real SIGI
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import platform
-import pty
 import re
-import select
 import signal
-import struct
 import subprocess
 import sys
-import termios
-import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +22,6 @@ import pytest
 from resutil.capture import STDERR_LOG, STDOUT_LOG, OutputCapture
 
 from .helpers import (
-    ANSI,
     Proj,
     assert_one_error_line,
     cli_fails,

@@ -17,7 +17,6 @@ from .helpers import (
     make_clone,
     make_exp,
     read_exp,
-    run_cli,
     tree,
 )
 
