@@ -258,8 +258,8 @@ def describe_experiment(project: Project, query: str, files: bool = False) -> di
     experiments whose metadata could not be read (so ``downstream`` may lack them).
 
     With ``files``, ``file_list``: [path, size] of every file in a local experiment's
-    folder; None for a remote-only one, whose file list is inside its archive
-    (``files_note`` says so)."""
+    folder, or of a remote-only one as its sidecar lists them; None when the sidecar does
+    not (a run of very many files, one pushed by 0.1.x): ``files_note`` says so."""
     from .lineage import collect, dependents, unreadable
 
     found = project.locate(query, with_manifest=True)
@@ -280,9 +280,14 @@ def describe_experiment(project: Project, query: str, files: bool = False) -> di
             count, total = summary["count"], summary.get("total_size")
     extra: dict[str, Any] = {}
     if files:
-        extra["file_list"] = _file_list(found.folder) if found.folder else None
-        extra["files_note"] = None if found.folder else (
-            f"only on the remote: its files are listed once pulled (resutil pull {name})")
+        if found.folder:
+            extra["file_list"] = _file_list(found.folder)
+        elif man is not None:
+            extra["file_list"] = [[rel, size] for rel, (size, _) in sorted(man.files.items())]
+        else:
+            extra["file_list"] = None
+            extra["files_note"] = ("only on the remote, whose record does not list its files: "
+                                   f"they are listed once pulled (resutil pull {name})")
     return {
         "name": local or name,
         "where": where,

@@ -26,6 +26,8 @@ from .helpers import (
     cli_ok as ok,
     make_clone,
     make_exp,
+    meta_01x,
+    put_zip_01x,
     read_exp,
     run_cli,
     run_script,
@@ -385,9 +387,14 @@ def test_show_prints_lists_line_by_line_whole_comments_and_files(proj):
     assert lines[lines.index("files") + 1:] == ["  1.5 KB  a.txt", "     1 B  sub/b.txt"]
     ok("push", exp.name)
     shutil.rmtree(exp)
-    out = ok("show", "--files", comment).stdout
-    assert "(only on the remote: its files are listed once pulled" in out
+    out = ok("show", "--files", comment).stdout  # remote only: as its sidecar lists them
+    assert out.splitlines()[-2:] == ["  1.5 KB  a.txt", "     1 B  sub/b.txt"]
     assert "  files        2" in out.splitlines()
+    old = "aapiyl_20240706T070000_from-0.1.x"  # pushed by 0.1.x: no sidecar, no list
+    put_zip_01x(proj, old, {"resutil-exp.yaml": meta_01x(old), "x.txt": "x"})
+    out = ok("show", "--files", old).stdout
+    assert out.splitlines()[-1] == (f"  (only on the remote, whose record does not list its "
+                                    f"files: they are listed once pulled (resutil pull {old}))")
 
 
 def test_the_not_pushed_reminder_leaves_out_runs_made_with_the_remote_off(proj):
