@@ -317,7 +317,8 @@ def _do_sync(direction: str, experiments, all_, no_dependency, dry_run, jobs, fo
                    "ended (see 'resutil verify'); the old remote copy stays until the new one "
                    "is complete.")
 def push(experiments, all_, no_dependency, dry_run, jobs, force) -> None:
-    """Upload experiments, with the upstream experiments the remote lacks.
+    """Upload experiments, with the upstream experiments the remote lacks (no names: every
+    local experiment the remote lacks or holds in an older state, as -A).
 
     An unchanged experiment is up to date and moves nothing. A run whose identity another
     run holds on the remote moves to the next free identity.
@@ -330,9 +331,10 @@ def push(experiments, all_, no_dependency, dry_run, jobs, force) -> None:
 @cli.command()
 @_sync_options
 def pull(experiments, all_, no_dependency, dry_run, jobs) -> None:
-    """Download experiments, with the upstream experiments missing locally.
+    """Download experiments, with the upstream experiments missing locally (no names: every
+    remote experiment not here, as -A).
 
-    Example: resutil pull aapiyl
+    Example: resutil pull baseline
     """
     _do_sync("pull", experiments, all_, no_dependency, dry_run, jobs)
 
