@@ -41,7 +41,7 @@ from .packer import (
 )
 from .progress import NO_PROGRESS, Callback
 from .zipstream import (
-    DEFLATED, DESCRIPTOR, InflateError, ZipStreamWriter, crc32, deflate_raw, inflate_raw, inflater,
+    DEFLATED, DESCRIPTOR, InflateError, ZipStreamWriter, crc32, deflate_raw, inflater,
     stamp_of,
 )
 

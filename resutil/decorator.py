@@ -35,7 +35,7 @@ from .capture import (
     GitState, OutputCapture, ReadObserver, copy_code, imported_code, untracked_code,
 )
 from .config import remote_off
-from .experiments import new_experiment, record_start
+from .runs import new_experiment, record_start
 from .errors import ResutilError
 from .liveness import Owner
 from .metadata import EXP_FILE, ExpMeta, compute_manifest, read_meta, upstream_record, write_meta

@@ -322,7 +322,7 @@ def reproduce(
     recorded commit unless ``plan.at_head``), publish it and compare its files with the
     original's; ``ignore`` globs name files known to vary; ``progress`` reports the pulls
     and the push."""
-    from .experiments import new_experiment
+    from .runs import new_experiment
     from .pipeline import STEP_LOG, execute, push_folder
     from .sync import ensure_local
 

@@ -15,7 +15,7 @@ from .archive import (
     LocalWriteError, NotStreamable, StreamExtractor, extract_archive, hash_mismatch,
 )
 from .errors import ExperimentError, ResutilError
-from .experiments import end_dead_run, run_liveness
+from .runs import end_dead_run, run_liveness
 from .metadata import hash_file, manifest_changes, read_meta
 from .naming import IDENTITY_LEN
 from .progress import NO_PROGRESS, NO_PROGRESS_FACTORY, Callback, CallbackFactory

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 
 from ..naming import IDENTITY_LEN
 from ..errors import PipelineError, ResutilError
-from ..experiments import new_experiment, record_start
+from ..runs import new_experiment, record_start
 from ..metadata import ExpMeta, compute_manifest, read_meta, upstream_record, write_meta
 from ..progress import NO_PROGRESS_FACTORY, CallbackFactory
 from ..project import Project
