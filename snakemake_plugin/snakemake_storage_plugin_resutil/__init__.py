@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_storage_plugins.common import Operation
 from snakemake_interface_storage_plugins.io import (
@@ -49,8 +50,8 @@ from snakemake_interface_storage_plugins.storage_provider import (
     StorageQueryValidationResult,
 )
 
-from resutil.config import load_config
-from resutil.errors import DependencyError, ResutilError
+from resutil.config import CONFIG_FILE_NAME, Config, config_from_dict, load_config
+from resutil.errors import ConfigError, DependencyError, ResutilError
 from resutil.experiments import remove_experiments
 from resutil.metadata import EXP_FILE, UNCOMMITTED_DIR, read_meta, write_meta
 from resutil.naming import identity_of
@@ -59,7 +60,7 @@ from resutil.publish import publish
 from resutil.reproduce import SNAKEMAKE_INPUTS_ENV
 
 from . import records, sources
-from .jobs import JobEvents, is_job_process, listen
+from .jobs import JobEvents, JobInfo, is_job_process, listen
 from .lookup import Finder
 from .queries import (
     NEW,
@@ -78,19 +79,21 @@ __all__ = ["StorageProvider", "StorageObject", "StorageProviderSettings", "parse
 CONFIG_ENV = "SNAKEMAKE_STORAGE_RESUTIL_CONFIG"
 PLUGIN_NAME = "resutil"
 MTIME_TOLERANCE = 1e-3  # seconds; a file's mtime goes through float and nanoseconds
+CLOCK_SKEW = 600.0  # seconds a cluster node's clock may be behind the main process's
 
 
 # -- settings --------------------------------------------------------------------------------
 @dataclass
 class StorageProviderSettings(StorageProviderSettingsBase):
-    config: Path | None = field(
+    config: str | None = field(
         default=None,
         metadata={
             "help": "The project's resutil-conf.yaml (default: $SNAKEMAKE_STORAGE_RESUTIL_CONFIG, "
             "then $RESUTIL_CONFIG, then the nearest resutil-conf.yaml above the working "
-            "directory).",
+            "directory), or the config itself as one YAML mapping, e.g. '{project_name: P, "
+            "results_dir: results, storage_type: gcs, storage_config: {bucket_name: b}}' "
+            "(for jobs on nodes that do not share the file holding it).",
             "env_var": True,
-            "type": Path,
         },
     )
 
@@ -128,7 +131,7 @@ class StorageProvider(StorageProviderBase):
         # recorded and published when the process ends.
         atexit.register(_finish_pending, weakref.ref(self))
 
-    def _own_config(self) -> Path | None:
+    def _own_config(self) -> str | None:
         settings = self.settings
         value = getattr(settings, "config", None) if settings is not None else None
         if settings is not None:
@@ -137,7 +140,7 @@ class StorageProvider(StorageProviderBase):
             if owner[1] != tag and tag == PLUGIN_NAME:
                 value = None  # a tagged provider's settings, handed to the untagged one
         value = value or os.environ.get(CONFIG_ENV)
-        return Path(os.path.expandvars(str(value))).expanduser().resolve() if value else None
+        return str(value) if value else None
 
     # -- Snakemake's provider interface ---------------------------------------------------
     @classmethod
@@ -177,8 +180,7 @@ class StorageProvider(StorageProviderBase):
         with self._lock:
             if self._project is None:
                 try:
-                    self._project = Project(load_config(self._config)) if self._config \
-                        else Project.load()
+                    self._project = Project(_load_config(self._config))
                 except ResutilError as e:
                     raise WorkflowError(
                         f"resutil storage: {e} (or pass --storage-resutil-config PATH)"
@@ -253,6 +255,22 @@ class StorageProvider(StorageProviderBase):
             if rec is not None:
                 out[rec[0]] = rec[1]
         return out
+
+
+def _load_config(value: str | None) -> Config:
+    """The project's config: from a file (the setting, else found as ``resutil`` finds
+    it), or given inline as one YAML mapping (relative paths in it are relative to the
+    working directory)."""
+    if value is None:
+        return load_config()
+    if value.lstrip().startswith("{"):
+        here = Path.cwd() / CONFIG_FILE_NAME
+        try:
+            data = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"the inline config is not one YAML mapping ({e})") from None
+        return config_from_dict(data, here)
+    return load_config(Path(os.path.expandvars(value)).expanduser().resolve())
 
 
 def _finish_pending(ref: weakref.ref) -> None:
@@ -393,7 +411,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
         with provider._lock:
             # Stored by the job itself (a cluster job, on a shared file system, whose
             # output Snakemake's main process stores again): nothing to do.
-            if (job is None or not job.local) and self._already_stored(q, src):
+            if (job is None or not job.local) and self._already_stored(q, src, job):
                 return
             try:
                 provider.runs.store(self.query, q.experiment, q.path, src, job,
@@ -403,19 +421,29 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
             finally:
                 provider.finder.forget()
 
-    def _already_stored(self, q: Query, src: Path) -> bool:
+    def _already_stored(self, q: Query, src: Path, job: JobInfo | None) -> bool:
+        """Whether the current experiment for ``q`` already holds ``src``: this job's
+        output, stored by the job itself (the job ran elsewhere: a cluster job, whose
+        output Snakemake's main process stores again on a shared file system), or, for an
+        unknown job, a local copy unchanged since it was retrieved."""
         finder = self.provider.finder
         name = finder.current(q)
-        rec = records.output_holding(records.outputs(finder.head(name).meta), q.path) \
-            if name else None
+        meta = finder.head(name).meta if name else None
+        rec = records.output_holding(records.outputs(meta), q.path)
         if not rec or not rec.get("sha256") or "size" not in rec:
             return False
         try:
-            same_time = abs(src.stat().st_mtime - float(rec["mtime"])) < MTIME_TOLERANCE
+            if job is not None:
+                made = records.section(meta) or {}
+                if made.get("rule") != job.rule or made.get("wildcards") != job.wildcards \
+                        or float(made.get("started") or 0) < job.started - CLOCK_SKEW:
+                    return False
+            elif abs(src.stat().st_mtime - float(rec["mtime"])) >= MTIME_TOLERANCE:
+                return False
+            size = 0 if src.is_dir() else src.stat().st_size
         except (OSError, TypeError, ValueError):
             return False
-        size = 0 if src.is_dir() else src.stat().st_size
-        return same_time and size == rec["size"] and records.content_sha256(src) == rec["sha256"]
+        return size == rec["size"] and records.content_sha256(src) == rec["sha256"]
 
     def remove(self) -> None:
         q = self._query()

@@ -82,7 +82,8 @@ class JobEvents(logging.Handler):
                 if job is not None:
                     job.failed = True
             elif event == WORKFLOW_STARTED:
-                snakefile = getattr(record, "snakefile", None)
+                snakefile = getattr(record, "snakefile_main", None) \
+                    or getattr(record, "snakefile", None)
                 if snakefile:
                     self.snakefile = str(snakefile)
         except Exception:  # noqa: BLE001 - never break Snakemake's logging

@@ -109,6 +109,9 @@ class Runs:
             _replace(src, dest)
             now = time.time()
             records.set_mtime(dest, now)
+            # Snakemake sets the local copy's mtime to the stored one after most stores but
+            # not in a cluster job: do it here, so the copy says it is the stored output.
+            records.set_mtime(src, now)
             is_dir = dest.is_dir()
             run.outputs[path] = {
                 "mtime": now,
@@ -164,7 +167,7 @@ class Runs:
             targets = [str(Path(".snakemake/storage") / self._local_prefix.name
                            / parse_query(q).local_suffix()) for q in job.outputs]
             argv = reproduce_command(job, snakefile, targets, ".snakemake/storage")
-            section.update(rule=job.rule, wildcards=dict(job.wildcards),
+            section.update(rule=job.rule, wildcards=dict(job.wildcards), started=job.started,
                            shellcmd=job.shellcmd, snakefile=snakefile, reproduce=argv)
             if self.adopted is None:
                 meta.args = command_line(job, argv)
