@@ -458,9 +458,12 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
         if job is not None and job.local and run is None:
             return  # removed before its job runs again: the old experiment stays a record
         with provider._lock:
-            names = [run.name] if run is not None else provider.finder.holders(q.experiment, q.path)
-            if not names:
+            # The experiment the query names now (an older one made from the same inputs
+            # may be named next: records that others depend on are not removed silently).
+            current = provider.finder.current(q) if run is None else run.name
+            if current is None:
                 return
+            names = [current]
             try:
                 remove_experiments(provider.project, names, force=run is not None)
             except DependencyError as e:

@@ -169,8 +169,8 @@ def reproduce_command(job: JobInfo, snakefile: str | None, targets: list[str],
     if snakefile:
         argv += ["--snakefile", snakefile]
     argv += ["--cores", "1", "--force", "--allowed-rules", job.rule,
-             "--local-storage-prefix", local_storage_prefix, *config_args(), *targets]
-    return argv
+             "--local-storage-prefix", local_storage_prefix, *targets]
+    return argv + config_args()  # last: --config takes every argument after it
 
 
 def workflow_file(snakefile: str | None) -> str | None:
