@@ -119,8 +119,12 @@ def run(cmd: list[str], cwd: Path, env: dict | None = None, ok: bool = True,
 
 def snakemake(workdir: Path, *args: str, env: dict | None = None,
               ok: bool = True) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "snakemake", "--directory", str(workdir), *args],
-               workdir, env, ok)
+    return run([sys.executable, "-m", "snakemake", *args], workdir, env, ok)
+
+
+def said(proc: subprocess.CompletedProcess) -> str:
+    """Everything a command printed (Snakemake logs to stderr, a dry run's plan to stdout)."""
+    return proc.stdout + proc.stderr
 
 
 def resutil_list(root: Path) -> dict[str, dict]:

@@ -344,6 +344,7 @@ def test_a_job_is_named_by_its_start_and_records_its_inputs(tmp_path):
     assert meta.extra["snakemake"]["inputs"][query_in]["name"] == up
 
 
+@pytest.mark.slow
 def test_processes_starting_a_job_in_the_same_second_get_distinct_identities(tmp_path):
     """Cluster nodes without a shared results folder: each job's experiment claims its
     identity on the storage; a clash moves the later one, and both are kept."""
