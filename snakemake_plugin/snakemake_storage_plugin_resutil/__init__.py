@@ -72,7 +72,7 @@ from .queries import (
     pattern_regex,
 )
 from .records import Found
-from .runs import Runs
+from .runs import Run, Runs
 
 __all__ = ["StorageProvider", "StorageObject", "StorageProviderSettings", "parse_query"]
 
@@ -111,12 +111,12 @@ class StorageProvider(StorageProviderBase):
     def __post_init__(self) -> None:
         # No I/O here: the project is loaded on first use (and not at all for --help).
         self._project: Project | None = None
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()
         self._config = self._own_config()
         self._queries: set[str] = set()
         self._patterns: dict[str, Any] = {}
         self._generation = 0
-        self._retrieved: dict[str, str] = {}  # input query -> experiment this process read
+        self.retrieved: dict[str, str] = {}  # input query -> experiment this process read
         self.events = JobEvents(on_change=None)
         listen(self.logger, self, self.events)
         self.finder = Finder(lambda: self.project, lambda: self.use_remote, self.uses,
@@ -177,7 +177,7 @@ class StorageProvider(StorageProviderBase):
     # -- the project ----------------------------------------------------------------------
     @property
     def project(self) -> Project:
-        with self._lock:
+        with self.lock:
             if self._project is None:
                 try:
                     self._project = Project(_load_config(self._config))
@@ -196,7 +196,7 @@ class StorageProvider(StorageProviderBase):
         """Remember a query of this workflow (every storage object Snakemake makes)."""
         if query in self._queries:
             return
-        with self._lock:
+        with self.lock:
             self._queries.add(query)
             if has_wildcards(query):
                 self._patterns[query] = pattern_regex(query)
@@ -211,7 +211,7 @@ class StorageProvider(StorageProviderBase):
     # -- finding --------------------------------------------------------------------------
     def locate(self, query: str, q: Query) -> Found | None:
         """Where the query's file or folder is; None when it does not exist."""
-        with self._lock:
+        with self.lock:
             try:
                 if query in self.finder.pins:
                     name = self.finder.resolve(self.finder.pins[query])
@@ -229,7 +229,7 @@ class StorageProvider(StorageProviderBase):
 
     def input_record(self, query: str, own: str) -> tuple[str, dict[str, Any]] | None:
         """What a job experiment records of one of its inputs: (query, {name, run_id})."""
-        name = self._retrieved.get(query)
+        name = self.retrieved.get(query)
         if name is None:
             try:
                 q = parse_query(query)
@@ -244,11 +244,10 @@ class StorageProvider(StorageProviderBase):
         meta = self.finder.head(name).meta
         return query, {"name": name, "run_id": meta.run_id if meta is not None else None}
 
-
-    def inputs_of(self, run: Any) -> dict[str, dict[str, Any]]:
+    def inputs_of(self, run: Run) -> dict[str, dict[str, Any]]:
         """The input records of a job experiment (every experiment this process read, when
         the job is not known)."""
-        queries = run.job.inputs if run.job is not None else list(self._retrieved)
+        queries = run.job.inputs if run.job is not None else list(self.retrieved)
         out: dict[str, dict[str, Any]] = {}
         for query in queries:
             rec = self.input_record(query, run.name)
@@ -389,7 +388,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
             raise WorkflowError(f"experiment {found.name} has no {q.path}")
         _copy_replacing(src, dest)
         records.set_mtime(dest, found.mtime)  # local == storage mtime: no re-retrieval
-        self.provider._retrieved[self.query] = found.name
+        self.provider.retrieved[self.query] = found.name
 
     # -- write ----------------------------------------------------------------------------
     def store_object(self) -> None:
@@ -408,7 +407,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
             raise WorkflowError(f"{self.query}: {top} is resutil's own; choose another path")
         src = self.local_path()
         job = provider.events.job_for(self.query)
-        with provider._lock:
+        with provider.lock:
             # Stored by the job itself (a cluster job, on a shared file system, whose
             # output Snakemake's main process stores again): nothing to do.
             if (job is None or not job.local) and self._already_stored(q, src, job):
@@ -457,7 +456,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
         run = provider.runs.by_query.get(self.query)
         if job is not None and job.local and run is None:
             return  # removed before its job runs again: the old experiment stays a record
-        with provider._lock:
+        with provider.lock:
             # The experiment the query names now (an older one made from the same inputs
             # may be named next: records that others depend on are not removed silently).
             current = provider.finder.current(q) if run is None else run.name
@@ -481,7 +480,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
         provider = self.provider
         if not q.new or q.is_sources:
             raise WorkflowError(f"{self.query}: existing experiments are read-only records")
-        with provider._lock:
+        with provider.lock:
             found = self.locate()
             if found is None:
                 raise WorkflowError(

@@ -52,7 +52,8 @@ def parse_query(query: str) -> Query:
     if not path:
         raise InvalidQuery("no path inside the experiment: use resutil://<experiment>/<path>")
     if path.startswith("/") or any(p in ("", ".", "..") for p in path.split("/")):
-        raise InvalidQuery("the path inside the experiment must be relative, without '.', '..' or '//'")
+        raise InvalidQuery(
+            "the path inside the experiment must be relative, without '.', '..' or '//'")
     if exp.startswith(NEW):
         comment = exp[len(NEW):]
         if not comment:

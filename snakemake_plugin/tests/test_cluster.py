@@ -9,8 +9,18 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import BIN, RESUTIL, git, make_experiment, make_project, remote_meta, \
-    remote_names, run, said, snakemake
+from conftest import (
+    BIN,
+    RESUTIL,
+    git,
+    make_experiment,
+    make_project,
+    remote_meta,
+    remote_names,
+    run,
+    said,
+    snakemake,
+)
 
 from resutil.naming import IDENTITY_LEN
 from resutil.project import Project

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import shutil
 import zipfile
-from pathlib import Path
 
 import pytest
 from conftest import (
+    RESUTIL,
     git,
     make_experiment,
     make_project,
@@ -16,7 +16,6 @@ from conftest import (
     remote_meta,
     remote_names,
     resutil_list,
-    RESUTIL,
     run,
     said,
     snakemake,
