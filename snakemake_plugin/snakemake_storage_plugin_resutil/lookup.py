@@ -135,8 +135,8 @@ class Finder:
         key = (exp.archive, exp.sidecar)  # a new push changes either
         head = self._remote_heads.get(key)
         if head is None:
-            remote = self.project.remote
-            head = Head(remote.meta(exp), None, remote.manifest(exp), True)
+            meta = self.project.remote.meta(exp)  # its sidecar lists its files
+            head = Head(meta, None, meta.manifest, True)
             self._remote_heads[key] = head
         return head
 

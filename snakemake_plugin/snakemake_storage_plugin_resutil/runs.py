@@ -26,10 +26,10 @@ from typing import Any, Callable
 
 from resutil.capture import copy_changed_files
 from resutil.errors import ResutilError
-from resutil.experiments import new_experiment, record_start
 from resutil.metadata import ExpMeta, compute_manifest, read_meta, upstream_record, write_meta
 from resutil.project import Project
 from resutil.publish import publish
+from resutil.runs import new_experiment, record_start
 
 from . import records, sources
 from .jobs import JobInfo, command_line, reproduce_command, workflow_file
@@ -155,7 +155,7 @@ class Runs:
                                           when=started)
             node = sources.node_code(workdir)  # no repository here: the main process's
             record_start(project, folder, meta, shlex.join(sys.argv), cwd=workdir,
-                         code=node is None)
+                         code=node is None, argv=None if job else sys.argv)
             if node is not None:
                 meta.commit_hash = node.commit
                 meta.uncommitted_files = copy_changed_files(

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from snakemake_storage_plugin_resutil import StorageProvider, StorageProviderSettings
 
-from resutil.experiments import new_experiment
 from resutil.initialize import InitOptions, init_project
 from resutil.metadata import ExpMeta, read_meta, write_meta
 from resutil.project import Project
 from resutil.publish import publish
+from resutil.runs import new_experiment
 
 BIN = Path(sys.executable).parent
 RESUTIL = [str(BIN / "resutil")]  # the venv's console script

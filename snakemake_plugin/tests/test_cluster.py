@@ -37,7 +37,8 @@ rule all:
 rule count:
     input: storage.resutil(f"resutil://{RAW}/{{s}}.txt")
     output: storage.resutil("resutil://new:counts/{s}.tsv")
-    shell: "python -c 'import time; print(time.time())' > {output}; wc -c < {input} >> {output}"
+    log: storage.resutil("resutil://new:counts/{s}.log")
+    shell: "python -c 'import time; print(time.time())' > {log}; wc -c < {input} > {output}"
 
 rule gather:
     input: storage.resutil(expand("resutil://new:counts/{s}.tsv", s=S))
@@ -117,9 +118,10 @@ def check_lineage_and_records(config: Path, raw: str, commit: str) -> dict[str, 
                                      project.remote.require(name).archive.name) as z:
             import zipfile
 
-            ran = float(zipfile.ZipFile(z).read(f"{job['wildcards']['s']}.tsv").split()[0])
+            ran = float(zipfile.ZipFile(z).read(f"{job['wildcards']['s']}.log"))
         assert datetime.fromisoformat(meta.started_at).timestamp() <= ran
         assert meta.started_at <= meta.ended_at
+        assert sorted(job["outputs"]) == [f"{job['wildcards']['s']}.{x}" for x in ("log", "tsv")]
     assert sorted(samples) == ["a", "b", "c", "d"]
     report = remote_meta(config, made["report"][0])
     assert report.extra["snakemake"]["rule"] == "gather"
@@ -139,14 +141,15 @@ def test_shared_file_system(tmp_path):
     assert "Nothing to be done" in said(again)
     assert job_experiments(config, raw) == made
 
-    # Reproducing one job's experiment reruns that job only.
+    # Reproducing one job's experiment reruns that job only, at the recorded commit, with
+    # the input it read; its output is identical (the log holds the time it ran).
     name = sorted(made["counts"])[0]
-    run([*RESUTIL, "reproduce", name], root, env)
+    run([*RESUTIL, "reproduce", "--ignore", "*.log", name], root, env)
     repro = job_experiments(config, raw)
     [new] = repro.pop("counts-repro")
     assert repro == made
     meta = remote_meta(config, new)
-    assert meta.extra["reproduces"] == name and meta.status == "finished"
+    assert meta.extra["reproduces"]["name"] == name and meta.status == "finished"
     assert [d.name for d in meta.dependencies] == [raw]
 
 

@@ -38,7 +38,6 @@ from snakemake_storage_plugin_resutil import (
 
 from resutil.naming import IDENTITY_LEN
 from resutil.project import Project
-from resutil.remote import RemoteExperiment
 
 
 # -- Snakemake's contract suite, for every kind of query -------------------------------------
@@ -257,7 +256,7 @@ def test_an_archive_without_a_file_list_is_pulled_to_answer(tmp_path):
     project = Project.load(config.parent)
     exp = project.remote.require(name)
     side = project.remote.sidecar(exp)
-    del side["files"]
+    del side["meta"]["manifest"]["files"]
     project.remote._write_sidecar_data(exp.identity, side)
     provider = provider_for(config, tmp_path)
     assert provider.object(f"resutil://{name}/a.txt").exists()
@@ -566,13 +565,3 @@ def test_workflow_sources_are_not_an_experiment(tmp_path):
     assert obj.local_path().read_text() == "sources"
     obj.remove()
     assert not obj.exists()
-
-
-def test_sidecars_list_files(tmp_path):
-    config = make_project(tmp_path / "proj")
-    name = make_experiment(config, "up", {"a.txt": "a", "d/b.txt": "bb"})
-    project = Project.load(config.parent)
-    manifest = project.remote.manifest(project.remote.require(name))
-    assert {p: s for p, (s, _) in manifest.files.items()} == {"a.txt": 1, "d/b.txt": 2}
-    bad = RemoteExperiment(name, project.remote.require(name).archive, None)
-    assert project.remote.manifest(bad) is None
