@@ -168,7 +168,7 @@ def reproduce_command(job: JobInfo, snakefile: str | None, targets: list[str],
     argv = ["python", "-m", "snakemake"]
     if snakefile:
         argv += ["--snakefile", snakefile]
-    argv += ["--cores", "1", "--force", "--allowed-rules", job.rule,
+    argv += ["--cores", "1", "--nolock", "--force", "--allowed-rules", job.rule,
              "--local-storage-prefix", local_storage_prefix, *targets]
     return argv + config_args()  # last: --config takes every argument after it
 
