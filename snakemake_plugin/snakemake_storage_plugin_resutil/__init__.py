@@ -117,14 +117,18 @@ class StorageProvider(StorageProviderBase):
         self._patterns: dict[str, Any] = {}
         self._generation = 0
         self.retrieved: dict[str, str] = {}  # input query -> experiment this process read
-        self.events = JobEvents(on_change=None)
+        self.events = JobEvents()
         listen(self.logger, self, self.events)
         self.finder = Finder(lambda: self.project, lambda: self.use_remote, self.uses,
                              lambda: self._generation, is_job_process(),
                              self.logger.info)
-        pins = os.environ.get(SNAKEMAKE_INPUTS_ENV)
+        pins = os.environ.get(SNAKEMAKE_INPUTS_ENV)  # set by resutil reproduce
         if pins:
-            self.finder.pins = {str(k): str(v) for k, v in json.loads(pins).items()}
+            try:
+                self.finder.pins = {str(k): str(v) for k, v in json.loads(pins).items()}
+            except (ValueError, AttributeError):
+                raise WorkflowError(f"{SNAKEMAKE_INPUTS_ENV} is not a JSON mapping of "
+                                    "queries to experiments") from None
         self.runs = Runs(lambda: self.project, lambda: self.use_remote, Path(self.local_prefix),
                          lambda: self.events.snakefile, self.logger.info)
         # A job whose outputs did not all arrive (a temp output never stored) is still

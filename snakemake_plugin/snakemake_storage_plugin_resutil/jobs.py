@@ -22,7 +22,6 @@ import time
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .queries import queries_in
 
@@ -63,14 +62,12 @@ class JobInfo:
 class JobEvents(logging.Handler):
     """Collects Snakemake's job announcements for one storage provider."""
 
-    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self) -> None:
         super().__init__(level=logging.DEBUG)
         self._lock = threading.Lock()
         self.by_query: dict[str, JobInfo] = {}
         self.by_id: dict[int, JobInfo] = {}
         self.snakefile: str | None = None
-        self.seen_any = False
-        self._on_change = on_change
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -104,13 +101,10 @@ class JobEvents(logging.Handler):
             local=bool(getattr(record, "local", True)),
         )
         with self._lock:
-            self.seen_any = True
             if job.jobid is not None:
                 self.by_id[job.jobid] = job
             for query in job.products:
                 self.by_query[query] = job
-        if self._on_change is not None:
-            self._on_change()
 
     def job_for(self, query: str) -> JobInfo | None:
         """The job that writes ``query`` (the latest announced), or None."""
