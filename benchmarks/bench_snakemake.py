@@ -35,10 +35,7 @@ rule all:
 
 rule make:
     output: {wrap}(expand("{prefix}out/{{i}}.txt", i=range(N)))
-    run:
-        for i, path in enumerate(output):
-            with open(path, "w") as f:
-                f.write(str(i) * 10)
+    shell: "for f in {{output}}; do echo $f > $f; done"
 """
 
 N_JOBS = """
@@ -48,9 +45,7 @@ rule all:
 
 rule make:
     output: {wrap}("{prefix}out/{{i}}.txt")
-    run:
-        with open(output[0], "w") as f:
-            f.write(wildcards.i * 10)
+    shell: "echo {{wildcards.i}} > {{output}}"
 """
 
 

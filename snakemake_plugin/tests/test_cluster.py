@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import (
+from plugin_helpers import (
     BIN,
     RESUTIL,
     git,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import snakemake_storage_plugin_resutil.runs as runs
-from conftest import (
+from plugin_helpers import (
     announce,
     local_meta,
     make_experiment,
@@ -354,7 +354,7 @@ def test_processes_starting_a_job_in_the_same_second_get_distinct_identities(tmp
     script = textwrap.dedent(f"""
         import os, sys, time
         sys.path.insert(0, {str(Path(__file__).parent)!r})
-        from conftest import announce, provider_for, write_local
+        from plugin_helpers import announce, provider_for, write_local
         from pathlib import Path
         node = Path(sys.argv[1])
         os.chdir(node)

@@ -7,7 +7,7 @@ import shutil
 import zipfile
 
 import pytest
-from conftest import (
+from plugin_helpers import (
     RESUTIL,
     git,
     make_experiment,
