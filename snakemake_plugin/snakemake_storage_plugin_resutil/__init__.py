@@ -430,6 +430,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
         output Snakemake's main process stores again on a shared file system), or, for an
         unknown job, a local copy unchanged since it was retrieved."""
         finder = self.provider.finder
+        finder.refresh()  # the job's own process stored it just now
         name = finder.current(q)
         meta = finder.head(name).meta if name else None
         rec = records.output_holding(records.outputs(meta), q.path)

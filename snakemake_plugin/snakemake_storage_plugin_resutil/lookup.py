@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from resutil.errors import ExperimentNotFound
-from resutil.metadata import EXP_FILE, UNCOMMITTED_DIR, ExpMeta, Manifest, read_meta, walk_files
+from resutil.metadata import EXP_FILE, UNCOMMITTED_DIR, ExpMeta, Manifest, read_head, walk_files
 from resutil.naming import identity_of, parse_name
 from resutil.project import Project
 from resutil.sync import pull_one
@@ -61,34 +61,48 @@ class Finder:
         self._valid: dict[str, tuple[int, bool]] = {}
         self._checking: set[str] = set()
         self._listed_at = 0.0
+        self._local_names: dict[str, str] | None = None  # identity -> local folder name
+        self._candidates: dict[str, list[str]] = {}  # comment -> names, for this snapshot
 
     @property
     def project(self) -> Project:
         return self._project()
 
-    # -- the remote listing -----------------------------------------------------------------
-    def _remote(self, refresh: bool = False) -> dict:
-        remote = self.project.remote
-        if refresh or not self._listed_at:
-            exps = remote.experiments(refresh=True)
-            self._listed_at = time.monotonic()
-            self._valid.clear()
-            return exps
-        return remote.experiments()
+    # -- what is where: the remote listing and the local folders, as last seen ----------
+    def _remote(self) -> dict:
+        if not self._listed_at:
+            self.refresh()
+        return self.project.remote.experiments()
+
+    def _local(self) -> dict[str, str]:
+        if self._local_names is None:
+            self._local_names = self.project.workspace.names()
+        return self._local_names
+
+    def refresh(self) -> None:
+        """Look again at the remote and the local folders (another process may have made
+        an experiment since: a cluster job's, say)."""
+        if self._use_remote():
+            self.project.remote.experiments(refresh=True)
+        self._listed_at = time.monotonic()
+        self._local_names = None
+        self._candidates.clear()
+        self._valid.clear()
 
     def _may_refresh(self) -> bool:
-        """After a miss: list the remote again (at most once per LISTING_MAX_AGE), for an
-        experiment another process made since (a cluster job's, say)."""
-        if not self._use_remote() or time.monotonic() - self._listed_at < LISTING_MAX_AGE:
+        """After a miss: refresh, at most once per LISTING_MAX_AGE."""
+        if time.monotonic() - self._listed_at < LISTING_MAX_AGE:
             return False
-        self._remote(refresh=True)
+        self.refresh()
         return True
 
     def forget(self) -> None:
         """Drop what was learnt (after this process wrote or removed something)."""
-        self._valid.clear()
         self._names.clear()
         self._listed_at = 0.0
+        self._local_names = None
+        self._candidates.clear()
+        self._valid.clear()
 
     # -- experiments --------------------------------------------------------------------
     def resolve(self, written: str) -> str | None:
@@ -111,7 +125,8 @@ class Finder:
     def head(self, name: str) -> Head:
         """Metadata and file list of an experiment; never downloads an archive."""
         ws = self.project.workspace
-        local = ws.local_name(name)
+        parsed = parse_name(name)
+        local = self._local().get(parsed.identity) if parsed else None
         if local is not None:
             folder = ws.path(local)
             try:
@@ -121,7 +136,7 @@ class Finder:
             cached = self._local_heads.get(local)
             if cached is None or cached[0] != stamp:
                 try:
-                    meta: ExpMeta | None = read_meta(folder, with_manifest=False)
+                    meta: ExpMeta | None = read_head(folder)
                 except Exception:  # noqa: BLE001 - a broken record is a fault of its own
                     meta = None
                 cached = (stamp, meta)
@@ -129,7 +144,7 @@ class Finder:
             return Head(cached[1], folder, None, False)
         if not self._use_remote():
             return Head(None, None, None, False)
-        exp = self._remote().get(parse_name(name).identity) if parse_name(name) else None
+        exp = self._remote().get(parsed.identity) if parsed else None
         if exp is None:
             return Head(None, None, None, False)
         key = (exp.archive, exp.sidecar)  # a new push changes either
@@ -142,12 +157,15 @@ class Finder:
 
     def candidates(self, comment: str) -> list[str]:
         """Finished experiments written by this plugin with ``comment``, newest first."""
+        cached = self._candidates.get(comment)
+        if cached is not None:
+            return cached
         found: dict[str, str] = {}
         if self._use_remote():
             for ident, exp in self._remote().items():
                 if (p := parse_name(exp.name)) and p.comment == comment:
                     found[ident] = exp.name
-        for ident, name in self.project.workspace.names().items():
+        for ident, name in self._local().items():
             if (p := parse_name(name)) and p.comment == comment:
                 found[ident] = name
         out = []
@@ -155,6 +173,7 @@ class Finder:
             meta = self.head(found[ident]).meta
             if records.section(meta) is not None and meta.status == "finished":  # type: ignore[union-attr]
                 out.append(found[ident])
+        self._candidates[comment] = out
         return out
 
     def current(self, query: Query, exclude: str | None = None) -> str | None:
@@ -258,6 +277,7 @@ class Finder:
         ws = self.project.workspace
         local = ws.local_name(name)
         if local is None:
+            self._local_names = None  # a new local folder
             if not self._use_remote():
                 raise ExperimentNotFound(f"{name} is not local and RESUTIL_NO_REMOTE is set")
             self._log(f"resutil: pulling experiment {name}")

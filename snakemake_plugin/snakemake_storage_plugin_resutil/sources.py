@@ -56,11 +56,11 @@ def info(project: Project, name: str) -> tuple[float, int] | None:
 def node_code(workdir: Path) -> GitState | None:
     """On a node without the workflow's git repository: the commit and changed files the
     main process recorded with the sources deployed here; None elsewhere."""
-    if git_state(workdir).root is not None:
-        return None
     try:
         data: Any = json.loads((workdir / NODE_INFO).read_text())
     except (OSError, ValueError):
+        return None
+    if git_state(workdir).root is not None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("commit"), str):
         return None
