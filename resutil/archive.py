@@ -3,15 +3,22 @@
 Writing never holds an archive in memory: small files are packed whole (``packer``), large
 ones streamed with data descriptors, all through a hashing writer, so the archive hash and
 every file's manifest hash come out of one pass. Incompressible files are stored,
-compressible ones deflated at level 1. Reading rejects any member that would land outside
-the target folder.
+compressible ones deflated at level 1.
+
+Writing takes nothing from outside the experiment folder (links are followed only inside
+it, see ``metadata.iter_files``) and stores no file torn: each one must still be the file
+the scan saw (size, times, inode) once it is read, else the build fails naming it. No
+file is memory-mapped: a writer truncating it would kill the process with SIGBUS.
+
+Archives are untrusted when read: extraction rejects any member that would land outside
+the target folder, any CRC or size that does not hold, and archives that declare more
+than the disk can take or more than deflate can encode, before writing anything.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import mmap
 import os
 import stat
 import struct
@@ -22,10 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
+from .capture import STDERR_LOG, STDOUT_LOG
 from .errors import ArchiveError
 from .hashing import new_hasher
-from .metadata import EXP_FILE, Manifest, iter_files
-from .packer import STORED, Helper, Item, choose_compression, pack, split, worth_a_helper
+from .liveness import remove_dead_scratch
+from .metadata import _MANIFEST_MARK as MANIFEST_MARK
+from .metadata import EXP_FILE, MAX_HEAD_BYTES, Manifest, iter_files
+from .packer import (
+    SAMPLE, STORED, FileChanged, Helper, Item, check_unchanged, choose_compression, facts_of,
+    open_checked, pack, split, worth_a_helper,
+)
 from .progress import NO_PROGRESS, Callback
 from .zipstream import (
     DEFLATED, DESCRIPTOR, InflateError, ZipStreamWriter, crc32, deflate_raw, inflate_raw, inflater,
@@ -33,8 +46,17 @@ from .zipstream import (
 )
 
 CHUNK = 256 << 10  # larger buffers fall out of the CPU cache: 4 MiB was 3-4x slower here
+# resutil's own output logs, written in append mode by the run that may push a checkpoint
+# while it prints: their first bytes (as much as the scan saw) are a consistent copy.
+APPEND_ONLY = frozenset({STDOUT_LOG, STDERR_LOG})
 DEFAULT_DEFLATE_LIMIT = 64 << 20
 SMALL_FILE = 1 << 20
+_BATCH_BYTES = 8 << 20  # most archive bytes read at once for a batch of small members
+# Deflate encodes at most 258 bytes in 2 bits: an archive that declares more per byte lies.
+# (All-zero files reach 1030:1 with ISA-L level 1 and zlib alike, so no lower bound.)
+MAX_RATIO = 1032
+META_LIMIT = MAX_HEAD_BYTES  # of resutil-exp.yaml before its manifest, as for local files
+INFLATE_STEP = 4 << 20  # most bytes one inflate call may produce while streaming
 _U32 = 0xFFFFFFFF
 
 
@@ -82,15 +104,25 @@ def build_archive(
     by a helper process (see ``packer``) into a segment file in ``scratch_dir`` (default:
     the system's temporary folder) that is appended after. Large files are streamed. The
     metadata file is written last so that it can carry the manifest of every other file,
-    computed in the same pass. A file that cannot be read raises ArchiveError.
+    computed in the same pass. ArchiveError, naming the file, for a file that cannot be
+    read, a link out of the folder (see ``metadata.iter_files``) and a file that changed
+    while it was archived; ``folder`` itself may not be a link.
     """
     try:
         return _build(folder, out, finish_meta, callback, deflate_limit, scratch_dir)
+    except FileChanged as e:
+        raise ArchiveError(
+            f"{e.rel} in {folder.name} changed while it was being archived; nothing was "
+            "stored - wait for the writer to finish and push again"
+        ) from None
     except OSError as e:
         where = os.fspath(e.filename) if e.filename else ""
-        if not where.startswith(os.fspath(folder)):
+        for base in (os.fspath(folder), os.path.realpath(folder)):
+            if where.startswith(base + os.sep):
+                break
+        else:
             raise  # the archive's side (disk full, storage gone): the storage reports it
-        rel = os.path.relpath(where, folder)
+        rel = os.path.relpath(where, base)
         raise ArchiveError(
             f"cannot read {rel} in {folder.name}: {e.strerror or e}; nothing was stored "
             "- fix the file (or remove it) and try again"
@@ -100,19 +132,36 @@ def build_archive(
 def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes] | None,
            callback: Callback, deflate_limit: int | None, scratch_dir: Path | None
            ) -> ArchiveInfo:
+    if os.path.islink(folder):
+        raise ArchiveError(
+            f"{folder} is a symbolic link (to {os.path.realpath(folder)}); resutil archives "
+            "only folders inside the results folder - move the folder there instead of "
+            "linking it, and push again"
+        )
+
+    def refuse(rel: str, why: str) -> None:
+        raise ArchiveError(
+            f"{rel} in {folder.name} is a symbolic link that {why}; nothing was stored - "
+            "replace it with a copy of what it should hold (or remove it) and push again"
+        )
+
+    if scratch_dir is not None:
+        remove_dead_scratch(scratch_dir)  # segments of killed pushes on this host
     small: list[Item] = []
     large: list[tuple[str, str, os.stat_result]] = []
     total = small_size = 0
     helper: Helper | None = None
     scratch = None if scratch_dir is None else str(scratch_dir)
-    for rel, path, st in iter_files(folder):
+    for rel, path, st in iter_files(folder, refuse):
         if rel == EXP_FILE:
             continue
         total += st.st_size
         if st.st_size > SMALL_FILE:
             large.append((rel, path, st))
             continue
-        small.append((rel, path, st.st_size, st.st_mtime, _mode(st)))
+        small.append((rel, path, stat.S_IMODE(st.st_mode) | stat.S_IFREG,
+                      (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev),
+                      rel in APPEND_ONLY))  # facts_of(st), inline: once per file
         small_size += st.st_size
         if helper is None and worth_a_helper(len(small), small_size):
             helper = Helper(deflate_limit, scratch)  # it loads while the scan goes on
@@ -131,26 +180,14 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
             base = zw.pos
             with open(helper.segment, "rb") as seg:  # type: ignore[union-attr]
                 size = os.fstat(seg.fileno()).st_size
-                _copy_in(seg.fileno(), size, out, writer, (), NO_PROGRESS)
-            zw.appended(size)
+                _, copied = _copy_in(seg.fileno(), size, out, writer, (), NO_PROGRESS)
+            zw.appended(copied)
             zw.adopt(entries, base)
             _record(manifest, hashed, callback)
         elif theirs:  # no helper after all: pack its share here
             _pack_here(zw, theirs, deflate_limit, manifest, callback)
     for rel, path, st in large:
-        method = choose_compression(path, st.st_size, deflate_limit)
-        h = new_hasher()
-        if method == STORED and _has_fd(out):
-            e = zw.begin_stream(rel, stamp_of(st.st_mtime), _mode(st), STORED)
-            with open(path, "rb") as src:
-                crc = _copy_in(src.fileno(), st.st_size, out, writer, (h.update,), callback)
-            zw.appended(st.st_size)
-            zw.end_stream(e, crc, st.st_size, st.st_size)
-            size = st.st_size
-        else:
-            chunks = _read_chunks(path, h, callback)
-            size, _ = zw.add_stream(rel, stamp_of(st.st_mtime), _mode(st), method, chunks)
-        manifest[rel] = (size, h.hexdigest())
+        manifest[rel] = _add_large(zw, writer, out, rel, path, st, deflate_limit, callback)
     man = Manifest(manifest)
     meta_bytes = finish_meta(man) if finish_meta else _existing(folder / EXP_FILE)
     if meta_bytes is not None:
@@ -160,6 +197,31 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
     writer.flush()
     described = {e[7]: e[5] for e in zw.entries if e[9] & DESCRIPTOR}
     return ArchiveInfo(man, writer.size, writer.hash.hexdigest(), described)
+
+
+def _add_large(zw: ZipStreamWriter, writer: _HashingWriter, out: BinaryIO, rel: str, path: str,
+               st: os.stat_result, deflate_limit: int | None, callback: Callback
+               ) -> tuple[int, str]:
+    """Stream one large file into the archive; (size, content hash) for the manifest."""
+    facts, append_only = facts_of(st), rel in APPEND_ONLY
+    size = st.st_size
+    h = new_hasher()
+    fd = open_checked(rel, path)
+    try:
+        method = choose_compression(rel, size, deflate_limit, os.pread(fd, SAMPLE, 0))
+        if method == STORED and _has_fd(out):
+            e = zw.begin_stream(rel, stamp_of(st.st_mtime), _mode(st), STORED)
+            crc, n = _copy_in(fd, size, out, writer, (h.update,), callback)
+            zw.appended(n)
+            check_unchanged(rel, facts, os.fstat(fd), n, append_only)
+            zw.end_stream(e, crc, n, n)
+        else:
+            chunks = _read_chunks(fd, size, h, callback)
+            n, _ = zw.add_stream(rel, stamp_of(st.st_mtime), _mode(st), method, chunks)
+            check_unchanged(rel, facts, os.fstat(fd), n, append_only)
+    finally:
+        os.close(fd)
+    return n, h.hexdigest()
 
 
 def _pack_here(zw: ZipStreamWriter, items: list, deflate_limit: int | None,
@@ -187,41 +249,63 @@ def _has_fd(out: BinaryIO) -> bool:
 
 
 def _copy_in(src_fd: int, size: int, out: BinaryIO, writer: _HashingWriter,
-             updates: tuple, callback: Callback) -> int:
-    """Append ``size`` bytes of ``src_fd`` to the archive: the kernel copies them
-    (copy_file_range) while this thread reads the same pages from a memory map for the
-    archive hash, the CRC and ``updates``. Returns the CRC. ``out`` must be flushed."""
-    crc = 0
+             updates: tuple, callback: Callback) -> tuple[int, int]:
+    """Append up to ``size`` bytes of ``src_fd`` (from offset 0) to the archive, also
+    through the archive hash and ``updates``; returns (CRC, bytes appended), fewer only if
+    the file ended early."""
     if not _has_fd(out):  # an in-memory archive: copy by hand
-        with open(src_fd, "rb", closefd=False) as src:
-            while chunk := src.read(CHUNK):
-                crc = crc32(chunk, crc)
-                for update in updates:
-                    update(chunk)
-                writer.write(chunk)
-                callback.advance(len(chunk))
-        return crc
+        crc = done = 0
+        while done < size:
+            chunk = os.pread(src_fd, min(CHUNK, size - done), done)
+            if not chunk:
+                break
+            crc = crc32(chunk, crc)
+            for update in updates:
+                update(chunk)
+            writer.write(chunk)
+            callback.advance(len(chunk))
+            done += len(chunk)
+        return crc, done
     out.flush()
-    with ThreadPoolExecutor(1) as pool:
-        copying = pool.submit(copy_range, src_fd, out.fileno(), size, 0, None)
-        if size:
-            with mmap.mmap(src_fd, size, access=mmap.ACCESS_READ) as mm, memoryview(mm) as mv:
-                for off in range(0, size, CHUNK):
-                    chunk = mv[off:off + CHUNK]
-                    crc = crc32(chunk, crc)
-                    for update in updates:
-                        update(chunk)
-                    writer.hash.update(chunk)
-                    callback.advance(len(chunk))
-                    chunk.release()
-        copying.result()
+    crc, done = _copy(src_fd, 0, size, out.fileno(), (writer.hash.update, *updates), callback)
     out.seek(0, os.SEEK_END)
-    writer.size += size
-    return crc
+    writer.size += done
+    return crc, done
 
 
-def copy_range(src_fd: int, dst_fd: int, count: int, src_off: int, dst_off: int | None) -> None:
-    """Copy ``count`` bytes between files in the kernel, falling back to read/write.
+def _copy(src_fd: int, offset: int, count: int, dst_fd: int, updates: tuple,
+          callback: Callback) -> tuple[int, int]:
+    """Copy ``count`` bytes of ``src_fd`` from ``offset`` to the position of ``dst_fd``:
+    the kernel copies them (copy_file_range) while this thread reads the same bytes for
+    the CRC and ``updates``. Returns (CRC, bytes copied), fewer only if the source ended.
+
+    Read with pread, not through a memory map: a source truncated meanwhile (a checkpoint
+    being rewritten, an archive replaced in place) would kill the process with SIGBUS. A
+    source that changes meanwhile is the caller's to detect (the push compares its stat).
+    Writing from this thread's buffers instead was as fast for 700 MB, but 1.5-2x slower
+    and erratic for 2 GB of new files on this VM."""
+    crc = done = 0
+    buf = bytearray(CHUNK)
+    with ThreadPoolExecutor(1) as pool, memoryview(buf) as view:
+        copying = pool.submit(copy_range, src_fd, dst_fd, count, offset, None)
+        while done < count:
+            n = os.preadv(src_fd, [view[:min(CHUNK, count - done)]], offset + done)
+            if not n:
+                break
+            chunk = view[:n]
+            crc = crc32(chunk, crc)
+            for update in updates:
+                update(chunk)
+            chunk.release()
+            callback.advance(n)
+            done += n
+        copied = copying.result()
+    return crc, min(done, copied)
+
+
+def copy_range(src_fd: int, dst_fd: int, count: int, src_off: int, dst_off: int | None) -> int:
+    """Copy ``count`` bytes between files in the kernel, falling back to read/write;
+    returns the bytes copied, fewer only if the source ended.
 
     ``dst_off=None`` writes at (and advances) the destination's file position.
     """
@@ -235,12 +319,12 @@ def copy_range(src_fd: int, dst_fd: int, count: int, src_off: int, dst_off: int 
                 raise
             break  # not supported here (other filesystem, old kernel): copy by hand
         if n == 0:
-            raise OSError(errno.EIO, "file shrank while it was being copied")
+            return done  # the source ended early
         done += n
     while done < count:
         data = os.pread(src_fd, min(CHUNK, count - done), src_off + done)
         if not data:
-            raise OSError(errno.EIO, "file shrank while it was being copied")
+            return done
         if dst_off is None:
             _write_all(dst_fd, data)
         else:
@@ -251,6 +335,7 @@ def copy_range(src_fd: int, dst_fd: int, count: int, src_off: int, dst_off: int 
                     raise OSError(errno.ENOSPC, "No space left on device")
                 written += n
         done += len(data)
+    return done
 
 
 _NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
@@ -260,12 +345,17 @@ def _mode(st: os.stat_result) -> int:
     return stat.S_IMODE(st.st_mode) | stat.S_IFREG
 
 
-def _read_chunks(path: str | Path, h, callback: Callback) -> Iterator[bytes]:
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            callback.advance(len(chunk))
-            yield chunk
+def _read_chunks(fd: int, size: int, h, callback: Callback) -> Iterator[bytes]:
+    """At most ``size`` bytes of ``fd`` (a file that grows is not read on forever)."""
+    done = 0
+    while done < size:
+        chunk = os.read(fd, min(CHUNK, size - done))
+        if not chunk:
+            return
+        h.update(chunk)
+        callback.advance(len(chunk))
+        done += len(chunk)
+        yield chunk
 
 
 def _existing(path: Path) -> bytes | None:
@@ -290,17 +380,55 @@ def safe_member_path(name: str) -> str:
     return "/".join(p for p in parts if p not in ("", "."))
 
 
-def extract_archive(archive: Path, dest: Path, callback: Callback = NO_PROGRESS) -> int:
-    """Extract a zip into the empty folder ``dest``, checking every path and CRC.
+def check_declared(label: str, name: str, method: int, csize: int, usize: int) -> None:
+    """ArchiveError unless a member's declared sizes can be true: a stored member is as
+    large as its data, a deflated one at most MAX_RATIO times (deflate cannot encode more)."""
+    if method == STORED and csize != usize:
+        raise ArchiveError(f"{label} is corrupt at '{name}' (stored, yet its sizes differ)")
+    if method == DEFLATED and usize > MAX_RATIO * max(csize, 1):
+        raise ArchiveError(
+            f"{label} declares {_size_text(usize)} for '{name}' from {_size_text(csize)} of "
+            f"deflated data, more than deflate can encode ({MAX_RATIO}:1): its headers lie; "
+            "refusing to extract it - push it again from a machine that has it"
+        )
 
-    Small members are read straight from a memory map and inflated by two worker threads;
-    large ones are streamed. Returns the bytes written. Raises ArchiveError for a corrupt
-    or unsafe archive; the caller removes ``dest`` then.
+
+def free_space(folder: str | Path) -> tuple[int, int]:
+    """(bytes free to this user, block size) on the file system of ``folder``."""
+    st = os.statvfs(folder)
+    block = st.f_frsize or st.f_bsize or 4096
+    return st.f_bavail * block, block
+
+
+def _space_error(label: str, need: int, free: int) -> ArchiveError:
+    return ArchiveError(
+        f"no space left for {label}: it needs {_size_text(need)}, the results folder's "
+        f"disk has {_size_text(free)} free; nothing was kept - free some space and pull again"
+    )
+
+
+def _size_text(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+def extract_archive(archive: Path, dest: Path, callback: Callback = NO_PROGRESS) -> int:
+    """Extract a zip into the empty folder ``dest``, checking every path, size and CRC.
+
+    Before writing anything, the declared sizes must be possible (``check_declared``) and
+    fit the free space; no member is ever inflated past its declared size. Small members
+    are read in batches and inflated by two worker threads; large ones are streamed.
+    Returns the bytes written. Raises ArchiveError for a corrupt, unsafe or oversized
+    archive; the caller removes ``dest`` then.
     """
+    label = archive.name
     try:
         zf = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise ArchiveError(f"{archive.name} is not a readable zip archive ({e})") from None
+        raise ArchiveError(f"{label} is not a readable zip archive ({e})") from None
     root = str(dest.resolve()) + os.sep
     with zf, open(archive, "rb") as raw:
         members = [i for i in zf.infolist() if not i.is_dir()]
@@ -310,104 +438,123 @@ def extract_archive(archive: Path, dest: Path, callback: Callback = NO_PROGRESS)
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise ArchiveError(f"archive member '{info.filename}' is a symlink; refusing to extract")
             targets[info.filename] = root + rel
+        for info in members:
+            check_declared(label, info.filename, info.compress_type, info.compress_size,
+                           info.file_size)
+        free, block = free_space(dest)
+        need = sum(-(-i.file_size // block) * block for i in members)
+        if need > free:
+            raise _space_error(label, need, free)
         for d in sorted({os.path.dirname(targets[i.filename]) for i in members} |
                         {targets[i.filename] for i in zf.infolist() if i.is_dir()}):
             os.makedirs(d, exist_ok=True)
         callback.set_total(sum(i.file_size for i in members))
-        size = os.fstat(raw.fileno()).st_size
-        mm = mmap.mmap(raw.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+        fd = raw.fileno()
+        size = os.fstat(fd).st_size
         small = [i for i in members if i.compress_size <= SMALL_FILE and i.compress_type in (0, 8)]
         large = [i for i in members if not (i.compress_size <= SMALL_FILE and i.compress_type in (0, 8))]
 
         def work(batch: list) -> int:
-            return sum(_extract_small(mm, i, targets[i.filename], archive.name) for i in batch)  # type: ignore[arg-type]
+            return _extract_batch(fd, size, batch, targets, label)
 
         written = 0
-        try:
-            with ThreadPoolExecutor(2) as pool:
-                batches = [small[k:k + 256] for k in range(0, len(small), 256)]
-                for n in pool.map(work, batches):
-                    written += n
-                    callback.advance(n)
-            buf = bytearray(CHUNK)
-            view = memoryview(buf)
-            for info in large:
-                if info.compress_type == zipfile.ZIP_STORED and mm is not None:
-                    written += _extract_stored(mm, raw.fileno(), info, targets[info.filename],
-                                               archive.name, callback)
-                    _chmod(targets[info.filename], info)
-                    continue
-                try:
-                    with zf.open(info) as src, open(targets[info.filename], "xb", buffering=0) as dst:
-                        while n := src.readinto(buf):  # type: ignore[attr-defined]
-                            _write_all(dst.fileno(), view[:n])
-                            written += n
-                            callback.advance(n)
-                except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
-                    raise ArchiveError(f"{archive.name} is corrupt at '{info.filename}' ({e})") from None
-                except FileExistsError:
-                    raise ArchiveError(f"{archive.name} holds '{info.filename}' twice") from None
+        with ThreadPoolExecutor(2) as pool:
+            batches = [small[k:k + 256] for k in range(0, len(small), 256)]
+            for n in pool.map(work, batches):
+                written += n
+                callback.advance(n)
+        buf = bytearray(CHUNK)
+        view = memoryview(buf)
+        for info in large:
+            if info.compress_type == zipfile.ZIP_STORED:
+                written += _extract_stored(fd, size, info, targets[info.filename], label, callback)
                 _chmod(targets[info.filename], info)
-        finally:
-            if mm is not None:
-                mm.close()
+                continue
+            try:  # zipfile stops at the declared size and checks the CRC
+                with zf.open(info) as src, open(targets[info.filename], "xb", buffering=0) as dst:
+                    while n := src.readinto(buf):  # type: ignore[attr-defined]
+                        _write_all(dst.fileno(), view[:n])
+                        written += n
+                        callback.advance(n)
+            except (zipfile.BadZipFile, zlib.error, InflateError, EOFError, NotImplementedError,
+                    ValueError, struct.error) as e:
+                raise ArchiveError(f"{label} is corrupt at '{info.filename}' ({e})") from None
+            except FileExistsError:
+                raise ArchiveError(f"{label} holds '{info.filename}' twice") from None
+            _chmod(targets[info.filename], info)
     return written
 
 
-def _data_offset(mm: mmap.mmap, info: zipfile.ZipInfo) -> int:
-    """Where a member's data starts (after its local header); ValueError if malformed."""
+def _data_start(fd: int, size: int, info: zipfile.ZipInfo, buf: bytes, base: int) -> int:
+    """Where a member's data starts in the archive (after its local header), read from
+    ``buf`` (the archive's bytes from ``base`` on) or the file; ValueError if malformed."""
     off = info.header_offset
-    if mm[off:off + 4] != b"PK\x03\x04":
+    head = buf[off - base:off - base + 30] if off >= base else b""
+    if len(head) < 30:
+        head = os.pread(fd, 30, off)
+    if head[:4] != b"PK\x03\x04" or len(head) < 30:
         raise ValueError("bad local header")
-    name_len, extra_len = struct.unpack_from("<HH", mm, off + 26)
+    name_len, extra_len = struct.unpack_from("<HH", head, 26)
     start = off + 30 + name_len + extra_len
-    if start + info.compress_size > len(mm):
+    if start + info.compress_size > size:
         raise ValueError("member runs past the end of the archive")
     return start
 
 
-def _extract_stored(mm: mmap.mmap, archive_fd: int, info: zipfile.ZipInfo, target: str,
-                    label: str, callback: Callback) -> int:
-    """A large stored member: the kernel copies it while this thread checks its CRC."""
+def _extract_batch(fd: int, size: int, batch: list[zipfile.ZipInfo], targets: dict[str, str],
+                   label: str) -> int:
+    """Small members: their bytes read with one pread when they lie together (as resutil
+    writes them), inflated no further than their declared size, CRC-checked, written."""
+    base = min(i.header_offset for i in batch)
+    end = min(size, max(i.header_offset + i.compress_size for i in batch) + 30 + 4096)
+    buf = os.pread(fd, end - base, base) if end - base <= _BATCH_BYTES else b""
+    written = 0
+    with memoryview(buf) as view:
+        for info in batch:
+            try:
+                start = _data_start(fd, size, info, buf, base)
+                csize = info.compress_size
+                if base <= start and start + csize - base <= len(buf):
+                    payload: bytes | memoryview = view[start - base:start - base + csize]
+                else:
+                    payload = os.pread(fd, csize, start)
+                if info.compress_type == DEFLATED:
+                    d = inflater()
+                    data = d.decompress(payload, info.file_size + 1)
+                    if not d.eof and len(data) <= info.file_size:
+                        raise ValueError("truncated deflate data")
+                else:
+                    data = payload
+                if len(data) != info.file_size or crc32(data) != info.CRC:
+                    raise ValueError("CRC or size mismatch")
+            except (ValueError, zlib.error, InflateError, struct.error) as e:
+                raise ArchiveError(f"{label} is corrupt at '{info.filename}' ({e})") from None
+            target = targets[info.filename]
+            out = _create(target, info.filename, label)
+            try:
+                _write_all(out, data)
+            finally:
+                os.close(out)
+            _chmod(target, info)
+            written += len(data)
+    return written
+
+
+def _extract_stored(fd: int, size: int, info: zipfile.ZipInfo, target: str, label: str,
+                    callback: Callback) -> int:
+    """A large stored member: copied by the kernel while its CRC is checked (``_copy``)."""
     try:
-        start = _data_offset(mm, info)
+        start = _data_start(fd, size, info, b"", 0)
     except (ValueError, struct.error) as e:
         raise ArchiveError(f"{label} is corrupt at '{info.filename}' ({e})") from None
-    fd = _create(target, info.filename, label)
-    size = info.file_size
-    crc = 0
+    out = _create(target, info.filename, label)
     try:
-        with ThreadPoolExecutor(1) as pool, memoryview(mm) as mv:
-            copying = pool.submit(copy_range, archive_fd, fd, size, start, 0)
-            for off in range(start, start + size, CHUNK):
-                chunk = mv[off:min(off + CHUNK, start + size)]
-                crc = crc32(chunk, crc)
-                callback.advance(len(chunk))
-                chunk.release()
-            copying.result()
+        crc, n = _copy(fd, start, info.file_size, out, (), callback)
     finally:
-        os.close(fd)
-    if crc != info.CRC or info.compress_size != size:
+        os.close(out)
+    if crc != info.CRC or n != info.file_size:
         raise ArchiveError(f"{label} is corrupt at '{info.filename}' (CRC mismatch)")
-    return size
-
-
-def _extract_small(mm: mmap.mmap, info: zipfile.ZipInfo, target: str, label: str) -> int:
-    try:
-        start = _data_offset(mm, info)
-        payload = mm[start:start + info.compress_size]
-        data = inflate_raw(payload) if info.compress_type == 8 else payload
-        if len(data) != info.file_size or crc32(data) != info.CRC:
-            raise ValueError("CRC or size mismatch")
-    except (ValueError, zlib.error, InflateError, struct.error) as e:
-        raise ArchiveError(f"{label} is corrupt at '{info.filename}' ({e})") from None
-    fd = _create(target, info.filename, label)
-    try:
-        _write_all(fd, data)
-    finally:
-        os.close(fd)
-    _chmod(target, info)
-    return len(data)
+    return n
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -438,6 +585,41 @@ def _create(target: str, name: str, label: str) -> int:
         return os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
         raise ArchiveError(f"{label} holds '{name}' twice") from None
+
+
+def read_meta_head(archive: Path, label: str) -> str | None:
+    """The text of an archive's ``resutil-exp.yaml`` up to its manifest (which a reader of
+    the rest skips), or None if it has none. At most META_LIMIT bytes are read: a larger
+    head (or an unreadable one) raises ArchiveError, so a hostile archive cannot make a
+    reader hold gigabytes."""
+    mark = MANIFEST_MARK.encode()
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            try:
+                info = zf.getinfo(EXP_FILE)
+            except KeyError:
+                return None
+            with zf.open(info) as f:
+                data = bytearray()
+                while len(data) <= META_LIMIT:
+                    chunk = f.read(1 << 20)
+                    if not chunk:
+                        break
+                    data += chunk
+                    cut = data.find(mark, max(0, len(data) - len(chunk) - len(mark)))
+                    if cut >= 0:
+                        del data[cut + 1:]
+                        break
+                else:
+                    raise ArchiveError(
+                        f"{label}: its {EXP_FILE} is larger than {META_LIMIT >> 20} MiB before "
+                        "its manifest, more than resutil reads; the archive is damaged or not "
+                        "an experiment"
+                    )
+        return data.decode("utf-8")
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error, InflateError,
+            NotImplementedError, struct.error) as e:
+        raise ArchiveError(f"{label} on the remote is not a readable zip ({e})") from None
 
 
 def hash_mismatch(label: str) -> ArchiveError:
@@ -475,10 +657,13 @@ class StreamExtractor:
     at the first byte, so the sidecar can be fetched while the download starts. Without a
     hash, or without the layout when a member needs it, writing raises NotStreamable.
 
-    Members are found by their local headers in file order. The central directory at the
-    end is kept, to apply file modes and to check that every member was seen. Nothing is
-    CRC-checked on the way: ``finish()`` compares the hash of every byte received with the
-    recorded archive hash instead.
+    Members are found by their local headers in file order. Each one's declared sizes must
+    be possible (``check_declared``) and, with every member before it, fit the free space
+    before a byte of it is written; no member is inflated past its declared size (or, when
+    its size follows its data, past what deflate can encode). Every member's CRC and size
+    are checked as it ends, against its header or data descriptor; ``finish()`` checks the
+    hash of every byte received against the recorded one and that the central directory
+    at the end lists exactly the members seen, with the same CRCs and sizes.
     """
 
     def __init__(self, dest: Path, facts: Callable[[], tuple[str | None, dict[int, int] | None]],
@@ -498,10 +683,15 @@ class StreamExtractor:
         self.fd = -1
         self.remaining = 0
         self.inflater = None
-        self.member = ("", 0, 0, 0)  # name, flags, expected size, start offset
+        # name, flags, CRC and size from the header (None/-1: in the descriptor), csize
+        self.member: tuple[str, int, int | None, int, int] = ("", 0, None, 0, 0)
+        self.limit = 0  # most bytes the member may produce
+        self.crc = 0
         self.written = 0
         self.total = 0
-        self.names: list[str] = []
+        self.free = self.block = 0  # set at the first byte
+        self.committed = 0  # bytes (in whole blocks) the members so far declared
+        self.seen: list[tuple[str, int, int]] = []  # (name, CRC, size) of every member
         self.dirs: set[str] = set()
 
     # -- the file-like side ----------------------------------------------------------------
@@ -510,6 +700,7 @@ class StreamExtractor:
             self.expected, self.described = self.facts()
             if self.expected is None:  # nothing to check the bytes against: use the CRCs
                 raise NotStreamable(f"{self.label} has no recorded hash")
+            self.free, self.block = free_space(self.root)
         n = len(data)
         self.hash.update(data)
         view = memoryview(data)
@@ -540,6 +731,9 @@ class StreamExtractor:
         except ArchiveError:
             self._close_member()
             raise
+        except (ValueError, struct.error) as e:  # a header that does not parse
+            self._close_member()
+            raise self._bad(str(e)) from None
         self.pos += n
         return n
 
@@ -563,21 +757,23 @@ class StreamExtractor:
             raise hash_mismatch(self.label)
         if self.state != "tail":
             raise ArchiveError(f"{self.label} ends in the middle of a member")
-        listed = self._central_directory()
-        if sorted(listed) != sorted(self.names):
+        try:
+            listed = self._central_directory()
+        except (ValueError, struct.error) as e:
+            raise ArchiveError(f"{self.label}: its central directory is damaged ({e})") from None
+        if sorted(listed) != sorted(self.seen):
             raise ArchiveError(f"{self.label}: its members and its central directory disagree")
         return self.total
 
     # -- parsing -------------------------------------------------------------------------
     def _bad(self, why: str) -> ArchiveError:
-        return ArchiveError(f"{self.label} is corrupt at byte {self.at} ({why})")
+        return ArchiveError(f"{self.label} is corrupt at byte {self.at} ({why}); push it "
+                            "again from a machine that has it")
 
     def _parse(self) -> None:
         buf = self.buf
         if self.state == "descriptor":
-            if buf[:4] != b"PK\x07\x08" or struct.unpack_from("<Q", buf, 16)[0] != self.written:
-                raise self._bad("bad data descriptor")
-            self._next_header()
+            self._descriptor()
             return
         if len(buf) == 4:  # which record comes next
             if buf == _SIG_LOCAL:
@@ -588,46 +784,53 @@ class StreamExtractor:
             else:
                 raise self._bad("no local header where one should start")
             return
-        _, _, flags, method, _, _, _, csize, usize, name_len, extra_len = _LOCAL_HEADER.unpack_from(buf)
+        _, _, flags, method, _, _, crc, csize, usize, name_len, extra_len = _LOCAL_HEADER.unpack_from(buf)
         if len(buf) == 30 and name_len + extra_len:
             self.need = 30 + name_len + extra_len
             return
         start = self.at - len(buf)
-        raw_name = bytes(buf[30:30 + name_len])
-        name = raw_name.decode("utf-8" if flags & 0x800 else "cp437")
+        name = _member_name(bytes(buf[30:30 + name_len]), flags)
         if flags & 0x1:
             raise ArchiveError(f"{self.label}: '{name}' is encrypted; resutil cannot extract it")
+        if method not in (0, 8):
+            raise ArchiveError(f"{self.label}: '{name}' uses compression method {method}, "
+                               "which resutil cannot extract")
+        header_crc: int | None = crc
         if flags & 0x8:
             if self.described is None:
                 raise NotStreamable(f"{self.label}: no layout recorded for '{name}'")
             if start not in self.described:
                 raise ArchiveError(f"{self.label}: the size of '{name}' is not recorded")
-            csize, usize = self.described[start], -1
+            csize, usize, header_crc = self.described[start], -1, None
         elif csize == _U32 or usize == _U32:
             usize, csize = _zip64_sizes(bytes(buf[30 + name_len:]), usize, csize)
-        if method not in (0, 8):
-            raise ArchiveError(f"{self.label}: '{name}' uses compression method {method}, "
-                               "which resutil cannot extract")
         rel = safe_member_path(name)
         target = self.root + rel
         self.buf = bytearray()
-        self.member = (name, flags, usize, start)
-        self.written = 0
+        self.member = (name, flags, header_crc, usize, csize)
+        self.written = self.crc = 0
+        self.remaining = csize
+        self.inflater = None
         if name.endswith("/"):
             os.makedirs(target, exist_ok=True)
             self.dirs.add(name)
-            self.names.append(name)
-            self.remaining = csize
-            self.inflater = None
+            self.limit = 0
         else:
+            if usize >= 0:
+                check_declared(self.label, name, method, csize, usize)
+            elif method == STORED:
+                usize = csize
+            self.limit = usize if usize >= 0 else MAX_RATIO * max(csize, 1)
+            # Reserve what it declares (at least its stored bytes) before writing any.
+            self.committed += -(-max(usize, csize if method == STORED else 0) // self.block) * self.block
+            if self.committed > self.free:
+                raise _space_error(self.label, self.committed, self.free)
             parent = os.path.dirname(target)
             if parent not in self.dirs:
                 os.makedirs(parent, exist_ok=True)
                 self.dirs.add(parent)
             self.fd = _create(target, name, self.label)
-            self.names.append(name)
             self.inflater = inflater() if method == 8 else None
-            self.remaining = csize
         self.state = "data"
         if not csize:
             self._end_data()
@@ -637,19 +840,35 @@ class StreamExtractor:
             if len(chunk):
                 raise self._bad("a folder entry with content")
             return
-        if self.inflater is not None:
+        if self.inflater is None:
+            self._out(chunk)
+            return
+        data: bytes | memoryview = chunk
+        while True:
+            room = self.limit - self.written
+            step = min(room + 1, INFLATE_STEP)
             try:
-                out = self.inflater.decompress(chunk)
+                out = self.inflater.decompress(data, step)
             except (zlib.error, InflateError) as e:
                 raise self._bad(str(e)) from None
-            _write_all(self.fd, out)
-            self.written += len(out)
-        else:
-            _write_all(self.fd, chunk)
-            self.written += len(chunk)
+            self._out(out)
+            data = self.inflater.unconsumed_tail
+            if not data and (len(out) < step or self.inflater.eof):
+                return
+
+    def _out(self, data: bytes | memoryview) -> None:
+        """Write a member's next bytes: never past its limit, never past the free space."""
+        n = len(data)
+        if self.written + n > self.limit:
+            raise self._bad(f"'{self.member[0]}' holds more than it declares")
+        if self.total + self.written + n > self.free:
+            raise _space_error(self.label, self.total + self.written + n, self.free)
+        self.crc = crc32(data, self.crc)
+        _write_all(self.fd, data)
+        self.written += n
 
     def _end_data(self) -> None:
-        name, flags, usize, _ = self.member
+        name, flags, crc, usize, _ = self.member
         if self.inflater is not None:
             if not self.inflater.eof:
                 raise self._bad(f"'{name}' is truncated")
@@ -658,10 +877,23 @@ class StreamExtractor:
         self.total += self.written
         if flags & 0x8:
             self.state, self.need = "descriptor", 24
-        else:
-            if self.written != usize:
-                raise self._bad(f"'{name}' has the wrong size")
-            self._next_header()
+            return
+        if self.written != usize:
+            raise self._bad(f"'{name}' has the wrong size")
+        if not name.endswith("/") and self.crc != crc:
+            raise self._bad(f"CRC mismatch in '{name}'")
+        self.seen.append((name, self.crc, self.written))
+        self._next_header()
+
+    def _descriptor(self) -> None:
+        name, _, _, _, csize = self.member
+        sig, crc, dcsize, dusize = struct.unpack_from("<4sIQQ", self.buf)
+        if sig != b"PK\x07\x08" or dusize != self.written or dcsize != csize:
+            raise self._bad("bad data descriptor")
+        if crc != self.crc:
+            raise self._bad(f"CRC mismatch in '{name}'")
+        self.seen.append((name, crc, self.written))
+        self._next_header()
 
     def _next_header(self) -> None:
         self.buf = bytearray()
@@ -672,23 +904,32 @@ class StreamExtractor:
             os.close(self.fd)
             self.fd = -1
 
-    def _central_directory(self) -> list[str]:
-        """Member names from the central directory; applies modes, refuses symlinks."""
-        names = []
+    def _central_directory(self) -> list[tuple[str, int, int]]:
+        """(name, CRC, size) of every member the central directory lists; applies modes,
+        refuses symlinks."""
+        listed = []
         tail, off = self.tail, 0
         while tail[off:off + 4] == _SIG_CENTRAL:
             fields = _CENTRAL_HEADER.unpack_from(tail, off)
+            flags, crc, csize, usize = fields[3], fields[7], fields[8], fields[9]
             name_len, extra_len, comment_len, external = fields[10], fields[11], fields[12], fields[15]
-            raw = bytes(tail[off + 46:off + 46 + name_len])
-            name = raw.decode("utf-8" if fields[3] & 0x800 else "cp437")
+            name = _member_name(bytes(tail[off + 46:off + 46 + name_len]), flags)
+            if csize == _U32 or usize == _U32:
+                extra = bytes(tail[off + 46 + name_len:off + 46 + name_len + extra_len])
+                usize, csize = _zip64_sizes(extra, usize, csize)
             mode = external >> 16
             if stat.S_ISLNK(mode):
                 raise ArchiveError(f"archive member '{name}' is a symlink; refusing to extract")
             if not name.endswith("/"):
                 _apply_mode(self.root + safe_member_path(name), mode)
-            names.append(name)
+            listed.append((name, crc, usize))
             off += 46 + name_len + extra_len + comment_len
-        return names
+        return listed
+
+
+def _member_name(raw: bytes, flags: int) -> str:
+    """A member's name as its header spells it (ValueError if it is not valid UTF-8)."""
+    return raw.decode("utf-8" if flags & 0x800 else "cp437")
 
 
 def _zip64_sizes(extra: bytes, usize: int, csize: int) -> tuple[int, int]:

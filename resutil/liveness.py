@@ -9,9 +9,11 @@ command can tell a live writer from one that was killed, without waiting for an 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 _SEP = "."
 
@@ -97,3 +99,43 @@ class Owner:
         if start is None:
             return False
         return self.start in ("0", start) or start == "0"
+
+
+# -- scratch files and folders --------------------------------------------------------------------
+_SCRATCH_MARK = "@"
+
+
+def scratch_prefix(kind: str) -> str:
+    """``<kind>@<owner tag>@``: how the name of a scratch file or folder this process makes
+    begins, so that the next command can tell whether its owner is still alive."""
+    return f"{kind}{_SCRATCH_MARK}{Owner.current().tag}{_SCRATCH_MARK}"
+
+
+def scratch_owner(name: str) -> Owner | None:
+    """The owner named in a scratch name made with ``scratch_prefix`` (None: untagged)."""
+    parts = name.split(_SCRATCH_MARK, 2)
+    return Owner.parse(parts[1]) if len(parts) == 3 else None
+
+
+def remove_dead_scratch(folder: Path | str) -> None:
+    """Remove the scratch files and folders in ``folder`` whose owner, a process on this
+    host, is gone (killed mid-push or mid-pull). Best effort: errors are ignored."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        owner = scratch_owner(entry.name)
+        if owner is not None and owner.alive() is False:
+            remove_entry(entry.path)
+
+
+def remove_entry(path: str) -> None:
+    """Delete a file or a whole folder (not following links); errors are ignored."""
+    try:
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass

@@ -16,7 +16,7 @@ import re
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import yaml
 
@@ -157,29 +157,68 @@ def manifest_changes(folder: Path, manifest: Manifest, quick: bool = False) -> l
 
 
 def scan_files(folder: Path) -> list[tuple[str, str, os.stat_result]]:
-    """(relative posix path, path, stat) of every regular file, dir links not followed;
+    """(relative posix path, path, stat) of every regular file (see ``iter_files``);
     a folder's files (by name) come before its subfolders (by name)."""
     return list(iter_files(folder))
 
 
-def iter_files(folder: Path) -> Iterator[tuple[str, str, os.stat_result]]:
-    """``scan_files`` one file at a time."""
-    stack = [(str(folder), "")]
+def iter_files(folder: Path, refuse: Callable[[str, str], None] | None = None
+               ) -> Iterator[tuple[str, str, os.stat_result]]:
+    """``scan_files`` one file at a time.
+
+    Nothing outside ``folder`` is ever read. A symbolic link stands for what it points to
+    when that is inside ``folder``: a file is yielded under the link's relative path (with
+    the path and stat of the file itself), a folder is walked under it. A link that points
+    outside, dangles or would loop is not followed: ``refuse(rel, why)`` is called (it may
+    raise; by default the link is left out).
+    """
+    root = os.path.realpath(folder)
+    stack = [(str(folder), "", root, (root,))]  # (path, rel prefix, real path, real chain)
     while stack:
-        d, prefix = stack.pop()
+        d, prefix, real, chain = stack.pop()
         with os.scandir(d) as it:
             entries = sorted(it, key=lambda e: e.name)
         subfolders = []
         for e in entries:
-            if e.is_dir(follow_symlinks=False):
-                subfolders.append((e.path, prefix + e.name + "/"))
-            elif e.is_file():
-                yield prefix + e.name, e.path, e.stat()
+            if e.is_symlink():
+                found = _follow(e.path, root, chain)
+                if isinstance(found, str):
+                    if refuse is not None:
+                        refuse(prefix + e.name, found)
+                elif found is not None:
+                    target, st = found
+                    if stat.S_ISDIR(st.st_mode):
+                        subfolders.append((target, prefix + e.name + "/", target, chain + (target,)))
+                    else:
+                        yield prefix + e.name, target, st
+            elif e.is_dir(follow_symlinks=False):
+                sub = real + os.sep + e.name
+                subfolders.append((e.path, prefix + e.name + "/", sub, chain + (sub,)))
+            elif e.is_file(follow_symlinks=False):
+                yield prefix + e.name, e.path, e.stat(follow_symlinks=False)
         stack.extend(reversed(subfolders))
 
 
+def _follow(link: str, root: str, chain: tuple[str, ...]) -> tuple[str, os.stat_result] | str | None:
+    """(real path, stat) of what a link inside ``root`` points to; why it is refused (a
+    string) when that is outside, missing or a folder being walked; None for anything but
+    a file or a folder (a socket, a device)."""
+    target = os.path.realpath(link)
+    if target != root and not target.startswith(root + os.sep):
+        return f"points outside the experiment folder (to {target})"
+    try:
+        st = os.stat(target)
+    except OSError:
+        return "points to nothing (a dangling link)"
+    if stat.S_ISDIR(st.st_mode):
+        if any(target == c or c.startswith(target + os.sep) for c in chain):
+            return "points to a folder that contains it (a loop)"
+        return target, st
+    return (target, st) if stat.S_ISREG(st.st_mode) else None
+
+
 def walk_files(folder: Path) -> Iterator[tuple[str, Path]]:
-    """(relative posix path, path) of every regular file, sorted, not following dir links."""
+    """(relative posix path, path) of every regular file, sorted (see ``iter_files``)."""
     for rel, path, _ in scan_files(folder):
         yield rel, Path(path)
 

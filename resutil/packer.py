@@ -7,12 +7,20 @@ and on two cores two threads packed 20,000 files slower than one. So a helper pr
 process packs the rest. Local headers hold no absolute offsets, so the archive writer
 appends the segment as it is and adopts its entries (``ZipStreamWriter.adopt``).
 
-If the helper cannot start or fails for any reason but an unreadable file, its share is
-packed in this process: the archive is the same, only slower.
+If the helper cannot start or fails for any reason but an unreadable or changing file, its
+share is packed in this process: the archive is the same, only slower. The helper dies with
+the process that started it (and removes its segment), so a killed push leaves no packer
+behind; the segment's name carries its owner's tag (``liveness``) for the next command to
+remove it if both were killed at once.
+
+Every file is checked against what the scan saw of it (size, mtime, ctime, inode) after it
+was read: a file that changed meanwhile fails the archive (``FileChanged``) instead of
+being stored torn, with a CRC and hash of bytes that were never all on disk at once.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import signal
@@ -35,11 +43,56 @@ FLUSH = 1 << 20  # bytes of packed members gathered per write
 HELPER_MIN_FILES = 2000
 HELPER_MIN_BYTES = 24 << 20
 PER_FILE_COST = 4096  # the per-file work, in bytes of content that cost as much to pack
+SEGMENT = ".resutil-segment"  # how a segment file's name begins
 
-# (relative path, path, size, mtime, mode) of one file to pack
-Item = tuple[str, str, int, float, int]
+# What the scan saw of a file: (size, mtime_ns, ctime_ns, inode, device)
+Facts = tuple[int, int, int, int, int]
+# (relative path, path, mode, facts, append-only) of one file to pack; an append-only file
+# (resutil's own output logs) may grow while it is read: its first ``size`` bytes are taken.
+Item = tuple[str, str, int, Facts, bool]
 # (relative path, size, content hash) of one packed file
 Hashed = tuple[str, int, str]
+
+
+# No link is followed (the scan resolved links already: one now is a file swapped since), and
+# a file swapped for a FIFO must not block the open.
+OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+              | getattr(os, "O_CLOEXEC", 0))
+
+
+class FileChanged(Exception):
+    """A file changed between the scan and the end of its reading."""
+
+    def __init__(self, rel: str) -> None:
+        super().__init__(rel)
+        self.rel = rel
+
+
+def facts_of(st: os.stat_result) -> Facts:
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
+
+
+def open_checked(rel: str, path: str) -> int:
+    """Open a scanned file for reading without following a link (FileChanged if it is
+    one now)."""
+    try:
+        return os.open(path, OPEN_FLAGS)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise FileChanged(rel) from None
+        raise
+
+
+def check_unchanged(rel: str, facts: Facts, after: os.stat_result, nread: int,
+                    append_only: bool) -> None:
+    """FileChanged unless the file whose ``fstat`` after reading ``nread`` bytes of it is
+    ``after`` is the one the scan saw, as it was then (an append-only file may have grown)."""
+    if append_only:
+        same = (after.st_ino, after.st_dev) == facts[3:] and after.st_size >= facts[0]
+    else:
+        same = facts_of(after) == facts
+    if not same or nread != facts[0]:
+        raise FileChanged(rel)
 
 
 def choose_compression(path: str, size: int, deflate_limit: int | None,
@@ -94,18 +147,31 @@ def pack(items: list[Item], write: Callable[[bytes], object], deflate_limit: int
     hashed: list[Hashed] = []
     pending: list[bytes] = []
     gathered = pos = 0
-    for rel, path, size, mtime, mode in items:
-        fd = os.open(path, os.O_RDONLY)
+    for rel, path, mode, facts, append_only in items:
+        size = facts[0]
+        fd = open_checked(rel, path)
         try:
-            data = os.read(fd, size + 1)
-            if len(data) > size:  # grew since it was listed: take all of it
-                data = b"".join([data, *iter(lambda: os.read(fd, 1 << 20), b"")])
+            data = os.read(fd, size + 1)  # one byte more: a file that grew shows
+            while len(data) < size:  # a short read (or it shrank: then the check fails)
+                more = os.read(fd, size + 1 - len(data))
+                if not more:
+                    break
+                data += more
+            if append_only:
+                data = data[:size]
+            after = os.fstat(fd)
+            # Inline for the common case (this runs 20,000 times in a second); the full
+            # check decides when anything differs.
+            if (len(data) != size or after.st_mtime_ns != facts[1] or after.st_size != size
+                    or after.st_ctime_ns != facts[2] or after.st_ino != facts[3]
+                    or after.st_dev != facts[4]):
+                check_unchanged(rel, facts, after, len(data), append_only)
         finally:
             os.close(fd)
         crc = crc32(data)
         method, payload = _encode(rel, data, deflate_limit)
         name = rel.encode("utf-8")
-        stamp = dos_stamp(int(mtime))
+        stamp = dos_stamp(facts[1] // 1_000_000_000)
         blob = member_bytes(name, method, stamp, crc, len(data), payload)
         entries.append((name, method, stamp[0], stamp[1], crc, len(payload), len(data), pos,
                         mode, 0x0800))
@@ -130,13 +196,13 @@ def worth_a_helper(count: int, size: int) -> bool:
 def split(items: list[Item]) -> tuple[list[Item], list[Item]]:
     """(this process's share, the helper's share), or (items, []) when a helper would not
     pay for itself. Shares are contiguous, so the archive keeps the items' order."""
-    total = sum(item[2] for item in items)
+    total = sum(item[3][0] for item in items)
     if not worth_a_helper(len(items), total):
         return items, []
     cost = total + PER_FILE_COST * len(items)
     half, done = cost / 2, 0
     for k, item in enumerate(items):
-        done += item[2] + PER_FILE_COST
+        done += item[3][0] + PER_FILE_COST
         if done >= half:
             return items[:k + 1], items[k + 1:]
     return items, []
@@ -147,7 +213,8 @@ class Helper:
 
     It starts at once (its interpreter loads while the caller still scans the folder);
     ``send`` hands it its share. Use it as a context manager: leaving it stops the process
-    and removes the segment.
+    and removes the segment. The thread that starts it must outlive it: on Linux the
+    helper is told to die with that thread (PR_SET_PDEATHSIG).
     """
 
     def __init__(self, deflate_limit: int | None, scratch_dir: str | None) -> None:
@@ -162,14 +229,18 @@ class Helper:
         self.proc: subprocess.Popen | None = None
         if not sys.executable:
             return
+        from .liveness import scratch_prefix
+
         try:
             if scratch_dir is not None:
                 os.makedirs(scratch_dir, exist_ok=True)
-            fd, self.segment = tempfile.mkstemp(prefix=".resutil-segment-", dir=scratch_dir)
+            fd, self.segment = tempfile.mkstemp(prefix=scratch_prefix(SEGMENT),
+                                                dir=scratch_dir)
             os.close(fd)
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "resutil.packer"], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_helper_env(),
+                [sys.executable, "-m", "resutil.packer", str(os.getpid()), self.segment],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env=_helper_env(),
             )
         except OSError:
             self.proc = None
@@ -181,7 +252,7 @@ class Helper:
         self.items = items
         if self.proc is None:
             return
-        job = pickle.dumps((self.segment, self.deflate_limit, items), pickle.HIGHEST_PROTOCOL)
+        job = pickle.dumps((self.deflate_limit, items), pickle.HIGHEST_PROTOCOL)
         self._thread = threading.Thread(target=self._talk, args=(job,), daemon=True)
         self._thread.start()
 
@@ -196,13 +267,15 @@ class Helper:
     def result(self) -> tuple[list[Entry], list[Hashed]] | None:
         """The helper's entries and hashes once its segment is complete; None when it
         failed and the caller must pack ``items`` itself. An unreadable file raises the
-        OSError it raised in the helper."""
+        OSError it raised in the helper, a file that changed FileChanged."""
         if self.proc is None or self._thread is None:
             return None
         self._thread.join()
         reply = self._reply
         if reply is not None and reply[0] == "oserror":
             raise OSError(reply[1], reply[2], reply[3])
+        if reply is not None and reply[0] == "changed":
+            raise FileChanged(reply[1])
         if reply is not None and reply[0] == "ok" and self.proc.returncode == 0:
             return reply[1], reply[2]
         if self.proc.returncode == -signal.SIGINT:
@@ -236,16 +309,61 @@ def _helper_env() -> dict[str, str]:
     return env
 
 
-def _helper_main() -> None:
-    segment, deflate_limit, items = pickle.load(sys.stdin.buffer)
+class _Orphaned(Exception):
+    """The process that started the helper is gone."""
+
+
+def _orphaned(signum: int, frame: object) -> None:
+    raise _Orphaned
+
+
+def _die_with_parent() -> None:
+    """Have the kernel send SIGTERM when the parent (thread) dies (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return
     try:
-        with open(segment, "wb") as f:
-            entries, hashed = pack(items, f.write, deflate_limit)
-        reply: tuple = ("ok", entries, hashed)
-    except OSError as e:
-        reply = ("oserror", e.errno, e.strerror, e.filename)
-    sys.stdout.buffer.write(pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
-    sys.stdout.buffer.flush()
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # the parent-pid checks below still end an orphaned helper
+
+
+def _helper_main() -> None:
+    # An orphaned helper (its push was killed) removes its segment and exits: at once on
+    # Linux (SIGTERM on the parent's death), elsewhere at its next write (the parent pid
+    # changed) or when the job or the reply pipe is found closed.
+    parent, segment = int(sys.argv[1]), sys.argv[2]
+    signal.signal(signal.SIGTERM, _orphaned)
+    try:
+        _die_with_parent()
+        if os.getppid() != parent:
+            raise _Orphaned
+        deflate_limit, items = pickle.load(sys.stdin.buffer)
+        try:
+            with open(segment, "wb") as f:
+
+                def write(data: bytes) -> None:
+                    if os.getppid() != parent:
+                        raise _Orphaned
+                    f.write(data)
+
+                entries, hashed = pack(items, write, deflate_limit)
+            reply: tuple = ("ok", entries, hashed)
+        except FileChanged as e:
+            reply = ("changed", e.rel)
+        except OSError as e:
+            reply = ("oserror", e.errno, e.strerror, e.filename)
+        sys.stdout.buffer.write(pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
+        sys.stdout.buffer.flush()
+    except (_Orphaned, EOFError, BrokenPipeError):
+        if os.path.basename(segment).startswith(SEGMENT):  # never anything else
+            try:
+                os.unlink(segment)
+            except OSError:
+                pass
+        os._exit(1)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_atomic
-from .archive import DEFAULT_DEFLATE_LIMIT, ArchiveInfo, build_archive
-from .errors import ArchiveError, ExperimentError, ExperimentNotFound, StorageNotFound
+from .archive import DEFAULT_DEFLATE_LIMIT, ArchiveInfo, build_archive, read_meta_head
+from .errors import ExperimentError, ExperimentNotFound, StorageNotFound
 from .liveness import this_host
-from .metadata import EXP_FILE, ExpMeta, Manifest, parse_meta, read_meta, write_meta
+from .metadata import ExpMeta, Manifest, parse_meta, read_meta, write_meta
 from .naming import IDENTITY_LEN, parse_name
 from .progress import NO_PROGRESS, Callback
 from .storage.base import ObjectInfo, Storage
@@ -229,13 +228,9 @@ class Remote:
 
     def _meta_from_archive(self, exp: RemoteExperiment) -> ExpMeta:
         with self.storage.fetched(self.archive_folder, exp.archive.name) as path:
-            try:
-                with zipfile.ZipFile(path) as zf:
-                    text = zf.read(EXP_FILE).decode("utf-8")
-            except KeyError:
-                return ExpMeta(name=exp.name)
-            except (zipfile.BadZipFile, OSError) as e:
-                raise ArchiveError(f"{exp.archive.name} on the remote is not a readable zip ({e})") from None
+            text = read_meta_head(path, exp.archive.name)  # size-capped: untrusted
+        if text is None:
+            return ExpMeta(name=exp.name)
         return parse_meta(text, with_manifest=False)
 
     def expected_hash(self, exp: RemoteExperiment) -> str | None:

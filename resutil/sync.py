@@ -401,4 +401,7 @@ def verify_remote(project: Project, exp: RemoteExperiment) -> tuple[list[str], s
             problems.append(f"not a readable zip: {e}")
         except (zlib.error, EOFError) as e:  # a damaged deflate stream, not just a bad CRC
             problems.append(f"corrupt compressed data: {e}")
+        except Exception as e:  # noqa: BLE001 - untrusted bytes: any failure is damage
+            why = " ".join(str(e).split())[:120]
+            problems.append(f"damaged zip structure ({type(e).__name__}: {why})")
     return problems, note

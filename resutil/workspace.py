@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Iterable
 
 from .errors import ExperimentError, ExperimentNotFound, ResutilError
-from .liveness import Owner
+from .liveness import Owner, remove_entry, scratch_owner, scratch_prefix
 from .naming import ExpName, check_comment, make_name, parse_name
 
 INTERNAL_DIR = ".resutil"  # scratch space and caches; hidden so 0.1.x ignores it
 DEBUG_NAME = "_debug"  # RESUTIL_DEBUG's scratch folder, as in 0.1.x
 STALE_TMP_AGE = 3600.0  # scratch untouched this long was left by a killed process
 RESERVE_BYTES = 1 << 20  # set aside by a run so it can record its end on a full disk
+# An untagged (older resutil) or other host's staged upload may be read for a long time
+# after its last write: it is removed only after a day.
+STALE_UPLOAD_AGE = 86400.0
 
 
 class Workspace:
@@ -147,7 +150,7 @@ class Workspace:
     def remove(self, name: str) -> None:
         """Delete an experiment folder; it disappears at once, then is cleaned up."""
         src = self.root / name
-        trash = self.tmp_dir / f"rm-{name}-{uuid.uuid4().hex[:8]}"
+        trash = self.tmp_dir / f"{scratch_prefix('rm-' + name[:22])}{uuid.uuid4().hex[:8]}"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         os.rename(src, trash)
         shutil.rmtree(trash, ignore_errors=True)
@@ -185,31 +188,38 @@ class Workspace:
         """A fresh scratch folder under the results folder (stale ones are removed first)."""
         self.clean_stale_tmp()
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        path = self.tmp_dir / f"{label}-{uuid.uuid4().hex[:12]}"
+        path = self.tmp_dir / f"{scratch_prefix(label)}{uuid.uuid4().hex[:12]}"
         path.mkdir()
         return path
 
     def clean_stale_tmp(self, max_age: float = STALE_TMP_AGE) -> None:
-        """Remove pull and rm scratch folders left by killed processes (nothing in them
-        changed for ``max_age`` s). Staged upload files are left alone: an upload may read
-        one for longer than that."""
+        """Remove scratch left by killed processes: at once when its name's owner tag
+        names a dead process on this host; else (another host's, or made before owner
+        tags) pull and rm folders in which nothing changed for ``max_age`` s, and staged
+        uploads and segments untouched for a day (an upload may read one for long)."""
         try:
             entries = list(os.scandir(self.tmp_dir))
         except OSError:
             return
-        cutoff = time.time() - max_age
+        now = time.time()
         for entry in entries:
-            if not entry.name.startswith(("pull-", "rm-")):
+            owner = scratch_owner(entry.name)
+            alive = owner.alive() if owner is not None else None
+            if alive:
                 continue
-            try:
-                if _touched_since(Path(entry.path), cutoff):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, ignore_errors=True)
+            if alive is None:
+                if entry.name.startswith(("pull-", "rm-")):
+                    age = max_age
+                elif entry.name.startswith(".resutil"):
+                    age = STALE_UPLOAD_AGE
                 else:
-                    os.unlink(entry.path)
-            except OSError:
-                continue
+                    continue
+                try:
+                    if _touched_since(Path(entry.path), now - age):
+                        continue
+                except OSError:
+                    continue
+            remove_entry(entry.path)
 
 
 def _touched_since(path: Path, cutoff: float) -> bool:

@@ -20,7 +20,9 @@ from resutil import archive, packer
 from resutil.archive import ArchiveInfo, NotStreamable, StreamExtractor, build_archive
 from resutil.errors import ArchiveError
 
-from .helpers import cli_ok as ok, make_exp, read_exp
+from resutil.metadata import compute_manifest
+
+from .helpers import cli_fails as fails, cli_ok as ok, make_exp, read_exp, seal
 
 T0 = datetime(2024, 7, 6, 6, 43, 39)
 
@@ -310,9 +312,8 @@ def test_a_damaged_or_cut_stream_is_refused(tmp_path):
     data = bytearray(zpath.read_bytes())
     stored_at = data.index(b"big/random.bin") + 100  # inside the stored large file
     flipped = bytes(data[:stored_at]) + bytes([data[stored_at] ^ 1]) + bytes(data[stored_at + 1:])
-    sink = _stream(flipped, tmp_path / "flip", info.described, (65536,), info.hash)
-    with pytest.raises(ArchiveError, match="does not match its recorded hash"):
-        sink.finish()
+    with pytest.raises(ArchiveError, match="CRC mismatch in 'big/random.bin'"):
+        _stream(flipped, tmp_path / "flip", info.described, (65536,), info.hash)
     sink = _stream(bytes(data[: len(data) // 2]), tmp_path / "cut", info.described, (65536,),
                    info.hash)
     with pytest.raises(ArchiveError):
@@ -336,3 +337,227 @@ def test_a_streamed_member_cannot_escape_the_folder(tmp_path):
     with pytest.raises(ArchiveError, match="outside the experiment folder"):
         _stream(data, tmp_path / "dest", {}, (100,))
     assert not (tmp_path / "escaped.txt").exists()
+
+
+# -- symbolic links: nothing from outside the experiment folder -------------------------------
+SECRET = b"-----BEGIN OPENSSH PRIVATE KEY----- not for the bucket\n"
+
+
+def _remote_bytes(proj) -> bytes:
+    """Everything stored on the remote (archives, sidecars, part files), concatenated."""
+    if not proj.remote.exists():
+        return b""
+    return b"".join(p.read_bytes() for p in sorted(proj.remote.rglob("*")) if p.is_file())
+
+
+@pytest.fixture
+def secret(tmp_path) -> Path:
+    path = tmp_path / "home" / ".ssh" / "id_ed25519"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(SECRET)
+    return path
+
+
+@pytest.mark.parametrize("link", ["file", "folder", "dangling", "nested"])
+def test_a_link_out_of_the_folder_fails_the_push_naming_it(proj, secret, link):
+    exp = make_exp(proj, "links", {"ok.txt": "fine\n", "sub/a.txt": "a\n"}, when=T0)
+    target = {"file": secret, "folder": secret.parent, "dangling": exp / "gone.txt",
+              "nested": secret}[link]
+    where = exp / ("sub/deeper/key" if link == "nested" else "key")
+    where.parent.mkdir(exist_ok=True)
+    where.symlink_to(target)
+    rel = where.relative_to(exp).as_posix()
+    line = fails("push", exp.name, needles=[rel, "symbolic link"])
+    assert ("nothing" if link == "dangling" else "outside") in line
+    assert proj.remote_zips() == []
+    assert SECRET not in _remote_bytes(proj)
+    # The manifest a run records never reads it either.
+    assert rel not in compute_manifest(exp).files
+
+
+def test_an_experiment_folder_that_is_a_link_is_refused(proj, secret):
+    elsewhere = secret.parent.parent / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "id_copy").write_bytes(SECRET)
+    name = "aapiyl_20240706T064339_linked"
+    proj.results.mkdir(exist_ok=True)
+    (proj.results / name).symlink_to(elsewhere)
+    fails("push", name, needles=[name, "symbolic link"])
+    assert proj.remote_zips() == [] and SECRET not in _remote_bytes(proj)
+
+
+def test_links_inside_the_folder_are_archived_as_what_they_point_to(proj, monkeypatch):
+    """Documented policy: a link to a file or folder inside the experiment is stored as a
+    copy of it (so the pulled folder reads the same, and 0.1.x extracts it too); the
+    manifest agrees with the archive. The helper process's share obeys the same rule."""
+    monkeypatch.setattr(packer, "HELPER_MIN_FILES", 10)
+    files = {f"data/part{i:02d}.csv": f"{i},{i * i}\n" * 50 for i in range(30)}
+    exp = make_exp(proj, "inner", files, when=T0)
+    (exp / "latest.csv").symlink_to("data/part29.csv")
+    (exp / "early.csv").symlink_to(exp / "data" / "part00.csv")  # absolute, still inside
+    (exp / "current").symlink_to("data")
+    (exp / "data" / "self").symlink_to("part05.csv")
+    seal(exp)  # the run ends with its links in place
+    ok("push", exp.name)
+    with zipfile.ZipFile(proj.zip_of(exp.name)) as zf:
+        assert zf.testzip() is None
+        got = {i.filename: zf.read(i) for i in zf.infolist()}
+        assert not any(stat.S_ISLNK(i.external_attr >> 16) for i in zf.infolist())
+        inside = yaml.safe_load(got.pop("resutil-exp.yaml"))["manifest"]["files"]
+    assert got["latest.csv"] == files["data/part29.csv"].encode()
+    assert got["early.csv"] == files["data/part00.csv"].encode()
+    assert got["data/self"] == files["data/part05.csv"].encode()
+    assert {k[len("current/"):]: v for k, v in got.items() if k.startswith("current/")} == \
+        {k[len("data/"):]: v for k, v in got.items() if k.startswith("data/")}
+    # The manifest in the archive, the local one and a fresh scan all list what it holds.
+    assert set(inside) == set(got) == set(compute_manifest(exp).files)
+    assert read_exp(exp)["manifest"]["files"] == inside
+    shutil.rmtree(exp)
+    ok("pull", exp.name)
+    assert (exp / "current" / "part03.csv").read_text() == files["data/part03.csv"]
+    assert not (exp / "latest.csv").is_symlink()
+
+
+def test_a_link_that_loops_fails_the_push_naming_it(proj):
+    exp = make_exp(proj, "loop", {"a/x.txt": "x\n", "b/y.txt": "y\n"}, when=T0)
+    (exp / "a" / "to_b").symlink_to("../b")
+    (exp / "b" / "to_a").symlink_to("../a")  # a/to_b/to_a/to_b/... never ends
+    seal(exp)  # recording the run's manifest walks no loop either
+    fails("push", exp.name, needles=["to_a", "loop"])
+    assert proj.remote_zips() == []
+
+
+@pytest.mark.parametrize("share", [0, 1])
+def test_a_file_swapped_for_a_link_after_the_scan_is_not_followed(tmp_path, secret, monkeypatch,
+                                                                  share):
+    """Between the scan and the read, a file replaced by a link out of the folder: in this
+    process's share (0) and in the helper's (1), the link is not read."""
+    src = tmp_path / "exp"
+    _many_files(src)
+    monkeypatch.setattr(packer, "HELPER_MIN_FILES", 10)
+    real_split = packer.split
+
+    def split_then_swap(items):
+        parts = real_split(items)
+        victim = parts[share][-1]
+        os.unlink(victim[1])
+        os.symlink(secret, victim[1])
+        return parts
+
+    monkeypatch.setattr(archive, "split", split_then_swap)
+    with pytest.raises(ArchiveError, match="changed while it was being archived"):
+        _build(src, tmp_path / "out.zip")
+    assert SECRET not in (tmp_path / "out.zip").read_bytes()
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+# -- files that change while they are archived --------------------------------------------------
+class _Writer:
+    """A real writer thread that keeps changing one file (appending, or rewriting it in
+    place at the same size) until stopped."""
+
+    def __init__(self, path: Path, mode: str) -> None:
+        import threading
+
+        self.path, self.mode = path, mode
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        size = self.path.stat().st_size
+        with open(self.path, "r+b") as f:
+            while not self.stop.is_set():
+                if self.mode == "append":
+                    f.seek(0, os.SEEK_END)
+                    f.write(os.urandom(4096))
+                else:
+                    f.seek(0)
+                    f.write(os.urandom(min(size, 1 << 16)))
+                f.flush()
+                self.stop.wait(0.0005)
+
+    def __enter__(self) -> "_Writer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def _wait_for_a_change(path: Path) -> None:
+    """Return once ``path`` visibly changed (size or mtime) after this call began."""
+    import time
+
+    before = os.stat(path)
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        now = os.stat(path)
+        if (now.st_size, now.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+            return
+        time.sleep(0.001)
+    raise AssertionError(f"{path} did not change")
+
+
+CHANGING = {  # which file changes: small (this process's or the helper's share) or large
+    "small-here": ("run_0/part_1/f001.csv", None),
+    "small-helper": ("run_2/part_3/f119.csv", None),
+    "large-stored": ("big/weights.bin", os.urandom(3 << 20)),
+    "large-deflated": ("big/log.txt", b"epoch ok\n" * 400_000),
+}
+
+
+@pytest.mark.parametrize("mode", ["append", "rewrite"])
+@pytest.mark.parametrize("which", list(CHANGING))
+def test_a_file_written_during_a_push_fails_it_naming_the_file(proj, monkeypatch, which, mode):
+    """A checkpoint still being saved: the push fails with one line naming the file and
+    stores nothing, on every path (small files here and in the helper, large stored ones
+    copied in the kernel's page cache, large deflated ones). The run is still going: its
+    files are not yet sealed by a manifest."""
+    exp = make_exp(proj, "ckpt", {}, when=T0, status="running")
+    _many_files(exp)
+    rel, content = CHANGING[which]
+    if content is not None:
+        (exp / rel).parent.mkdir(exist_ok=True)
+        (exp / rel).write_bytes(content)
+    monkeypatch.setattr(packer, "HELPER_MIN_FILES", 10)
+    if which.startswith("small"):  # the changing file sits in the share the case names
+        share = 0 if which == "small-here" else 1
+        real_split = packer.split
+        monkeypatch.setattr(archive, "split", lambda items: _check_share(real_split(items), rel, share))
+    real_split_now = archive.split
+
+    def split_after_a_change(items):
+        _wait_for_a_change(exp / rel)  # the scan is over: the writer changes the file now
+        return real_split_now(items)
+
+    monkeypatch.setattr(archive, "split", split_after_a_change)
+    with _Writer(exp / rel, mode):
+        line = fails("push", exp.name, needles=[rel, "changed while it was being archived"])
+    assert "nothing was stored" in line
+    assert proj.remote_zips() == [] and list(proj.sidecar_dir.glob("*.json")) == []
+    assert list((proj.results / ".resutil" / "tmp").glob("*")) == []
+    monkeypatch.setattr(archive, "split", packer.split)
+    ok("push", exp.name)  # once the writer is done
+    assert "ok" in ok("verify", "--remote", exp.name).stderr
+
+
+def _check_share(parts, rel: str, share: int):
+    assert rel in {item[0] for item in parts[share]}, (rel, share)
+    return parts
+
+
+def test_resutils_own_log_may_grow_during_a_checkpoint_push(proj):
+    """The run's output logs are appended to while a checkpoint is pushed (progress bars,
+    other threads printing): the archive takes what they held when the push began."""
+    exp = make_exp(proj, "logs", {"resutil-stdout.log": "epoch 1\n" * 1000,
+                                  "resutil-stderr.log": "x" * (2 << 20)}, when=T0,
+                   status="running")
+    before = {n: (exp / n).read_bytes() for n in ("resutil-stdout.log", "resutil-stderr.log")}
+    with _Writer(exp / "resutil-stdout.log", "append"), _Writer(exp / "resutil-stderr.log", "append"):
+        ok("push", exp.name)
+    with zipfile.ZipFile(proj.zip_of(exp.name)) as zf:
+        assert zf.testzip() is None
+        for n, data in before.items():
+            got = zf.read(n)
+            assert got.startswith(data) and (exp / n).read_bytes().startswith(got), n

@@ -31,6 +31,7 @@ from .helpers import (
     fill_disk,
     make_exp,
     meta_01x,
+    popen_cli,
     put_zip_01x,
     seal,
     read_exp,
@@ -39,6 +40,7 @@ from .helpers import (
     run_script,
     small_tmpfs,
     tree,
+    wait_for,
     write_script,
 )
 
@@ -510,3 +512,101 @@ def test_storage_full_during_push_is_blamed_on_the_storage(proj):
     line = assert_one_error_line(r.stderr, exp.name, "no space left on the storage")
     assert "local disk" not in line
     assert not [p for p in left if p.endswith(".zip")]
+
+
+# -- leftovers of killed pushes and pulls -------------------------------------------------------
+def _packers_of(pid: int) -> list[int]:
+    """The packer helper processes started by ``pid``."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_bytes()
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[stat.rfind(b")") + 2:].split()[1]) == pid and b"resutil.packer" in cmd:
+            found.append(int(d.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting for its reaper counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
+
+
+def _dead_owner_tag() -> str:
+    """The owner tag of a process that has ended."""
+    r = subprocess.run([sys.executable, "-c", "from resutil.liveness import Owner; "
+                        "print(Owner.current().tag)"], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    return r.stdout.strip()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+@pytest.mark.parametrize("killed", ["push", "push and its helper"])
+def test_a_killed_push_leaves_no_packer_running_and_no_scratch(proj, killed):
+    """SIGKILL mid-build: the helper process dies with the push (removing its segment); if
+    it was killed too, the next push removes the segment its dead owner left."""
+    files = {f"run_{i // 500}/f{i:05d}.bin": os.urandom(1500 + i % 1000) for i in range(6000)}
+    exp = make_exp(proj, "many", files, when=T0)
+    tmp = proj.results / ".resutil" / "tmp"
+    p = popen_cli(proj.root, "push", exp.name, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    helpers: list[int] = []
+    try:
+        def building() -> bool:
+            helpers[:] = _packers_of(p.pid)
+            return bool(helpers) and any(tmp.glob(".resutil-segment*"))
+
+        wait_for(building, "the push to start its helper", p)
+        p.send_signal(signal.SIGSTOP)
+        if killed == "push and its helper":
+            for h in helpers:
+                os.kill(h, signal.SIGKILL)
+        p.kill()
+        p.wait(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.communicate()
+    assert not proj.zip_of(exp.name).exists()
+    wait_for(lambda: not any(_running(h) for h in helpers), "the helper to end", limit=10)
+    if killed == "push":  # it removed its own segment on the way out
+        wait_for(lambda: not list(tmp.glob(".resutil-segment*")), "the segment to go", limit=10)
+    else:
+        assert list(tmp.glob(".resutil-segment*"))
+    ok("push", exp.name)  # fresh, not aged: the owner is dead, that is enough
+    assert list(tmp.iterdir()) == []
+    assert "ok" in ok("verify", "--remote", exp.name).stderr
+
+
+def test_the_next_command_removes_scratch_whose_owner_is_dead(proj):
+    """Scratch names carry their owner's tag: a dead owner's (on this host) goes at once;
+    a live one's stays; another host's, or an untagged one, only when old."""
+    from resutil.liveness import Owner
+
+    exp = make_exp(proj, "s", when=T0)
+    ok("push", exp.name)
+    shutil.rmtree(exp)
+    tmp = proj.results / ".resutil" / "tmp"
+    tmp.mkdir(parents=True)
+    dead, mine, other = _dead_owner_tag(), Owner.current().tag, "elsewhere.4242.77"
+    gone = [f"pull-{exp.name[:22]}@{dead}@0a1b2c", f".resutil@{dead}@x1y2-{exp.name}.zip",
+            f".resutil-segment@{dead}@k3j4", f"rm-{exp.name[:22]}@{dead}@5d6e",
+            f"pull-old@{other}@aged", ".resutil-segment-aged01"]
+    kept = [f"pull-live@{mine}@0f0f", f".resutil@{mine}@live-x.zip", f"pull-new@{other}@fresh",
+            ".resutil-segment-fresh1", f".resutil@{other}@fresh-y.zip"]
+    for name in gone + kept:
+        if name.startswith((".resutil@", ".resutil-")):
+            (tmp / name).write_bytes(b"x" * 1000)
+        else:
+            (tmp / name).mkdir()
+            (tmp / name / "part.bin").write_bytes(b"x" * 1000)
+    _age([tmp / n for n in gone if "aged" in n], seconds=2 * 86400)
+    ok("pull", exp.name)
+    assert sorted(p.name for p in tmp.iterdir()) == sorted(kept)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, ClassVar, Iterator, Mapping, TypeVar
 
 from ..errors import ConfigError, ResutilError, StorageError, StorageNotFound, StorageUnavailable
+from ..liveness import remove_dead_scratch, scratch_prefix
 from ..progress import NO_PROGRESS, Callback
 
 log = logging.getLogger(__name__)
@@ -318,7 +319,9 @@ class Storage(ABC):
         base = self.settings.scratch_dir
         if base is not None:
             base.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".resutil-", suffix=f"-{name}", dir=base)
+            remove_dead_scratch(base)  # left by killed pushes and pulls on this host
+        # The owner tag in the name tells the next command whether this file's process lives.
+        fd, tmp = tempfile.mkstemp(prefix=scratch_prefix(".resutil"), suffix=f"-{name}", dir=base)
         os.close(fd)
         path = Path(tmp)
         try:
