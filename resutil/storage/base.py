@@ -2,9 +2,9 @@
 
 A backend stores flat files in one level of folders under its root (a local folder, a
 bucket, a Drive or Box folder): ``<folder>/<name>``. Backends implement a handful of
-primitives (``_list``, ``_upload``, ``_download``, ``_delete``, ``_rename``,
-``_create_exclusive``); the public methods here wrap each call with retries and turn SDK
-exceptions into one-line ``StorageError``s through ``_translate``.
+primitives (``_list``, ``_upload``, ``_download``, ``_download_range``, ``_delete``,
+``_rename``, ``_create_exclusive``); the public methods here wrap each call with retries
+and turn SDK exceptions into one-line ``StorageError``s through ``_translate``.
 """
 
 from __future__ import annotations
@@ -141,6 +141,15 @@ class Storage(ABC):
         StorageNotFound if it does not exist. ``checked``: the caller verifies the content
         against its own hash, so a backend may skip a check of its own that costs time."""
 
+    @abstractmethod
+    def _download_range(self, folder: str, name: str, start: int, length: int, out: BinaryIO,
+                        version: str | None = None) -> None:
+        """Write ``length`` bytes of ``folder/name`` from byte ``start`` on to ``out``, with
+        one ranged request (fewer bytes only where the object ends sooner); raise
+        StorageNotFound if it does not exist. ``version`` (from a listing): where the
+        backend can ask for that very version, it does, and raises StorageChanged when the
+        object was replaced since; elsewhere the caller's checks catch a replacement."""
+
     def _after_growing_failed(self, exc: BaseException, target: str) -> None:
         """Raise ``exc`` as the error to report unless it is worth uploading again."""
         if isinstance(exc, Transient):
@@ -229,6 +238,21 @@ class Storage(ABC):
             return sink
 
         return self._call(attempt, "download", f"{folder}/{name}", callback)
+
+    def read_range(self, folder: str, name: str, start: int, length: int,
+                   version: str | None = None) -> bytes:
+        """``length`` bytes of ``folder/name`` from byte ``start`` (fewer only where it ends
+        sooner), in one ranged request; never more: an answer longer than asked (a server
+        or proxy that ignored the range) is refused as soon as it exceeds it."""
+        if length <= 0:
+            return b""
+
+        def attempt() -> bytes:
+            sink = _RangeSink(length, f"{self.describe()}: {folder}/{name}")
+            self._download_range(folder, name, start, length, sink, version)  # type: ignore[arg-type]
+            return bytes(sink.data)
+
+        return self._call(attempt, "read", f"{folder}/{name}")
 
     def delete(self, folder: str, name: str) -> None:
         """Remove ``folder/name``."""
@@ -414,6 +438,28 @@ class GrowingFile:
 
     def __exit__(self, *exc: object) -> None:
         self._f.close()
+
+
+class _RangeSink:
+    """Collects the answer to a ranged request; refuses more bytes than were asked for."""
+
+    def __init__(self, length: int, label: str) -> None:
+        self.data = bytearray()
+        self.length = length
+        self.label = label
+
+    def write(self, data: bytes | memoryview) -> int:
+        if len(self.data) + len(data) > self.length:
+            raise StorageError(f"{self.label}: the storage answered a request for "
+                               f"{self.length} bytes with more (it ignored the byte range)")
+        self.data += data
+        return len(data)
+
+    def tell(self) -> int:
+        return len(self.data)
+
+    def flush(self) -> None:
+        pass
 
 
 def not_found(storage: Storage, folder: str, name: str) -> StorageNotFound:
