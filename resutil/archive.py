@@ -41,8 +41,8 @@ from .packer import (
 )
 from .progress import NO_PROGRESS, Callback
 from .zipstream import (
-    DEFLATED, DESCRIPTOR, InflateError, ZipStreamWriter, crc32, deflate_raw, inflate_raw, inflater,
-    stamp_of,
+    DEFLATED, DESCRIPTOR, InflateError, ZipStreamWriter, crc32, data_offset, deflate_raw,
+    inflate_raw, inflater, stamp_of,
 )
 
 CHUNK = 256 << 10  # larger buffers fall out of the CPU cache: 4 MiB was 3-4x slower here
@@ -69,6 +69,9 @@ class ArchiveInfo:
     hash: str
     # header offset -> compressed size of each member whose sizes follow its data
     described: dict[int, int] = field(default_factory=dict)
+    # [name, data offset, compressed size, size, method, CRC] of every member, in order:
+    # where a reader of one member finds it (see zipread.Member)
+    members: list[list] = field(default_factory=list)
 
 
 class _HashingWriter:
@@ -196,7 +199,9 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
     zw.close()
     writer.flush()
     described = {e[7]: e[5] for e in zw.entries if e[9] & DESCRIPTOR}
-    return ArchiveInfo(man, writer.size, writer.hash.hexdigest(), described)
+    members = [[e[0].decode("utf-8"), data_offset(e), e[5], e[6], e[1], e[4]]
+               for e in zw.entries]
+    return ArchiveInfo(man, writer.size, writer.hash.hexdigest(), described, members)
 
 
 def _add_large(zw: ZipStreamWriter, writer: _HashingWriter, out: BinaryIO, rel: str, path: str,
@@ -592,7 +597,6 @@ def read_meta_head(archive: Path, label: str) -> str | None:
     the rest skips), or None if it has none. At most META_LIMIT bytes are read: a larger
     head (or an unreadable one) raises ArchiveError, so a hostile archive cannot make a
     reader hold gigabytes."""
-    mark = MANIFEST_MARK.encode()
     try:
         with zipfile.ZipFile(archive) as zf:
             try:
@@ -600,26 +604,32 @@ def read_meta_head(archive: Path, label: str) -> str | None:
             except KeyError:
                 return None
             with zf.open(info) as f:
-                data = bytearray()
-                while len(data) <= META_LIMIT:
-                    chunk = f.read(1 << 20)
-                    if not chunk:
-                        break
-                    data += chunk
-                    cut = data.find(mark, max(0, len(data) - len(chunk) - len(mark)))
-                    if cut >= 0:
-                        del data[cut + 1:]
-                        break
-                else:
-                    raise ArchiveError(
-                        f"{label}: its {EXP_FILE} is larger than {META_LIMIT >> 20} MiB before "
-                        "its manifest, more than resutil reads; the archive is damaged or not "
-                        "an experiment"
-                    )
-        return data.decode("utf-8")
+                return meta_head_of(f, label)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error, InflateError,
             NotImplementedError, struct.error) as e:
         raise ArchiveError(f"{label} on the remote is not a readable zip ({e})") from None
+
+
+def meta_head_of(f: BinaryIO, label: str) -> str:
+    """``read_meta_head`` of an open ``resutil-exp.yaml`` member (a zip member or a ranged
+    read of one): its text up to the manifest, at most META_LIMIT bytes of it."""
+    mark = MANIFEST_MARK.encode()
+    data = bytearray()
+    while len(data) <= META_LIMIT:
+        chunk = f.read(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+        cut = data.find(mark, max(0, len(data) - len(chunk) - len(mark)))
+        if cut >= 0:
+            del data[cut + 1:]
+            break
+    else:
+        raise ArchiveError(
+            f"{label}: its {EXP_FILE} is larger than {META_LIMIT >> 20} MiB before its "
+            "manifest, more than resutil reads; the archive is damaged or not an experiment"
+        )
+    return data.decode("utf-8")
 
 
 def hash_mismatch(label: str) -> ArchiveError:

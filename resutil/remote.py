@@ -6,6 +6,11 @@
 The sidecar folder sits beside the project folder, not in it, so a 0.1.x client listing
 ``<project>/`` sees no extra entries. Archives without a sidecar (pushed by 0.1.x) are
 read by fetching their metadata once and caching it.
+
+One file of an archive is read without the rest (``open_member``): the sidecar records
+where every member lies (``archive.members``), so a read costs one ranged request;
+without that (0.1.x, or a sidecar not paired with the archive listed) the archive's
+central directory is read from its end, once per archive version.
 """
 
 from __future__ import annotations
@@ -19,13 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import write_atomic
-from .archive import DEFAULT_DEFLATE_LIMIT, ArchiveInfo, build_archive, read_meta_head
-from .errors import ExperimentError, ExperimentNotFound, StorageNotFound
+from .archive import DEFAULT_DEFLATE_LIMIT, ArchiveInfo, build_archive, meta_head_of
+from .errors import ArchiveError, ExperimentError, ExperimentNotFound, StorageNotFound
+from .hashing import HASH_ALGORITHM
 from .liveness import this_host
-from .metadata import ExpMeta, Manifest, parse_meta, read_meta, write_meta
+from .metadata import EXP_FILE, ExpMeta, Manifest, parse_meta, read_meta, write_meta
 from .naming import IDENTITY_LEN, parse_name
 from .progress import NO_PROGRESS, Callback
 from .storage.base import ObjectInfo, Storage
+from .zipread import Member, MemberReader, read_central_directory
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +89,17 @@ def _ignored(exp: RemoteExperiment, why: str) -> None:
         log.warning("ignoring the sidecar of %s on the remote: it %s; reading its archive "
                     "instead", exp.name, why)
     return None
+
+
+@dataclass(frozen=True)
+class MemberIndex:
+    """Where the members of one archive lie (name -> Member), the content hash recorded
+    for each file (name -> hash; empty when none is), and where the index came from:
+    "sidecar" or "directory" (the archive's central directory)."""
+
+    members: dict[str, Member]
+    digests: dict[str, str]
+    source: str
 
 
 @dataclass(frozen=True)
@@ -227,11 +245,77 @@ class Remote:
         return self.meta(exp).run_id
 
     def _meta_from_archive(self, exp: RemoteExperiment) -> ExpMeta:
-        with self.storage.fetched(self.archive_folder, exp.archive.name) as path:
-            text = read_meta_head(path, exp.archive.name)  # size-capped: untrusted
-        if text is None:
+        """The metadata of an archive without a usable sidecar: its metadata member alone,
+        found through the central directory (ranged reads; size-capped: untrusted)."""
+        index = self.member_index(exp, sidecar=False)
+        if EXP_FILE not in index.members:
             return ExpMeta(name=exp.name)
+        reader = self.open_member(exp, EXP_FILE, index)
+        try:
+            text = meta_head_of(reader, exp.archive.name)  # type: ignore[arg-type]
+        except UnicodeDecodeError as e:
+            raise ArchiveError(f"{exp.archive.name}: its {EXP_FILE} is not UTF-8 ({e})") from None
         return parse_meta(text, with_manifest=False)
+
+    # -- single members -------------------------------------------------------------------
+    def member_index(self, exp: RemoteExperiment, sidecar: bool = True) -> MemberIndex:
+        """Where every member of the archive lies: from its sidecar when that is paired with
+        the archive listed and records it (no request once the sidecar is cached), else
+        from the archive's central directory (cached per archive version)."""
+        side = self.paired(exp) if sidecar else None
+        digests: dict[str, str] = {}
+        if side is not None:
+            manifest = side["meta"].get("manifest") or {}
+            files = manifest.get("files")
+            if manifest.get("algorithm", HASH_ALGORITHM) == HASH_ALGORITHM and isinstance(files, dict):
+                digests = {p: v[1] for p, v in files.items()
+                           if isinstance(v, list) and len(v) == 2 and isinstance(v[1], str)}
+            rows = side["archive"].get("members")
+            if rows is not None:
+                try:
+                    members = [Member.from_row(r) for r in rows]
+                except (ValueError, TypeError) as e:
+                    log.warning("ignoring the member index in the sidecar of %s: %s", exp.name, e)
+                else:
+                    return MemberIndex({m.name: m for m in members}, digests, "sidecar")
+        return MemberIndex({m.name: m for m in self._directory(exp)}, digests, "directory")
+
+    def _directory(self, exp: RemoteExperiment) -> list[Member]:
+        """The archive's central directory, read from its end (ranged requests), cached
+        under its version (an archive's content never changes under one version)."""
+        version = exp.archive.version
+        key = f"{exp.identity}-members-{_key_part(version)}.json" if version else None
+        cached = self._cache_read(key) if key else None
+        if cached is not None:
+            try:
+                return [Member.from_row(r) for r in cached["members"]]
+            except (ValueError, TypeError, KeyError):
+                pass  # a damaged cache entry: read the archive again
+        members = read_central_directory(self._fetcher(exp), exp.archive.size,
+                                         f"{exp.archive.name} on the remote")
+        if key:
+            self._cache_write(key, {"members": [m.row() for m in members]})
+        return members
+
+    def _fetcher(self, exp: RemoteExperiment):
+        """Ranged reads of the archive the listing shows (that version, where the storage
+        can ask for one)."""
+        def fetch(start: int, length: int) -> bytes:
+            return self.storage.read_range(self.archive_folder, exp.archive.name, start,
+                                           length, exp.archive.version)
+        return fetch
+
+    def open_member(self, exp: RemoteExperiment, name: str, index: MemberIndex | None = None
+                    ) -> MemberReader:
+        """A reader of one member of the archive (ranged reads as it is read; its size, CRC
+        and recorded hash checked before its end is handed out). ExperimentNotFound when the
+        archive has no such member."""
+        index = index or self.member_index(exp)
+        member = index.members.get(name)
+        if member is None:
+            raise ExperimentNotFound(f"{exp.name} on the remote has no file '{name}'")
+        return MemberReader(self._fetcher(exp), member, exp.archive.size,
+                            f"{exp.archive.name} on the remote", index.digests.get(name))
 
     def expected_hash(self, exp: RemoteExperiment) -> str | None:
         return self._archive_facts(exp).get("hash")
@@ -336,6 +420,9 @@ class Remote:
         }
         if len(info.manifest.files) <= SIDECAR_FILES:  # so `diff` compares without a download
             head["manifest"]["files"] = {p: list(v) for p, v in sorted(info.manifest.files.items())}
+        # Where each member lies, so one file is read with one ranged request (larger
+        # archives are read through their central directory).
+        members = info.members if len(info.members) <= SIDECAR_FILES + 1 else None
         data = {
             "format": SIDECAR_FORMAT,
             "name": archive_name[: -len(ARCHIVE_SUFFIX)],
@@ -345,6 +432,8 @@ class Remote:
                         "described": sorted(info.described.items())},
             "meta": head,
         }
+        if members:
+            data["archive"]["members"] = members
         self._write_sidecar_data(meta.name[:IDENTITY_LEN], data)
 
     def _write_sidecar_data(self, identity: str, data: dict[str, Any]) -> None:
