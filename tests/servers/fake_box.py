@@ -16,8 +16,9 @@ Fault injection for tests: ``fail_next`` (answer the next N matching requests wi
 ``drop_next`` (cut the connection mid-request/mid-response), ``lose_next`` (carry out the
 request, then cut the connection instead of answering), ``corrupt_next`` (flip a byte of the
 next downloads of a file on the way: the stored file and its SHA-1 stay intact), ``expire_tokens``,
-``commit_202_once``, ``listing_lag`` (folder listings briefly miss items) and ``read_only``
-(folders where the service account is only a Viewer, so writes get 403).
+``commit_202_once``, ``listing_lag`` (folder listings briefly miss items), ``read_only``
+(folders where the service account is only a Viewer, so writes get 403) and
+``ignore_ranges`` (downloads answered whole, as by a proxy that drops ``Range``).
 """
 
 from __future__ import annotations
@@ -126,6 +127,7 @@ class FakeBox:
         self.drops: list[dict] = []
         self.losses: list[dict] = []
         self.corruptions: dict[str, int] = {}  # file name -> downloads left to damage
+        self.ignore_ranges = False  # answer ranged downloads whole (a proxy that drops Range)
         self.commit_202_once = False
         self.lag = 0  # next N folder listings return no entries
         self.log: list[tuple[str, str]] = []  # (method, path) of every request
@@ -214,6 +216,7 @@ class FakeBox:
         self.drops.clear()
         self.losses.clear()
         self.corruptions.clear()
+        self.ignore_ranges = False
         self.commit_202_once = False
         self.lag = 0
 
@@ -612,7 +615,7 @@ class _Handler(BaseHTTPRequestHandler):
             damaged = bytearray(data)
             damaged[len(data) // 2] ^= 0xFF
             data = bytes(damaged)
-        return _ranged(self.headers.get("Range"), data)
+        return _ranged(None if self.box.ignore_ranges else self.headers.get("Range"), data)
 
     # -- simple uploads -------------------------------------------------------------------
     def _upload_parts(self) -> tuple[dict, bytes]:
