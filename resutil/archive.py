@@ -450,9 +450,11 @@ def extract_archive(archive: Path, dest: Path, callback: Callback = NO_PROGRESS)
         need = sum(-(-i.file_size // block) * block for i in members)
         if need > free:
             raise _space_error(label, need, free)
+        top = root.rstrip(os.sep)
         for d in sorted({os.path.dirname(targets[i.filename]) for i in members} |
                         {targets[i.filename] for i in zf.infolist() if i.is_dir()}):
-            os.makedirs(d, exist_ok=True)
+            if d.rstrip(os.sep) != top:  # (dest itself exists)
+                os.makedirs(d, exist_ok=True)
         callback.set_total(sum(i.file_size for i in members))
         fd = raw.fileno()
         size = os.fstat(fd).st_size
@@ -463,11 +465,15 @@ def extract_archive(archive: Path, dest: Path, callback: Callback = NO_PROGRESS)
             return _extract_batch(fd, size, batch, targets, label)
 
         written = 0
-        with ThreadPoolExecutor(2) as pool:
-            batches = [small[k:k + 256] for k in range(0, len(small), 256)]
-            for n in pool.map(work, batches):
-                written += n
-                callback.advance(n)
+        batches = [small[k:k + 256] for k in range(0, len(small), 256)]
+        if len(batches) == 1:  # (threads would cost more than they save)
+            written = work(batches[0])
+            callback.advance(written)
+        elif batches:
+            with ThreadPoolExecutor(2) as pool:
+                for n in pool.map(work, batches):
+                    written += n
+                    callback.advance(n)
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         for info in large:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -125,6 +126,8 @@ class Remote:
         self.meta_folder = f"{project}.resutil"
         self.cache_dir = cache_dir
         self._listing: dict[str, RemoteExperiment] | None = None
+        self._listing_lock = threading.Lock()
+        self._sidecars: dict[str, dict[str, Any]] = {}  # cache key -> sidecar, this process
 
     def describe(self) -> str:
         return f"{self.storage.describe()}/{self.project}"
@@ -186,7 +189,11 @@ class Remote:
             return None
         version = exp.sidecar.version
         key = f"{exp.identity}-side-{_key_part(version)}.json" if version else None
+        if key is not None and key in self._sidecars:
+            return self._sidecars[key]
         cached = self._cache_read(key) if key else None
+        if cached is not None and key is not None:
+            self._remember(key, cached)
         if cached is not None or not fetch:
             return cached
         if exp.sidecar.size > MAX_SIDECAR_SIZE:
@@ -202,7 +209,15 @@ class Remote:
             return _ignored(exp, problem)
         if key:
             self._cache_write(key, data)
+            self._remember(key, data)
         return data
+
+    def _remember(self, key: str, data: dict[str, Any]) -> None:
+        """Keep a sidecar read in this process for the next question about it (a push or
+        pull of many asks several times)."""
+        if len(self._sidecars) >= 10_000:
+            self._sidecars.clear()
+        self._sidecars[key] = data
 
     def paired(self, exp: RemoteExperiment) -> dict[str, Any] | None:
         """The sidecar when it was written for the archive the listing shows, else None.
@@ -381,7 +396,7 @@ class Remote:
 
         def finish(manifest: Manifest) -> bytes:
             meta.manifest = manifest
-            return write_meta(folder, meta)
+            return write_meta(folder, meta, unless_same=True)
 
         archive_name = name + ARCHIVE_SUFFIX
         # Progress counts bytes once: while archiving when that writes to the storage
@@ -396,11 +411,12 @@ class Remote:
         stored = staged.stored
         log.info("stored %s (%d bytes, version %s)", archive_name, info.size,
                  stored.version if stored else "unknown")
-        self.write_sidecar(meta, info, archive_name, stored.version if stored else None)
-        self._listing = None
+        side = self.write_sidecar(meta, info, archive_name, stored.version if stored else None)
+        self._listed(name, stored, side, replaces)
         if stored is not None and stored.version is not None:
             now = self.storage.stat(self.archive_folder, archive_name)
             if now is None or now.version != stored.version:
+                self._listing = None
                 raise ExperimentError(
                     f"{name} was pushed by another process at the same time, so the remote "
                     f"copy may be that one; run 'resutil push {name}' again"
@@ -409,8 +425,31 @@ class Remote:
             self.storage.delete(self.archive_folder, replaces.archive.name)
         return info
 
+    def _listed(self, name: str, archive: ObjectInfo | None, sidecar: ObjectInfo | None,
+                replaces: RemoteExperiment | None) -> None:
+        """Keep the cached listing current after a push: the stored objects replace what it
+        showed of this identity (a push of many experiments lists the remote once, not
+        once per experiment). Unknown to the listing when the storage does not say what it
+        stored: then the next question lists again."""
+        with self._listing_lock:
+            listing = self._listing
+            if listing is None:
+                return
+            if archive is None or sidecar is None:
+                self._listing = None
+                return
+            parsed = parse_name(name)
+            assert parsed is not None
+            updated = dict(listing)  # a new dict: readers may be iterating the old one
+            if replaces is not None:
+                updated.pop(replaces.identity, None)
+            updated[parsed.identity] = RemoteExperiment(name, archive, sidecar)
+            self._listing = updated
+
     def write_sidecar(self, meta: ExpMeta, info: ArchiveInfo, archive_name: str,
-                      version: str | None = None) -> None:
+                      version: str | None = None) -> ObjectInfo | None:
+        """Store the sidecar of an archive just stored; returns what was stored when the
+        storage says it."""
         head = meta.head_dict()
         head["manifest"] = {
             "algorithm": info.manifest.algorithm,
@@ -434,11 +473,12 @@ class Remote:
         }
         if members:
             data["archive"]["members"] = members
-        self._write_sidecar_data(meta.name[:IDENTITY_LEN], data)
+        return self._write_sidecar_data(meta.name[:IDENTITY_LEN], data)
 
-    def _write_sidecar_data(self, identity: str, data: dict[str, Any]) -> None:
-        blob = json.dumps(data, ensure_ascii=False, indent=1, default=str).encode("utf-8")
-        self.storage.write_bytes(self.meta_folder, identity + SIDECAR_SUFFIX, blob)
+    def _write_sidecar_data(self, identity: str, data: dict[str, Any]) -> ObjectInfo | None:
+        # One line: with an indent, json encodes in Python (~10x slower than without).
+        blob = json.dumps(data, ensure_ascii=False, default=str).encode("utf-8")
+        return self.storage.write_bytes(self.meta_folder, identity + SIDECAR_SUFFIX, blob)
 
     def delete(self, exp: RemoteExperiment) -> None:
         """Remove an experiment's archive, then its sidecar. The identity's claim stays, so
@@ -454,6 +494,7 @@ class Remote:
         renamed = self.storage.rename(self.archive_folder, exp.archive.name,
                                       new_name + ARCHIVE_SUFFIX)
         if side is not None:
+            side = json.loads(json.dumps(side, default=str))  # (the read one is shared)
             if renamed is None:
                 renamed = self.storage.stat(self.archive_folder, new_name + ARCHIVE_SUFFIX)
             side["name"] = new_name

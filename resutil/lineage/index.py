@@ -14,7 +14,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ..atomic import write_atomic
 from ..naming import IDENTITY_LEN
@@ -56,6 +56,15 @@ def unreadable(records: dict[str, Record], skip: set[str] | frozenset[str] = fro
     """One message per experiment whose metadata could not be used (identities in ``skip``
     left out): what front ends show as warnings."""
     return [r.problem for i, r in sorted(records.items()) if r.problem and i not in skip]
+
+
+def dependents(records: dict[str, Record], identity: str, exclude: Iterable[str] = ()
+               ) -> list[str]:
+    """Names of the experiments among ``records`` (by identity, ``exclude`` left out) that
+    list ``identity`` as an upstream dependency."""
+    skip = set(exclude)
+    return sorted(rec.name for rec in records.values() if rec.identity not in skip
+                  and any(d.identity == identity for d in rec.meta.dependencies))
 
 
 def collect(project: Project, remote: bool = True) -> dict[str, Record]:

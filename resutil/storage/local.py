@@ -22,6 +22,7 @@ PART_MARK = ".part-"
 # A part file of another host's push, untouched this long, was left by a killed push
 # (this host's are removed as soon as their writer is dead).
 STALE_PART_AGE = 3600.0
+CLEAN_EVERY = 60.0  # seconds between two searches of one folder for such part files
 
 
 def _version(st: os.stat_result) -> str:
@@ -44,6 +45,7 @@ class LocalStorage(Storage):
     def __init__(self, settings: StorageSettings) -> None:
         super().__init__(settings)
         self.root = settings.path("path")  # type: ignore[assignment]
+        self._cleaned: dict[str, float] = {}  # folder -> when its part files were cleaned
 
     def describe(self) -> str:
         return str(self.root)
@@ -104,7 +106,10 @@ class LocalStorage(Storage):
             d.mkdir(exist_ok=True)
         except OSError as e:
             raise self._os_error(e, "write", folder) from None
-        _remove_stale_parts(d)
+        now = time.monotonic()
+        if now - self._cleaned.get(folder, -STALE_PART_AGE) > CLEAN_EVERY:
+            self._cleaned[folder] = now  # (a scan of the folder: not before every write)
+            _remove_stale_parts(d)
         return d, d / f".{name}{PART_MARK}{Owner.current().tag}-{uuid.uuid4().hex[:8]}"
 
     def _create_exclusive(self, folder: str, name: str, data: bytes) -> bool:
