@@ -42,7 +42,7 @@ from .packer import (
 from .progress import NO_PROGRESS, Callback
 from .zipstream import (
     DEFLATED, DESCRIPTOR, InflateError, ZipStreamWriter, crc32, data_offset, deflate_raw,
-    inflate_raw, inflater, stamp_of,
+    inflater, stamp_of,
 )
 
 CHUNK = 256 << 10  # larger buffers fall out of the CPU cache: 4 MiB was 3-4x slower here

@@ -18,6 +18,8 @@ from .naming import IDENTITY_LEN
 from .storage import BACKENDS
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+# experiments.LIST_STATUSES, spelt out: importing that module costs 40 ms per Tab press.
+LIST_STATUSES = ("running", "finished", "failed", "interrupted", "dead", "broken")
 
 
 class ResutilGroup(click.Group):
@@ -41,13 +43,33 @@ def _project():
 
 
 def complete_experiments(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
-    """Shell completion over local experiment names (and cached remote ones)."""
+    """Shell completion over experiment names: local ones and those the last listing of the
+    remote found (the storage is never contacted). ``pull`` offers those not here, ``push``
+    the local ones. For bash, spaces and other special characters come escaped."""
+    import os
+    import re
+
     try:
+        from .remote import cached_names
+
         project = _project()
-        names = set(project.workspace.names().values())
+        local = project.workspace.names()
+        remote = {n[:IDENTITY_LEN]: n for n in cached_names(project.remote_cache_dir)}
     except Exception:  # noqa: BLE001 - completion must never fail loudly
         return []
-    return sorted(n for n in names if n.startswith(incomplete))
+    command = ctx.command.name
+    if command == "pull":
+        names = [n for i, n in remote.items() if i not in local]
+    elif command == "push":
+        names = list(local.values())
+    else:
+        names = list({**remote, **local}.values())
+    found = sorted(n for n in names if n.startswith(incomplete))
+    if os.environ.get("_RESUTIL_COMPLETE", "").startswith("bash"):
+        # bash inserts a completion as it is (zsh and fish quote it themselves): escape
+        # with a backslash, doubled for the `read` in click's bash script that halves it
+        found = [re.sub(r"([^\w@%+=:,./-])", r"\\\\\1", n) for n in found]
+    return found
 
 
 EXP = {"shell_complete": complete_experiments, "metavar": "EXP"}
@@ -84,16 +106,38 @@ def cli(verbose: int) -> None:
 def init(yes: bool, **opts: Any) -> None:
     """Create resutil-conf.yaml here, after checking the storage is reachable and writable.
 
+    At a terminal each answer is checked as it is given (and asked again when it cannot be
+    used). RESUTIL_STORAGE_TYPE, RESUTIL_GCS_BUCKET_NAME and RESUTIL_GCS_KEY_FILE_PATH
+    answer what no flag did. A local storage folder that does not exist is created (at a
+    terminal, after asking).
+
     Example: resutil init --project MyProj --results-dir results --storage local --path /mnt/nas/resutil --yes
     """
-    from .initialize import InitOptions, plan_init, write_config
+    import os
+
+    from .initialize import InitOptions, env_answers, plan_init, write_config
 
     here = Path.cwd()
     answers = InitOptions(**opts)
+    for field, var in env_answers(answers, os.environ).items():
+        ui.info(f"{field.replace('_', ' ')}: {ui.esc(getattr(answers, field))} (from {var})")
     ask = not yes and ui.interactive()
-    if ask:
-        _ask_init(answers, here)
-    plan = plan_init(answers, here)
+    given = {k for k, v in vars(answers).items() if v not in (None, "")}
+    if ask and not _ask_init(answers, here, given):
+        return
+    while True:
+        try:
+            plan = plan_init(answers, here)
+            break
+        except ResutilError as e:
+            if not ask or not _storage_asked(answers, given):
+                raise
+            ui.error(str(e))  # e.g. the bucket is not there: ask the storage part again
+            if not ui.confirm("Change the storage settings?", default=True):
+                raise SystemExit(1) from None
+            _ask_init(answers, here, given, again=True)
+    if plan.created is not None:
+        ui.info(f"Created the storage folder {ui.esc(plan.created)} (it did not exist)")
     if ask and answers.gitignore is None:
         plan.gitignore = ui.confirm(f"Add a .gitignore to {plan.data['results_dir']}?",
                                     default=True)
@@ -103,58 +147,112 @@ def init(yes: bool, **opts: Any) -> None:
     ui.info(f"[green]Initialized[/green] {ui.esc(write_config(plan))}")
 
 
-def _ask_init(answers: Any, here: Path) -> None:
-    """Ask on a terminal what the flags left open (init's library takes the defaults for
-    the rest)."""
+_STORAGE_FIELDS = ("path", "key_file", "bucket", "folder_id")
+
+
+def _storage_asked(answers: Any, given: set[str]) -> bool:
+    """Whether a person answered the storage settings (so may answer them again)."""
+    return any(f not in given for f in ("storage_type", *_STORAGE_FIELDS))
+
+
+def _ask_init(answers: Any, here: Path, given: set[str], again: bool = False) -> bool:
+    """Ask on a terminal what the flags left open, each answer checked as it is given;
+    ``again``: the storage settings once more, the last answers as defaults. False when
+    the person chose not to overwrite an existing config."""
     from .config import CONFIG_FILE_NAME
-    from .initialize import questions
+    from .initialize import check_answer, questions
 
     target = here / CONFIG_FILE_NAME
-    if target.exists() and not answers.force:
+    if not again and target.exists() and not answers.force:
         if not ui.confirm(f"{target} exists. Overwrite it?", default=False):
-            return  # plan_init refuses, saying how to overwrite it
+            ui.info("Nothing was changed.")
+            return False
         answers.force = True
+    previous = {}
+    if again:
+        for f in ("storage_type", *_STORAGE_FIELDS):
+            if f not in given:
+                previous[f] = getattr(answers, f)
+                setattr(answers, f, None)
     asked: set[str] = set()
     # A storage type's own questions appear once it is answered: ask until none is new.
     while todo := [q for q in questions(answers, here) if q.field not in asked]:
         for q in todo:
             asked.add(q.field)
-            if not getattr(answers, q.field):
-                setattr(answers, q.field, ui.ask(q.prompt, q.default))
+            if getattr(answers, q.field):
+                continue
+            while True:
+                value = ui.ask(q.prompt, previous.get(q.field) or q.default).strip()
+                check = check_answer(q.field, value, answers, here)
+                if check.missing_folder is not None:
+                    if ui.confirm(f"{check.missing_folder} does not exist (a NAS not "
+                                  "mounted?). Create it?", default=False):
+                        break
+                    continue
+                if check.problem is None:
+                    break
+                ui.error(check.problem)
+            setattr(answers, q.field, value)
+    return True
 
 
 # -- list ---------------------------------------------------------------------------------------
+def _since(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    from .experiments import parse_since
+
+    try:
+        return parse_since(value) if value else None
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _pattern(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    import re
+
+    try:
+        return re.compile(value).pattern if value is not None else None
+    except re.error as e:
+        raise click.BadParameter(f"'{value}' is not a regular expression ({e})") from None
+
+
 @cli.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: name, identity, comment, date, local, remote, status, "
+                   "liveness, commit.")
 @click.option("--local", "local_only", is_flag=True, help="Do not contact the remote.")
-def list_(as_json: bool, local_only: bool) -> None:
+@click.option("--status", "statuses", multiple=True, metavar="STATUS",
+              type=click.Choice(LIST_STATUSES),
+              help="Only experiments with this status (repeatable): "
+                   + ", ".join(LIST_STATUSES) + ".")
+@click.option("--grep", "pattern", metavar="PATTERN", callback=_pattern,
+              help="Only experiments whose comment matches PATTERN (a regular expression, "
+                   "any case).")
+@click.option("--since", callback=_since, metavar="WHEN",
+              help="Only experiments started since WHEN: 2024-07-06, 2024-07-06T09:30, "
+                   "today, yesterday, or an age like 12h, 3d, 2w.")
+def list_(as_json: bool, local_only: bool, statuses: tuple[str, ...], pattern: str | None,
+          since: Any) -> None:
     """List experiments, local and remote, with their status.
 
     A local run left 'running' by a process that is gone (killed, crashed, rebooted) shows
     as 'dead' ('resutil push' pushes it as interrupted); 'running?' means it cannot be told
-    from here (another host's run, or one recorded without its process).
+    from here (another host's run, or one recorded without its process). When the storage
+    cannot be reached, the local experiments are listed with a warning ('?' under Remote).
 
-    Example: resutil list --json
+    Example: resutil list --status failed --grep baseline --since 3d
     """
-    from .experiments import experiment_rows
+    from .experiments import ListFilter, list_experiments, shown_status
 
-    rows, warnings = experiment_rows(_project(), remote=not local_only)
-    for warning in warnings:
+    listing = list_experiments(_project(), remote=not local_only,
+                               where=ListFilter(statuses, pattern, since), details=as_json)
+    for warning in listing.warnings:
         ui.warn(warning)
     if as_json:
-        click.echo(json.dumps(rows, indent=1))
+        click.echo(json.dumps(listing.rows, indent=1))
         return
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
-    for col in ("Remote", "Local", "Status", "Experiment"):
-        table.add_column(col)
-    for r in rows:
-        status = {"dead": "dead", "unknown": "running?"}.get(r["liveness"], r["status"] or "")
-        table.add_row("✓" if r["remote"] else "", "✓" if r["local"] else "", status, ui.esc(r["name"]))
-    from rich.console import Console
-
-    Console(highlight=False).print(table)
+    rows = [("?" if r["remote"] is None else "✓" if r["remote"] else "",
+             "✓" if r["local"] else "", shown_status(r), r["name"]) for r in listing.rows]
+    ui.table(("Remote", "Local", "Status", "Experiment"), rows)
 
 
 # -- push / pull --------------------------------------------------------------------------------
@@ -169,8 +267,7 @@ def _sync_options(f):
 def _do_sync(direction: str, experiments, all_, no_dependency, dry_run, jobs, force=False) -> None:
     from . import sync
 
-    if not experiments and not all_:
-        raise click.UsageError(f"name experiments to {direction}, or use -A for all")
+    all_ = all_ or not experiments  # no names: all, as in resutil 0.1.x and 0.2.x
     project = _project()
     plan_fn = sync.plan_push if direction == "push" else sync.plan_pull
     plan = plan_fn(project, list(experiments), all_, not no_dependency)
@@ -193,11 +290,7 @@ def _do_sync(direction: str, experiments, all_, no_dependency, dry_run, jobs, fo
             return sync.push(*args, force=force)
     else:
         run = sync.pull
-    progress = ui.RichProgress() if ui.console.is_terminal else ui.QuietMessages()
-    if isinstance(progress, ui.RichProgress):
-        with progress:
-            result = run(project, plan, jobs, progress)
-    else:
+    with ui.transfers() as progress:
         result = run(project, plan, jobs, progress)
     done = "Pushed" if direction == "push" else "Pulled"
     for old, new in result.moved:
@@ -224,7 +317,8 @@ def _do_sync(direction: str, experiments, all_, no_dependency, dry_run, jobs, fo
                    "ended (see 'resutil verify'); the old remote copy stays until the new one "
                    "is complete.")
 def push(experiments, all_, no_dependency, dry_run, jobs, force) -> None:
-    """Upload experiments, with the upstream experiments the remote lacks.
+    """Upload experiments, with the upstream experiments the remote lacks (no names: every
+    local experiment the remote lacks or holds in an older state, as -A).
 
     An unchanged experiment is up to date and moves nothing. A run whose identity another
     run holds on the remote moves to the next free identity.
@@ -237,27 +331,65 @@ def push(experiments, all_, no_dependency, dry_run, jobs, force) -> None:
 @cli.command()
 @_sync_options
 def pull(experiments, all_, no_dependency, dry_run, jobs) -> None:
-    """Download experiments, with the upstream experiments missing locally.
+    """Download experiments, with the upstream experiments missing locally (no names: every
+    remote experiment not here, as -A).
 
-    Example: resutil pull aapiyl
+    Example: resutil pull baseline
     """
     _do_sync("pull", experiments, all_, no_dependency, dry_run, jobs)
 
 
 # -- add / rm / comment -------------------------------------------------------------------------
-@cli.command()
+class _GreedyDependencies(click.Command):
+    """``-d A B C`` takes every name up to the next option, as resutil 0.1.x's ``add -d``
+    (argparse nargs="+") did; ``-d A -d B`` works too."""
+
+    FLAGS = ("-d", "--dependency")
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        out: list[str] = []
+        taking = False
+        for i, arg in enumerate(args):
+            if arg == "--":
+                out += args[i:]
+                break
+            if arg in self.FLAGS:
+                taking = True
+                out.append(arg)
+                continue
+            if arg.startswith("--dependency=") or (arg.startswith("-d") and arg[1] != "-"):
+                taking = True  # -dA / --dependency=A: the names after it are taken too
+                out.append(arg)
+                continue
+            if arg.startswith("-") and arg != "-":
+                taking = False
+            elif taking and out and out[-1] not in self.FLAGS:
+                out.append("-d")
+            out.append(arg)
+        return super().parse_args(ctx, out)
+
+
+@cli.command(cls=_GreedyDependencies)
 @click.argument("comment", required=False, default="")
-@click.option("-d", "--dependency", "deps", multiple=True, help="An upstream experiment (repeatable).",
+@click.option("-d", "--dependency", "deps", multiple=True, metavar="EXP...",
+              help="Upstream experiments: -d A B C (or -d A -d B).",
               shell_complete=complete_experiments)
 def add(comment: str, deps: tuple[str, ...]) -> None:
     """Make an experiment by hand (e.g. for input data), optionally with upstream experiments.
 
-    Example: resutil add raw-data -d aapiyl
+    Copy files into the folder it prints, then push it.
+
+    Example: resutil add raw-data -d aapiyl aanohv
     """
     from .experiments import add_experiment
 
+    import shlex
+
     folder = add_experiment(_project(), comment, list(deps))
-    ui.info(f"Created {ui.esc(folder)}")
+    rel = ui.relative(folder)
+    ui.info(f"Created {ui.esc(rel)}\nCopy files into it (e.g. cp data.csv "
+            f"{ui.esc(shlex.quote(rel + '/'))}), "
+            f"then: resutil push {ui.esc(shlex.quote(folder.name))}")
     click.echo(str(folder))
 
 
@@ -265,21 +397,47 @@ def add(comment: str, deps: tuple[str, ...]) -> None:
 @click.argument("experiments", nargs=-1, required=True, **EXP)
 @click.option("-l", "--local", "local_only", is_flag=True, help="Remove only the local folder.")
 @click.option("-r", "--remote", "remote_only", is_flag=True, help="Remove only the remote archive.")
+@click.option("-y", "--yes", is_flag=True,
+              help="Do not ask before removing from the team's storage or removing the only "
+                   "copy (without a terminal, rm refuses those unless --yes).")
 @click.option("--force", is_flag=True,
-              help="Remove even if other experiments depend on it or it is still running here.")
-def rm(experiments, local_only, remote_only, force) -> None:
-    """Remove experiments locally and on the remote (refuses if others depend on them, or
-    if a run on this host is still writing one).
+              help="Remove even if other experiments depend on it or it is still running "
+                   "here (implies --yes).")
+def rm(experiments, local_only, remote_only, yes, force) -> None:
+    """Remove experiments locally and on the remote.
+
+    Refuses if others depend on them (unless the remote keeps a local one removed with
+    -l), or if a run on this host is still writing one. Asks first at a terminal before it
+    removes anything from the team's storage, or the only copy of an experiment.
 
     Example: resutil rm -l aapiyl
     """
-    from .experiments import remove_experiments
+    from .errors import NotConfirmed
+    from .experiments import plan_removal, remove
 
-    removal = remove_experiments(_project(), list(experiments), local_only, remote_only, force)
-    for warning in removal.warnings:
+    project = _project()
+    plan = plan_removal(project, list(experiments), local_only, remote_only, force)
+    for warning in plan.warnings:
         ui.warn(warning)
-    for name, did in removal.removed:
+    asked = plan.needs_yes
+    if asked and not (yes or force):
+        first = asked[0]
+        what = ("from the team's storage" if first.remote is not None
+                else "its only copy (never pushed, or changed since)")
+        more = f" and {len(asked) - 1} more" if len(asked) > 1 else ""
+        if not ui.interactive():
+            raise NotConfirmed(f"rm would remove {first.name} {what}{more}; nothing was "
+                               "removed - run it at a terminal to confirm, or add --yes")
+        for item in asked:
+            lost = ("the only copy" if item.kept is None
+                    else f"stays {item.kept}")
+            ui.info(f"  {ui.esc(item.name)}: {' and '.join(item.where)} ({lost})")
+        if not ui.confirm(f"Remove {'these' if len(asked) > 1 else 'it'}?", default=False):
+            ui.info("Nothing was removed.")
+            return
+    for name, did in remove(project, plan).removed:
         ui.info(f"Removed {ui.esc(name)} ({' and '.join(did)})")
+
 
 @cli.command()
 @click.argument("experiment", **EXP)
@@ -303,14 +461,15 @@ def comment(experiment: str, new_comment: str, force: bool) -> None:
 @cli.command()
 @click.argument("experiment", **EXP)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def show(experiment: str, as_json: bool) -> None:
+@click.option("--files", is_flag=True, help="Also list its files, with their sizes.")
+def show(experiment: str, as_json: bool, files: bool) -> None:
     """Show an experiment's metadata: status, code, arguments, upstream experiments, files.
 
-    Example: resutil show aapiyl
+    Example: resutil show baseline --files
     """
     from .experiments import describe_experiment
 
-    info = describe_experiment(_project(), experiment)
+    info = describe_experiment(_project(), experiment, files=files)
     for warning in info.pop("warnings"):
         ui.warn(warning)
     if as_json:
@@ -326,17 +485,43 @@ def show(experiment: str, as_json: bool) -> None:
 def verify(experiments, local_only, remote_only) -> None:
     """Check local files against their manifest and remote archives against their hash.
 
+    Without names: every local experiment and every remote archive (each downloaded), then
+    a line saying what was checked.
+
     Example: resutil verify aapiyl
     """
     from .experiments import verify_many
 
+    project = _project()
     bad = 0
-    for name, where, problems, note in verify_many(_project(), list(experiments), local_only, remote_only):
-        if problems:
-            bad += 1
-            ui.error(f"{name} ({where}): " + "; ".join(problems[:5]) + (" ..." if len(problems) > 5 else ""))
-        else:
-            ui.info(f"[green]ok[/green] {ui.esc(name)} ({where})" + (f" - {ui.esc(note)}" if note else ""))
+    checked = {"local": 0, "remote": 0}
+    with ui.transfers() as progress:
+        for name, where, problems, note in verify_many(project, list(experiments), local_only,
+                                                       remote_only, progress):
+            checked[where] += 1
+            if problems:
+                bad += 1
+                ui.error(f"{name} ({where}): " + "; ".join(problems[:5])
+                         + (" ..." if len(problems) > 5 else ""))
+            else:
+                ui.info(f"[green]ok[/green] {ui.esc(name)} ({where})"
+                        + (f" - {ui.esc(note)}" if note else ""))
+    if experiments:  # each named one has its line
+        if bad:
+            raise SystemExit(1)
+        return
+    parts = []
+    if not remote_only:
+        n = checked["local"]
+        parts.append(f"{n} local folder{'s' * (n != 1)} in {ui.relative(project.workspace.root)}")
+    if not local_only and not project.no_remote:
+        n = checked["remote"]
+        parts.append(f"{n} remote archive{'s' * (n != 1)} on {project.remote.describe()}")
+    if not any(checked.values()):
+        ui.info(f"Nothing to check: {ui.esc(' and '.join(parts).replace('0 ', 'no '))}")
+        return
+    verdict = "all intact" if not bad else f"{bad} with problems"
+    ui.info(f"Checked {ui.esc(' and '.join(parts))}: {verdict}")
     if bad:
         raise SystemExit(1)
 
@@ -502,27 +687,43 @@ def _emit(data: str | bytes, output: Path | None) -> bool:
 
 
 def _render_show(info: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    """Plain lines on stdout: a list one item a line, nothing cut short."""
+    from .experiments import human_size
 
-    out = Console(highlight=False)
-    out.print(f"[bold]{ui.esc(info['name'])}[/bold]  ({info['where']})")
-    table = Table(box=None, show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for key in ("status", "comment", "started_at", "ended_at", "args", "commit", "uncommitted",
-                "python", "host", "files", "size", "pipeline"):
+    lines = [f"{info['name']}  ({info['where']})"]
+    keys = ("status", "comment", "started_at", "ended_at", "args", "commit", "uncommitted",
+            "python", "host", "files", "size", "pipeline")
+    width = max(map(len, keys)) + 2
+
+    def add(key: str, value: Any) -> None:
+        if isinstance(value, dict):
+            items = [f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}"
+                     for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            items = [str(v) for v in value]
+        else:
+            items = [str(value)]
+        for i, item in enumerate(items or [""]):
+            lines.append(f"  {(key if i == 0 else '').ljust(width)}{item}")
+
+    for key in keys:
         if info.get(key) not in (None, "", [], {}):
-            table.add_row(key, ui.esc(info[key]))
-    out.print(table)
-    if info["upstream"]:
-        out.print("[bold]upstream[/bold]")
-        for dep in info["upstream"]:
-            out.print(f"  {ui.esc(dep['name'])}  [dim]({dep['source']})[/dim]")
-    if info["downstream"]:
-        out.print("[bold]downstream[/bold]")
-        for name in info["downstream"]:
-            out.print(f"  {ui.esc(name)}")
+            add(key, info[key])
+    upstream = [f"{d['name']}  ({d['source']})" for d in info["upstream"]]
+    for title, entries in (("upstream", upstream), ("downstream", info["downstream"])):
+        if entries:
+            lines.append(title)
+            lines += [f"  {e}" for e in entries]
+    if "file_list" in info:
+        lines.append("files")
+        if info["file_list"] is None:
+            lines.append(f"  ({info['files_note']})")
+        else:
+            sizes = [human_size(size) for _, size in info["file_list"]]
+            w = max(map(len, sizes), default=0)
+            lines += [f"  {s.rjust(w)}  {rel}" for (rel, _), s in zip(info["file_list"], sizes)]
+    for line in lines:
+        click.echo(line)
 
 
 # -- pipeline / reproduce -----------------------------------------------------------------------
@@ -594,7 +795,8 @@ def pipeline_run(steps, jobs, force, dry_run, verbose, path) -> None:
             ui.info(f"{e.step}: {e.result.state} ({e.result.seconds:.1f} s)")
 
     try:
-        report = run_pipeline(project, pipe, steps, jobs, force, event)
+        with ui.transfers() as progress:
+            report = run_pipeline(project, pipe, steps, jobs, force, event, progress)
     except KeyboardInterrupt:
         ui.error("interrupted; the folders of the steps that were running are kept, marked so")
         raise SystemExit(130) from None
@@ -701,8 +903,9 @@ def reproduce_(experiment: str, dry_run: bool, at_head: bool, ignore: tuple[str,
         raise ResutilError(plan.problem)
     if dry_run:
         return
-    result = reproduce(project, plan, lambda line: ui.info(escape(line)) if verbose else None,
-                       ignore)
+    with ui.transfers() as progress:
+        result = reproduce(project, plan, lambda line: ui.info(escape(line)) if verbose else None,
+                           ignore, progress)
     for warning in result.warnings:
         ui.warn(warning)
     click.echo(f"{result.experiment}: {result.status} ({result.seconds:.1f} s)")

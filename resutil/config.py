@@ -2,13 +2,18 @@
 
 Precedence is visible: an explicit path, then ``RESUTIL_CONFIG``, then the nearest
 ``resutil-conf.yaml`` above the current directory. Unknown keys survive a save.
+
+Settings follow one order, resolved once into the frozen ``Config``: a command-line flag,
+then a ``RESUTIL_*`` environment variable (resutil 0.2.x's ``RESUTIL_STORAGE_TYPE``,
+``RESUTIL_GCS_BUCKET_NAME``, ``RESUTIL_GCS_KEY_FILE_PATH``), then the file, then the
+default. ``Config.overrides`` says which values came from the environment.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,6 +28,21 @@ STORAGE_TYPES = tuple(BACKENDS)  # the backend registry decides what exists
 # 0.1.x accepted "gs" for Google Cloud Storage.
 STORAGE_ALIASES = {"gs": "gcs"}
 REQUIRED_KEYS = ("project_name", "results_dir", "storage_type")
+# resutil 0.2.x's environment variables: (variable, config key, storage types it applies to;
+# None: any). A storage_config key is written "storage_config.<key>".
+ENV_OVERRIDES = (
+    ("RESUTIL_STORAGE_TYPE", "storage_type", None),
+    ("RESUTIL_GCS_BUCKET_NAME", "storage_config.bucket_name", ("gcs",)),
+    ("RESUTIL_GCS_KEY_FILE_PATH", "storage_config.key_file_path", ("gcs",)),
+)
+# Storage types of other resutil versions, with what to use instead (one line each).
+UNSUPPORTED_STORAGE = {
+    "server": "storage_type 'server' (resutil 0.2's resutil-server with 'resutil login') is "
+              "not supported here; the server kept experiments in a GCS bucket: use "
+              "storage_type: gcs with bucket_name {bucket} and a service-account key "
+              "(key_file_path) or Application Default Credentials "
+              "(gcloud auth application-default login)",
+}
 
 
 @dataclass(frozen=True)
@@ -35,6 +55,8 @@ class Config:
     storage_type: str
     storage_config: Mapping[str, Any] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict)
+    # config key -> the environment variable its value came from (see ENV_OVERRIDES)
+    overrides: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -70,10 +92,51 @@ def find_config_file(start: Path | None = None) -> Path:
     )
 
 
-def load_config(path: Path | None = None, start: Path | None = None) -> Config:
-    """Load and validate the config file."""
+def load_config(path: Path | None = None, start: Path | None = None,
+                environ: Mapping[str, str] | None = None) -> Config:
+    """Load and validate the config file, with the environment's overrides applied."""
     path = path or find_config_file(start)
-    return config_from_dict(read_yaml(path, ConfigError, "; fix or recreate it"), path)
+    data = read_yaml(path, ConfigError, "; fix or recreate it")
+    merged, overrides = apply_env(data, os.environ if environ is None else environ)
+    config = config_from_dict(merged, path, overrides)
+    if overrides:
+        return replace(config, raw=dict(data))  # what a save writes: the file's own values
+    return config
+
+
+def remote_off(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the remote is off for this process: ``RESUTIL_NO_REMOTE`` (or
+    ``RESUTIIL_REMOTE``, the spelling resutil 0.2.x's README gives for it)."""
+    env = os.environ if environ is None else environ
+    return bool(env.get("RESUTIL_NO_REMOTE") or env.get("RESUTIIL_REMOTE"))
+
+
+def apply_env(data: Any, environ: Mapping[str, str]) -> tuple[Any, dict[str, str]]:
+    """``data`` (a parsed config) with the ``RESUTIL_*`` overrides in ``environ`` applied,
+    and which keys they set; ``data`` itself is left as it is."""
+    if not isinstance(data, dict):
+        return data, {}
+    out = dict(data)
+    overrides: dict[str, str] = {}
+    for var, key, types in ENV_OVERRIDES:
+        value = environ.get(var, "").strip()
+        if not value:
+            continue
+        stype = out.get("storage_type")
+        if types is not None and STORAGE_ALIASES.get(stype, stype) not in types:
+            continue
+        if key.startswith("storage_config."):
+            sub = key.split(".", 1)[1]
+            sconf = dict(out.get("storage_config") or {}) if isinstance(
+                out.get("storage_config") or {}, dict) else {}
+            if sub == "bucket_name":
+                sconf.pop("backet_name", None)  # 0.1.x's spelling: the variable replaces it
+            sconf[sub] = value
+            out["storage_config"] = sconf
+        else:
+            out[key] = value
+        overrides[key] = var
+    return out, overrides
 
 
 MAX_YAML_BYTES = 16 << 20  # a config or pipeline file is a few KB
@@ -101,8 +164,11 @@ def read_yaml(path: Path, error: type[ResutilError], hint: str = "") -> Any:
         raise error(f"{path} is not usable YAML{hint}") from None
 
 
-def config_from_dict(data: Any, path: Path) -> Config:
-    """Validate a parsed config mapping; ConfigError naming the key and the file."""
+def config_from_dict(data: Any, path: Path, overrides: Mapping[str, str] | None = None
+                     ) -> Config:
+    """Validate a parsed config mapping; ConfigError naming the key and the file (or the
+    environment variable its value came from, per ``overrides``)."""
+    overrides = overrides or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must be a mapping of keys to values; run 'resutil init'")
     missing = [k for k in REQUIRED_KEYS if data.get(k) in (None, "")]
@@ -115,13 +181,20 @@ def config_from_dict(data: Any, path: Path) -> Config:
             what = "blank" if isinstance(value, str) and not value.strip() else (
                 "not one line of text" if isinstance(value, str) else f"{_kind(value)}, not text")
             raise ConfigError(f"{path}: {key} is {what}; write it as e.g. {key}: {_EXAMPLE[key]}")
+    sconf = data.get("storage_config")
+    sconf = {} if sconf is None else sconf
     stype = STORAGE_ALIASES.get(data["storage_type"], data["storage_type"])
     if stype not in STORAGE_TYPES:
+        if stype in UNSUPPORTED_STORAGE:
+            bucket = sconf.get("bucket_name") if isinstance(sconf, dict) else None
+            raise ConfigError(f"{path}: " + UNSUPPORTED_STORAGE[stype].format(
+                bucket=bucket if isinstance(bucket, str) and bucket else "BUCKET"))
+        if "storage_type" in overrides:
+            raise ConfigError(f"{overrides['storage_type']}={stype} is not a storage type; "
+                              f"use one of {', '.join(STORAGE_TYPES)}")
         raise ConfigError(
             f"{path}: storage_type '{stype}' is not one of {', '.join(STORAGE_TYPES)}"
         )
-    sconf = data.get("storage_config")
-    sconf = {} if sconf is None else sconf
     if not isinstance(sconf, dict):
         raise ConfigError(f"{path}: storage_config must be a mapping of keys to values "
                           f"(it is {_kind(sconf)}); e.g. storage_config: {{path: /mnt/nas}}")
@@ -148,6 +221,7 @@ def config_from_dict(data: Any, path: Path) -> Config:
         storage_type=stype,
         storage_config=dict(sconf),
         raw=dict(data),
+        overrides=dict(overrides),
     )
 
 

@@ -24,15 +24,18 @@ import threading
 import traceback
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePath
 from types import FrameType
 from typing import Any, Callable, Iterator, TypeVar
+
+import yaml
 
 from . import ui
 from .capture import (
     GitState, OutputCapture, ReadObserver, copy_code, imported_code, untracked_code,
 )
-from .experiments import new_experiment, record_start
+from .config import remote_off
+from .runs import new_experiment, record_start
 from .errors import ResutilError
 from .liveness import Owner
 from .metadata import EXP_FILE, ExpMeta, compute_manifest, read_meta, upstream_record, write_meta
@@ -49,6 +52,63 @@ def _flag(name: str) -> bool:
     return bool(os.environ.get(name))
 
 
+class ExDir(str):
+    """The experiment folder: a ``str`` holding its absolute path, as resutil 0.1.x and 0.2.x
+    gave it (``ex_dir + "/x"``, ``os.path.join(ex_dir, "x")``, f-strings, ``json.dump``),
+    that also answers ``pathlib.Path``'s API (``ex_dir / "x"`` is a Path; ``.mkdir()``,
+    ``.glob()``, ``.name``, ``.parent`` ... are the Path's).
+
+    Where the two differ, ``str`` wins: ``ex_dir.replace(a, b)`` replaces text (use
+    ``ex_dir.path.replace(target)`` to move it) and ``isinstance(ex_dir, Path)`` is False
+    (``ex_dir.path`` is the Path). It equals both its text and its Path.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, path: str | os.PathLike[str]) -> ExDir:
+        return super().__new__(cls, os.fspath(path))
+
+    @property
+    def path(self) -> Path:
+        """The folder as a ``pathlib.Path``."""
+        return Path(str(self))
+
+    def __truediv__(self, other: str | os.PathLike[str]) -> Path:
+        return self.path / other
+
+    def __rtruediv__(self, other: str | os.PathLike[str]) -> Path:
+        return Path(other) / self.path
+
+    def __fspath__(self) -> str:
+        return str(self)
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, PurePath):
+            return self.path == other
+        return str.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    __hash__ = str.__hash__
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.path, name)
+
+    def __dir__(self) -> list[str]:
+        return sorted(set(super().__dir__()) | set(dir(Path)))
+
+
+# yaml.safe_dump({"out": params.ex_dir}) writes the path as text, as it did for 0.1.x's str.
+for _representer in (yaml.representer.SafeRepresenter, yaml.representer.Representer):
+    _representer.add_representer(ExDir, yaml.representer.SafeRepresenter.represent_str)
+
+
 class Params:
     """What the decorated function receives as its first argument."""
 
@@ -56,9 +116,10 @@ class Params:
         self._run = run
 
     @property
-    def ex_dir(self) -> Path:
-        """The experiment folder: write results here."""
-        return self._run.folder
+    def ex_dir(self) -> ExDir:
+        """The experiment folder (absolute): write results here. A ``str`` that is also
+        usable as a ``Path`` (see ``ExDir``)."""
+        return ExDir(self._run.folder)
 
     @property
     def ex_name(self) -> str:
@@ -188,7 +249,7 @@ class Run:
         self.requested_comment = comment
         self.debug = _flag("RESUTIL_DEBUG")
         self.adopted = bool(os.environ.get(ADOPT_ENV)) and not self.debug
-        self.use_remote = not (_flag("RESUTIL_NO_REMOTE") or self.debug or self.adopted)
+        self.use_remote = not (remote_off() or self.debug or self.adopted)
         self.folder: Path = Path()
         self.meta = ExpMeta()
         self.signals = _Signals()
@@ -280,11 +341,12 @@ class Run:
     def _add_upstream(self, name: str, source: str) -> Path:
         ws = self.project.workspace
         local = ws.local_name(name)
-        if local is None and not _flag("RESUTIL_NO_REMOTE"):
+        if local is None and not remote_off():
             from .sync import ensure_local
 
             ui.info(f"  pulling upstream experiment {ui.esc(name)}")
-            ensure_local(self.project, [name])
+            with ui.transfers() as progress:
+                ensure_local(self.project, [name], progress)
             local = ws.local_name(name)
         if local is None:
             raise ResutilError(f"upstream experiment {name} is not in {ws.root} (and RESUTIL_NO_REMOTE is set)")
@@ -398,7 +460,7 @@ class Run:
 
         later = f"run 'resutil push {self.folder.name}' later"
         try:
-            with ui.RichProgress() as bars:
+            with ui.transfers() as bars:
                 done = publish(self.project, self.folder, bars(self.folder.name),
                                checkpoint=not final)
             if done.moved_from:
@@ -449,8 +511,15 @@ def _cannot_start(root: Path, e: OSError) -> ResutilError:
 
 
 @contextmanager
-def experiment(comment: str | None = None) -> Iterator[Params]:
+def experiment(comment: str | None = None, *, verbose: bool = True) -> Iterator[Params]:
     """The decorator's lifecycle as a ``with`` block (for notebooks)."""
+    with ui.quiet(not verbose):
+        with _experiment(comment) as params:
+            yield params
+
+
+@contextmanager
+def _experiment(comment: str | None) -> Iterator[Params]:
     run, params = _begin(comment)
     outcome: BaseException | None = None
     try:
@@ -550,17 +619,21 @@ def _end(run: Run, outcome: BaseException | None) -> bool:
     return run.push_interrupted
 
 
-def main(comment: str | None = None) -> Callable[[F], F]:
+def main(comment: str | None = None, *, verbose: bool = True) -> Callable[[F], F]:
     """Run the decorated function inside a new experiment folder.
 
     The function receives a ``Params`` (``ex_dir``, ``ex_name``, ``save_checkpoint()``,
-    ``upstream(name)``) as its first argument.
+    ``upstream(name)``) as its first argument. ``comment`` skips the prompt; with
+    ``verbose=False`` resutil says only what went wrong (warnings, errors), no progress.
+    ``@resutil.main(verbose=...)`` and ``@resutil.main(False)`` are resutil 0.1.x's forms.
     """
+    if isinstance(comment, bool):  # 0.1.x/0.2.x: main(verbose=True) took it positionally
+        comment, verbose = None, comment
 
     def wrap(func: F) -> F:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with experiment(comment) as params:
+            with experiment(comment, verbose=verbose) as params:
                 return func(params, *args, **kwargs)
 
         return wrapper  # type: ignore[return-value]

@@ -27,6 +27,10 @@ class DependencyError(ResutilError):
     """An operation would break the lineage (e.g. removing an upstream experiment)."""
 
 
+class NotConfirmed(ResutilError):
+    """A step that loses data needs a person's yes at a terminal, or ``--yes``."""
+
+
 class ArchiveError(ResutilError):
     """An archive is corrupt, unsafe to extract, or does not match its recorded hash."""
 

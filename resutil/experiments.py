@@ -2,87 +2,24 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
-from .capture import (
-    GitState, copy_changed_files, copy_code, environment, git_state, untracked_code,
-)
 from .errors import DependencyError, ExperimentError, ExperimentNotFound
-from .liveness import Owner
-from .metadata import ExpMeta, iter_files, read_meta, upstream_record, write_meta
-from .naming import IDENTITY_LEN, check_comment, new_run_id, parse_name
+from .metadata import (
+    STATUSES, iter_files, read_meta, upstream_record, write_meta,
+)
+from .naming import IDENTITY_LEN, check_comment, parse_name
+from .progress import NO_PROGRESS_FACTORY, CallbackFactory
 from .project import Project
-from .publish import claim_new, same_run
-
-
-def now_iso() -> str:
-    """The local time with its offset, to the second, as metadata records it."""
-    return datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def new_experiment(project: Project, comment: str = "", claim: bool = True,
-                   status: str = "running") -> tuple[Path, ExpMeta]:
-    """Make a new experiment folder and its metadata (marked ``status`` at once, so ``push
-    -A`` leaves a running one alone), with a new run id. With ``claim`` its identity is
-    claimed on the storage when that is reachable; a clash with another run moves the new,
-    still empty folder to the next free identity before anything is written into it."""
-    ws = project.workspace
-    folder = ws.path(ws.create(comment).name)
-    meta = ExpMeta(name=folder.name, comment=comment, status=status, run_id=new_run_id(),
-                   process=Owner.current())  # a run killed from here on shows as dead
-    try:
-        write_meta(folder, meta)
-    except OSError:  # e.g. a full disk: no half-made experiment left behind
-        shutil.rmtree(folder, ignore_errors=True)
-        raise
-    if claim:
-        folder = claim_new(project, folder, meta)
-    return folder, meta
-
-
-def record_start(
-    project: Project, folder: Path, meta: ExpMeta, args: str, cwd: Path | None = None,
-    code: bool = True, argv: list[str] | None = None, code_files: Iterable[Path] = (),
-) -> GitState | None:
-    """Fill in what every new experiment records when it starts.
-
-    The start time, the command (``args`` as 0.1.x wrote it, ``argv`` as a list when it is
-    one), the folder, the environment and (with ``code``) the git commit, the working
-    directory within the work tree, copies of changed tracked files and of the
-    ``code_files`` (the script, its modules) that git does not track; key files, results
-    and anything git ignores never get copied. Returns the git facts (None without ``code``).
-    """
-    if meta.run_id is None:
-        meta.run_id = new_run_id()
-    meta.started_at = now_iso()
-    meta.process = Owner.current()
-    meta.args = args
-    meta.argv = list(argv) if argv is not None else None
-    try:
-        meta.result_dir = folder.relative_to(project.config.root).as_posix()
-    except ValueError:
-        meta.result_dir = str(folder)
-    meta.environment = environment()
-    if code:
-        git = git_state(cwd)
-        meta.commit_hash = git.commit
-        exclude = [*project.key_files(), project.config.results_dir]
-        meta.uncommitted_files = copy_changed_files(git, folder, exclude)
-        meta.untracked_files = copy_code(git, untracked_code(git, code_files), folder, exclude)
-        meta.workdir = None
-        if git.root is not None:
-            try:
-                meta.workdir = (cwd or Path.cwd()).resolve().relative_to(
-                    git.root.resolve()).as_posix()
-            except (ValueError, OSError):
-                pass
-        return git
-    return None
+from .publish import same_run
+from .runs import (  # noqa: F401 - new_experiment, record_start: until every caller imports runs
+    end_dead_run, new_experiment, now_iso, record_start, refuse_live_run, run_liveness,
+)
+from .remote import RemoteExperiment
 
 
 def add_experiment(project: Project, comment: str, deps: list[str]) -> Path:
@@ -130,17 +67,48 @@ def change_comment(project: Project, query: str, comment: str, force: bool = Fal
 
 @dataclass
 class Removal:
-    """What ``remove_experiments`` did: (name, where) per experiment, and warnings."""
+    """What ``remove`` did: (name, where) per experiment, and warnings."""
 
     removed: list[tuple[str, list[str]]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
-def remove_experiments(project: Project, queries: list[str], local_only: bool = False,
-                       remote_only: bool = False, force: bool = False) -> Removal:
-    """Remove experiments locally and/or remotely. Refuses (unless ``force``) when other
-    experiments depend on one of them, or a run on this host is still writing one; checks
-    all before removing any."""
+@dataclass
+class RemovalItem:
+    """One experiment ``remove`` takes away: its local folder and/or its remote copy, and
+    what stays: ``kept`` is "remote" or "local" where this run is still whole, None when
+    this is its only copy (or the only copy of changes made since it was pushed)."""
+
+    name: str
+    local: str | None
+    remote: RemoteExperiment | None
+    kept: str | None
+
+    @property
+    def where(self) -> list[str]:
+        return [w for w, on in (("local", self.local), ("remote", self.remote)) if on]
+
+
+@dataclass
+class RemovalPlan:
+    """What ``resutil rm`` would remove; ``remove`` does it."""
+
+    items: list[RemovalItem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def needs_yes(self) -> list[RemovalItem]:
+        """The removals a person should confirm: from the team's storage, or of a last copy."""
+        return [i for i in self.items if i.remote is not None or i.kept is None]
+
+
+def plan_removal(project: Project, queries: list[str], local_only: bool = False,
+                 remote_only: bool = False, force: bool = False) -> RemovalPlan:
+    """What removing experiments locally and/or remotely would do, checked before anything
+    is removed. Refuses (unless ``force``) when other experiments depend on one of them,
+    or a run on this host is still writing one. A local removal is fine with dependents
+    when the remote holds the same run: the lineage stays whole there."""
+    from .errors import StorageError
     from .lineage import collect, dependents, unreadable
 
     both = not local_only and not remote_only
@@ -148,40 +116,81 @@ def remove_experiments(project: Project, queries: list[str], local_only: bool = 
     records = collect(project, remote=not local_only)
     names = [project.resolve(q, remote=not local_only) for q in queries]
     targets = {n[:IDENTITY_LEN] for n in names}
-    result = Removal(warnings=[f"{w} (cannot tell whether it depends on what is removed)"
-                               for w in unreadable(records, targets)])
+    plan = RemovalPlan(warnings=[f"{w} (cannot tell whether it depends on what is removed)"
+                                 for w in unreadable(records, targets)])
+    listing: dict[str, RemoteExperiment] = {}
+    if not project.no_remote:
+        try:
+            listing = project.remote.experiments()
+        except StorageError as e:
+            if not local_only:
+                raise
+            plan.warnings.append(f"{e}; cannot tell whether the remote keeps a copy")
     for name in names:
-        users = dependents(records, name[:IDENTITY_LEN], exclude=targets)
-        if users and not force:
+        ident = name[:IDENTITY_LEN]
+        local = ws.local_name(name)
+        exp = listing.get(ident)
+        remote_copy = local_only and local and exp is not None and _remote_keeps(
+            project, ws.path(local), exp)
+        users = dependents(records, ident, exclude=targets)
+        if users and not force and not remote_copy:
             raise DependencyError(
                 f"{name} is upstream of {', '.join(users[:3])}{' ...' if len(users) > 3 else ''}; "
                 "remove those first or use --force"
             )
-        local = ws.local_name(name)
         if local and not remote_only and not force:
             refuse_live_run(ws.path(local), "remove")
-    for name in names:
-        rec = records.get(name[:IDENTITY_LEN])
-        did = []
-        local = ws.local_name(name)
-        if (local_only or both) and local:
-            ws.remove(local)
-            did.append("local")
-        if (remote_only or both) and not project.no_remote:
-            exp = project.remote.get(name)
-            if exp is not None:
-                project.remote.delete(exp)
-                did.append("remote")
-        if not did:
+        item = RemovalItem(records[ident].name if ident in records else name,
+                           local if (local_only or both) else None,
+                           exp if (remote_only or both) else None, None)
+        if not item.where:
             where = "local" if local_only else "on the remote" if remote_only else "anywhere"
             raise ExperimentNotFound(f"{name} is not {where}")
-        result.removed.append((rec.name if rec else name, did))
+        if local_only and remote_copy:
+            item.kept = "remote"
+        elif remote_only and local:
+            item.kept = "local"
+        plan.items.append(item)
+    return plan
+
+
+def _remote_keeps(project: Project, folder: Path, exp: RemoteExperiment) -> bool:
+    """Whether the remote copy is this very run with these files (nothing is lost locally)."""
+    from .publish import up_to_date
+
+    try:
+        meta = read_meta(folder)
+        return same_run(project, meta, exp) and (
+            meta.manifest is None or up_to_date(project, folder, meta, exp))
+    except ExperimentError:
+        return False
+
+
+def remove(project: Project, plan: RemovalPlan) -> Removal:
+    """Remove what ``plan_removal`` planned."""
+    result = Removal(warnings=list(plan.warnings))
+    for item in plan.items:
+        if item.local:
+            project.workspace.remove(item.local)
+        if item.remote is not None:
+            project.remote.delete(item.remote)
+        result.removed.append((item.name, item.where))
     return result
 
 
-def describe_experiment(project: Project, query: str) -> dict[str, Any]:
+def remove_experiments(project: Project, queries: list[str], local_only: bool = False,
+                       remote_only: bool = False, force: bool = False) -> Removal:
+    """Remove experiments locally and/or remotely (``plan_removal``, then ``remove``)."""
+    return remove(project, plan_removal(project, queries, local_only, remote_only, force))
+
+
+def describe_experiment(project: Project, query: str, files: bool = False) -> dict[str, Any]:
     """Everything ``resutil show`` prints, as plain data; ``warnings`` names the other
-    experiments whose metadata could not be read (so ``downstream`` may lack them)."""
+    experiments whose metadata could not be read (so ``downstream`` may lack them).
+
+    With ``files``, ``file_list``: [path, size] of every file in a local experiment's
+    folder, or of a remote-only one as its sidecar lists them; None when the sidecar does
+    not (a run of very many files, one pushed by 0.1.x): ``files_note`` says so."""
     from .lineage import collect, dependents, unreadable
 
     found = project.locate(query, with_manifest=True)
@@ -194,6 +203,22 @@ def describe_experiment(project: Project, query: str) -> dict[str, Any]:
     downstream = dependents(records, name[:IDENTITY_LEN])
     env = meta.environment or {}
     man = meta.manifest
+    count, total = (len(man.files), man.total_size) if man else (None, None)
+    if found.remote is not None:  # the sidecar records how many files, how large
+        side = project.remote.paired(found.remote)
+        summary = (side or {}).get("meta", {}).get("manifest")
+        if isinstance(summary, dict) and isinstance(summary.get("count"), int):
+            count, total = summary["count"], summary.get("total_size")
+    extra: dict[str, Any] = {}
+    if files:
+        if found.folder:
+            extra["file_list"] = _file_list(found.folder)
+        elif man is not None:
+            extra["file_list"] = [[rel, size] for rel, (size, _) in sorted(man.files.items())]
+        else:
+            extra["file_list"] = None
+            extra["files_note"] = ("only on the remote, whose record does not list its files: "
+                                   f"they are listed once pulled (resutil pull {name})")
     return {
         "name": local or name,
         "where": where,
@@ -208,18 +233,27 @@ def describe_experiment(project: Project, query: str) -> dict[str, Any]:
         "uncommitted": meta.uncommitted_files,
         "python": env.get("python"),
         "host": env.get("host"),
-        "files": len(man.files) if man else None,
-        "size": _human(man.total_size) if man else None,
+        "files": count,
+        "size": human_size(total) if isinstance(total, int) else None,
         "pipeline": meta.pipeline,
         # By identity: an upstream relabelled since is shown under its current name.
         "upstream": [{"name": records[d.identity].name if d.identity in records else d.name,
                       "source": d.source} for d in meta.dependencies],
         "downstream": downstream,
         "warnings": unreadable(records, {name[:IDENTITY_LEN]}),
+        **extra,
     }
 
 
-def _human(n: float) -> str:
+def _file_list(folder: Path) -> list[list[Any]]:
+    """[path, size] of the files an experiment folder holds (its metadata file left out)."""
+    from .metadata import EXP_FILE
+
+    return sorted([rel, st.st_size] for rel, _, st in iter_files(folder) if rel != EXP_FILE)
+
+
+def human_size(n: float) -> str:
+    """Bytes for people: 512 B, 1.5 KB, 3.2 GB."""
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if n < 1000 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -227,43 +261,151 @@ def _human(n: float) -> str:
     return str(n)
 
 
-def experiment_rows(project: Project, remote: bool = True
-                    ) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per experiment (by identity): name, local, remote, status; and a warning
-    per local experiment whose metadata cannot be read (listed with status "broken")."""
+LIST_STATUSES = (*STATUSES, "dead", "broken")  # what `resutil list --status` takes
+
+
+@dataclass(frozen=True)
+class ListFilter:
+    """Which experiments ``list_experiments`` keeps: any of ``statuses`` (as shown: a run
+    whose process is gone is "dead"), a comment matching ``grep`` (a regular expression,
+    any case), started at ``since`` or later."""
+
+    statuses: tuple[str, ...] = ()
+    grep: str | None = None
+    since: datetime | None = None
+
+    def keeps(self, row: dict[str, Any]) -> bool:
+        import re
+
+        if self.statuses and shown_status(row).rstrip("?") not in self.statuses:
+            return False
+        if self.grep is not None and not re.search(self.grep, row["comment"], re.IGNORECASE):
+            return False
+        return self.since is None or datetime.fromisoformat(row["date"]) >= self.since
+
+
+def shown_status(row: dict[str, Any]) -> str:
+    """A row's status as ``resutil list`` shows it (a dead run, one it cannot tell)."""
+    return {"dead": "dead", "unknown": "running?"}.get(row["liveness"] or "", row["status"] or "")
+
+
+@dataclass
+class Listing:
+    """What ``list_experiments`` found: one row per experiment, warnings, and whether the
+    remote was listed ("listed"), left out ("off") or could not be reached ("unreachable")."""
+
+    rows: list[dict[str, Any]]
+    warnings: list[str]
+    remote: str
+
+
+def list_experiments(project: Project, remote: bool = True, where: ListFilter = ListFilter(),
+                     details: bool = False) -> Listing:
+    """One row per experiment (by identity), oldest first: name, identity, comment, date
+    (its start, local time), local, remote (None when the remote could not be listed),
+    status and liveness; with ``details`` also its commit.
+
+    A remote experiment's status comes from the one listing of the sidecar folder (the
+    status is in each sidecar's name); ``details`` reads the metadata of remote-only ones
+    (each once, then from the cache). A local experiment whose metadata cannot be read is
+    listed as "broken" with a warning; an unreachable storage is a warning and local rows.
+    """
+    from .errors import StorageError
     from .lineage import BROKEN
 
     ws = project.workspace
     local = ws.names()
-    remote_exps = project.remote.experiments() if remote and not project.no_remote else {}
+    warnings: list[str] = []
+    remote_exps: dict[str, Any] = {}
+    state = "off"
+    if remote and not project.no_remote:
+        try:
+            remote_exps = project.remote.experiments()
+            state = "listed"
+        except StorageError as e:  # a wrong config is no storage trouble: that fails
+            state = "unreachable"
+            warnings.append(f"{e} - showing local experiments only")
     rows = []
-    warnings = []
     for ident in sorted(set(local) | set(remote_exps)):
+        commit = None
         if ident in local:
             name = local[ident]
             try:
                 meta = read_meta(ws.path(name), with_manifest=False)
-                status, liveness = meta.status, run_liveness(meta)
+                status, liveness, commit = meta.status, run_liveness(meta), meta.commit_hash
             except ExperimentError as e:
                 status, liveness = BROKEN, None
                 warnings.append(str(e))
         else:
-            exp = remote_exps[ident]
-            name = exp.name
-            side = project.remote.sidecar(exp, fetch=False)
-            meta = side.get("meta") if isinstance(side, dict) else None
-            value = meta.get("status") if isinstance(meta, dict) else None
-            status = value if isinstance(value, str) else ""
-            liveness = None
-        rows.append({"name": name, "identity": ident, "local": ident in local,
-                     "remote": ident in remote_exps, "status": status, "liveness": liveness})
-    return rows, warnings
+            name = remote_exps[ident].name
+            status, liveness = remote_exps[ident].listed_status or "", None
+        parsed = parse_name(name)
+        assert parsed is not None
+        rows.append({"name": name, "identity": ident, "comment": parsed.comment,
+                     "date": parsed.time.isoformat(), "local": ident in local,
+                     "remote": ident in remote_exps if state != "unreachable" else None,
+                     "status": status, "liveness": liveness, "commit": commit})
+    rows = [r for r in rows if where.keeps(r)]
+    if details and state == "listed":
+        _remote_details(project, [r for r in rows if not r["local"]], warnings)
+    if not details:
+        for r in rows:
+            del r["commit"]
+    return Listing(rows, warnings, state)
+
+
+def _remote_details(project: Project, rows: list[dict[str, Any]], warnings: list[str]) -> None:
+    """Fill in the commit (and a status its sidecar's name lacks) of remote-only rows."""
+    if not rows:
+        return
+    from .lineage import collect
+
+    records = collect(project)
+    for row in rows:
+        rec = records.get(row["identity"])
+        if rec is None:
+            continue
+        if rec.problem:
+            warnings.append(rec.problem)
+            continue
+        row["commit"] = rec.meta.commit_hash
+        row["status"] = row["status"] or rec.meta.status
+
+
+def parse_since(text: str, now: datetime | None = None) -> datetime:
+    """A start for ``list --since``: a date (2024-07-06), a date and time (2024-07-06T09:30,
+    "2024-07-06 09:30"), "today", "yesterday", or an age: 30m, 12h, 3d, 2w. ValueError
+    saying what is accepted otherwise."""
+    import re
+    from datetime import timedelta
+
+    now = now or datetime.now()
+    value = text.strip().lower()
+    if value in ("today", "yesterday"):
+        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return day - timedelta(days=1) if value == "yesterday" else day
+    age = re.fullmatch(r"(\d+)\s*(m|min|h|d|w)", value)
+    if age:
+        unit = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+        return now - timedelta(**{unit[age.group(2)]: int(age.group(1))})
+    try:
+        when = datetime.fromisoformat(text.strip().replace(" ", "T", 1))
+    except ValueError:
+        raise ValueError(f"'{text}' is not a date (2024-07-06, 2024-07-06T09:30) or an age "
+                         "(30m, 12h, 3d, 2w, today, yesterday)") from None
+    # Experiment names carry local time: an offset given is converted to it.
+    return when.astimezone().replace(tzinfo=None) if when.tzinfo else when
 
 
 def verify_many(
-    project: Project, queries: list[str], local_only: bool, remote_only: bool
+    project: Project, queries: list[str], local_only: bool, remote_only: bool,
+    progress: CallbackFactory = NO_PROGRESS_FACTORY,
 ) -> Iterator[tuple[str, str, list[str], str | None]]:
-    """(name, where, problems, note) for each checked copy of each experiment."""
+    """(name, where, problems, note) for each checked copy of each experiment; ``where`` is
+    "local" or "remote". Without ``queries``: every local folder and every remote archive
+    (a remote that cannot be listed is one entry with its error, the local ones still
+    come). Remote archives are downloaded whole to check them (``progress`` follows)."""
+    from .errors import StorageError
     from .sync import verify_local, verify_remote
 
     ws = project.workspace
@@ -271,62 +413,35 @@ def verify_many(
     if queries:
         names = [project.resolve(q, remote=use_remote) for q in queries]
     else:
-        names = list(ws.names().values())
+        local = ws.names()
+        names = [] if remote_only else list(local.values())
+        if use_remote:
+            try:
+                listing = project.remote.experiments()
+            except StorageError as e:
+                yield project.remote.describe(), "remote", [str(e)], None
+                use_remote = False
+            else:
+                names += [e.name for i, e in listing.items() if i not in local]
+                names.sort()
     for name in names:
-        local = ws.local_name(name)
-        if local and not remote_only:
-            folder = ws.path(local)
+        local_name = ws.local_name(name)
+        if local_name and not remote_only:
+            folder = ws.path(local_name)
             try:
                 manifest = read_meta(folder).manifest
             except ExperimentError as e:  # a broken record is a fault of this one only
-                yield local, "local", [str(e)], None
+                yield local_name, "local", [str(e)], None
             else:
                 if manifest is None:  # nothing to check against: a note, not a fault
-                    yield local, "local", [], ("no manifest recorded (still running, or made "
-                                               "by resutil 0.1.x): nothing to check")
+                    yield local_name, "local", [], ("no manifest recorded (still running, or "
+                                                    "made by resutil 0.1.x): nothing to check")
                 else:
-                    yield local, "local", verify_local(folder), None
+                    yield local_name, "local", verify_local(folder), None
         if use_remote:
             exp = project.remote.get(name)
             if exp is not None:
-                problems, note = verify_remote(project, exp)
+                problems, note = verify_remote(project, exp, progress(exp.name))
                 yield exp.name, "remote", problems, note
-            elif remote_only:
+            elif remote_only and queries:
                 yield name, "remote", ["not on the remote"], None
-
-
-# -- runs that are (or were) going on -----------------------------------------------------------
-def run_liveness(meta: ExpMeta) -> str | None:
-    """For a ``running`` experiment: "live", "dead" (its process is gone: killed, crashed,
-    machine rebooted) or "unknown" (another host's, or no process recorded); else None."""
-    if meta.status != "running":
-        return None
-    alive = meta.process.alive() if meta.process else None
-    return "unknown" if alive is None else "live" if alive else "dead"
-
-
-def refuse_live_run(folder: Path, action: str) -> None:
-    """Raise if a process on this host is still running the experiment in ``folder``."""
-    try:
-        meta = read_meta(folder, with_manifest=False)
-    except ExperimentError:
-        return  # broken metadata names no process (and rm must be able to clear it)
-    if run_liveness(meta) == "live":
-        raise ExperimentError(
-            f"{folder.name} is still running (pid {meta.process.pid}); "  # type: ignore[union-attr]
-            f"to {action} it now would break that run - wait for it to end, or use --force"
-        )
-
-
-def end_dead_run(folder: Path) -> ExpMeta:
-    """Mark a ``running`` experiment whose process is gone as interrupted; it ended, as far
-    as anyone can tell, at its last write. A live or unknown run is left as it is."""
-    meta = read_meta(folder, with_manifest=False)
-    if run_liveness(meta) != "dead":
-        return meta
-    last = max((st.st_mtime for _, _, st in iter_files(folder)), default=None)
-    meta.status = "interrupted"
-    meta.ended_at = (datetime.fromtimestamp(last).astimezone().isoformat(timespec="seconds")
-                     if last is not None else now_iso())
-    write_meta(folder, meta)
-    return meta

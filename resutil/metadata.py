@@ -26,6 +26,7 @@ from .errors import ExperimentError
 from .hashing import HASH_ALGORITHM, new_hasher
 from .liveness import Owner
 from .naming import identity_of, name_in_entry, parse_name
+from .progress import NO_PROGRESS, Callback
 
 EXP_FILE = "resutil-exp.yaml"
 UNCOMMITTED_DIR = "uncommited_files"  # 0.1.x spelling, kept for compatibility
@@ -49,14 +50,20 @@ class _Unusable(ValueError):
     """A value in the metadata that cannot be used; the message names the key."""
 
 
-def hash_file(path: Path, bufsize: int = 256 << 10) -> str:
-    """The content hash of one file."""
+# Recorded (true) in an experiment made while the remote was off (RESUTIL_NO_REMOTE): it is
+# local on purpose, so no "not pushed yet" reminder counts it. `resutil push` still can.
+NO_REMOTE_KEY = "no_remote"
+
+
+def hash_file(path: Path, bufsize: int = 256 << 10, callback: Callback = NO_PROGRESS) -> str:
+    """The content hash of one file (``callback`` hears of every chunk read)."""
     h = new_hasher()
     with open(path, "rb", buffering=0) as f:
         buf = bytearray(bufsize)
         view = memoryview(buf)
         while n := f.readinto(buf):
             h.update(view[:n])
+            callback.advance(n)
     return h.hexdigest()
 
 

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from .config import Config, load_config
+from .config import Config, load_config, remote_off
 from .errors import ExperimentNotFound
 from .metadata import ExpMeta, read_meta
 from .remote import Remote, RemoteExperiment
@@ -43,15 +42,20 @@ class Project:
 
     @cached_property
     def remote(self) -> Remote:
+        return Remote(self.storage, self.config.project_name, self.remote_cache_dir)
+
+    @property
+    def remote_cache_dir(self) -> Path:
+        """Where what was read from this storage is cached (one folder per storage)."""
         key = hashlib.sha1(
             f"{self.config.storage_type}:{sorted(self.config.storage_config.items())}".encode()
         ).hexdigest()[:10]
-        return Remote(self.storage, self.config.project_name, self.workspace.cache_dir / key)
+        return self.workspace.cache_dir / key
 
     @property
     def no_remote(self) -> bool:
         """RESUTIL_NO_REMOTE: work locally, never contact the storage."""
-        return bool(os.environ.get("RESUTIL_NO_REMOTE"))
+        return remote_off()
 
     def resolve(self, query: str, remote: bool = True) -> str:
         """A full experiment name from a name, identity or unique prefix."""

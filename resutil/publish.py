@@ -218,8 +218,7 @@ def transfer(project: Project, target: Target, callback: Callback = NO_PROGRESS,
                 log.info("%s: same run and files on the remote as %s: relabelling", name, exp.name)
                 project.remote.rename(exp, name)
                 return Published(name, RELABELLED, 0, target.moved_from)
-    replaces = exp if exp is not None and exp.name != name else None
-    info = project.remote.store(folder, callback, replaces=replaces)
+    info = project.remote.store(folder, callback, replaces=exp)
     return Published(name, PUSHED, info.size, target.moved_from)
 
 

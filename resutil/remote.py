@@ -1,11 +1,13 @@
 """A project's experiments on a storage, in the 0.1.x layout.
 
-    <root>/<project>/<name>.zip               the archive (0.1.x reads exactly this)
-    <root>/<project>.resutil/<identity>.json  a sidecar: metadata and the archive's hash
+    <root>/<project>/<name>.zip                        the archive (0.1.x reads exactly this)
+    <root>/<project>.resutil/<identity>.<status>.json  a sidecar: metadata, the archive's hash
 
 The sidecar folder sits beside the project folder, not in it, so a 0.1.x client listing
-``<project>/`` sees no extra entries. Archives without a sidecar (pushed by 0.1.x) are
-read by fetching their metadata once and caching it.
+``<project>/`` sees no extra entries. The status in the sidecar's name lets ``resutil
+list`` show every experiment's status from one listing, without reading any sidecar
+(``<identity>.json``, without it, is read too). Archives without a sidecar (pushed by
+0.1.x) are read by fetching their metadata once and caching it.
 
 One file of an archive is read without the rest (``open_member``): the sidecar records
 where every member lies (``archive.members``), so a read costs one ranged request;
@@ -15,6 +17,7 @@ central directory is read from its end, once per archive version.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -29,7 +32,7 @@ from .archive import DEFAULT_DEFLATE_LIMIT, ArchiveInfo, build_archive, meta_hea
 from .errors import ArchiveError, ExperimentError, ExperimentNotFound, StorageNotFound
 from .hashing import HASH_ALGORITHM
 from .liveness import this_host
-from .metadata import EXP_FILE, ExpMeta, Manifest, parse_meta, read_meta, write_meta
+from .metadata import EXP_FILE, STATUSES, ExpMeta, Manifest, parse_meta, read_meta, write_meta
 from .naming import IDENTITY_LEN, parse_name
 from .progress import NO_PROGRESS, Callback
 from .storage.base import ObjectInfo, Storage
@@ -40,6 +43,9 @@ log = logging.getLogger(__name__)
 ARCHIVE_SUFFIX = ".zip"
 SIDECAR_SUFFIX = ".json"
 CLAIM_SUFFIX = ".claim"
+# The statuses a sidecar's name can carry: <identity>.<status>.json
+LISTED_STATUSES = STATUSES
+LISTING_CACHE = "listing.txt"  # the names the last listing found (for shell completion)
 SIDECAR_FORMAT = 1
 MAX_SIDECAR_SIZE = 16 << 20  # a sidecar holds metadata and a layout, never file contents
 SIDECAR_FILES = 10_000  # a sidecar lists the files (~100 bytes each) of a run with up to this many
@@ -69,6 +75,39 @@ def sidecar_problem(data: Any) -> str | None:
     except Exception as e:  # noqa: BLE001 - any shape may arrive from the storage
         return f"has unusable metadata ({e})"
     return None
+
+
+def sidecar_name(identity: str, status: str | None) -> str:
+    """The sidecar's object name: the status in it when it is one of LISTED_STATUSES."""
+    if status in LISTED_STATUSES:
+        return f"{identity}.{status}{SIDECAR_SUFFIX}"
+    return identity + SIDECAR_SUFFIX
+
+
+def parse_sidecar_name(name: str) -> tuple[str, str | None] | None:
+    """(identity, status or None) for a sidecar's object name; None if it is not one."""
+    if not name.endswith(SIDECAR_SUFFIX):
+        return None
+    parsed = parse_name(name[:IDENTITY_LEN])
+    if parsed is None or parsed.identity != name[:IDENTITY_LEN]:
+        return None
+    middle = name[IDENTITY_LEN:-len(SIDECAR_SUFFIX)]
+    if not middle:
+        return parsed.identity, None
+    status = middle[1:]
+    if middle[0] != "." or status not in LISTED_STATUSES:
+        return None
+    return parsed.identity, status
+
+
+def cached_names(cache_dir: Path) -> list[str]:
+    """The remote experiment names the last listing found (kept under ``cache_dir``), for
+    shell completion; [] when none was made. Never contacts the storage."""
+    try:
+        text = (cache_dir / LISTING_CACHE).read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return []
+    return [n for n in text.splitlines() if parse_name(n)]
 
 
 def _is_int(value: Any) -> bool:
@@ -105,15 +144,23 @@ class MemberIndex:
 
 @dataclass(frozen=True)
 class RemoteExperiment:
-    """One experiment on the remote: its archive and, if present, its sidecar."""
+    """One experiment on the remote: its archive and, if present, its sidecar (the newest,
+    when an interrupted push left another of an older status: ``stale_sidecars``)."""
 
     name: str
     archive: ObjectInfo
     sidecar: ObjectInfo | None = None
+    stale_sidecars: tuple[str, ...] = ()
 
     @property
     def identity(self) -> str:
         return self.name[:IDENTITY_LEN]
+
+    @property
+    def listed_status(self) -> str | None:
+        """The status its sidecar's name gives (None: no sidecar, or one named without)."""
+        parsed = parse_sidecar_name(self.sidecar.name) if self.sidecar else None
+        return parsed[1] if parsed else None
 
 
 class Remote:
@@ -141,11 +188,18 @@ class Remote:
         with ThreadPoolExecutor(2) as pool:
             side_listing = pool.submit(self.storage.list, self.meta_folder)
             archives = self.storage.list(self.archive_folder)
-            sidecars = {
-                o.name[: -len(SIDECAR_SUFFIX)]: o
-                for o in side_listing.result()
-                if o.name.endswith(SIDECAR_SUFFIX)
-            }
+            sidecars: dict[str, ObjectInfo] = {}
+            stale: dict[str, list[str]] = {}
+            # The newest sidecar of an identity counts; an older one (of another status)
+            # is what a push interrupted between writing the new and deleting the old left.
+            for o in sorted(side_listing.result(), key=lambda o: (o.mtime or 0, o.name)):
+                parsed = parse_sidecar_name(o.name)
+                if parsed is None:
+                    continue
+                ident = parsed[0]
+                if ident in sidecars:
+                    stale.setdefault(ident, []).append(sidecars[ident].name)
+                sidecars[ident] = o
         found: dict[str, RemoteExperiment] = {}
         for obj in archives:
             if not obj.name.endswith(ARCHIVE_SUFFIX):
@@ -158,12 +212,31 @@ class Remote:
             if prev and (prev.archive.mtime or 0) >= (obj.mtime or 0):
                 continue
             found[parsed.identity] = RemoteExperiment(
-                parsed.name, obj, sidecars.get(parsed.identity)
+                parsed.name, obj, sidecars.get(parsed.identity),
+                tuple(stale.get(parsed.identity, ())),
             )
         log.debug("listed %d experiments (%d sidecars) on %s", len(found), len(sidecars),
                   self.describe())
         self._listing = found
+        self._remember_names(sorted(e.name for e in found.values()))
         return found
+
+    def _remember_names(self, names: list[str]) -> None:
+        """Keep the listed names for shell completion (``cached_names``)."""
+        if self.cache_dir is None:
+            return
+        text = "\n".join(names) + "\n" if names else ""
+        path = self.cache_dir / LISTING_CACHE
+        try:
+            if path.read_text(encoding="utf-8") == text:
+                return
+        except (OSError, ValueError):
+            pass
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, text.encode("utf-8"))
+        except OSError:
+            pass  # a cache is an optimisation
 
     def names(self) -> list[str]:
         return [e.name for e in self.experiments().values()]
@@ -388,7 +461,8 @@ class Remote:
         archive's version. The local metadata gets the manifest computed while archiving.
         Large compressible files are deflated only for remote storage: a local folder or
         NAS has disk to spare and no bandwidth to save, so there CPU time is what counts.
-        ``replaces``: the remote copy of this run under another label, removed after.
+        ``replaces``: the remote copy of this run (its archive, when under another label,
+        and its sidecars of another status are removed after).
         """
         deflate_limit = DEFAULT_DEFLATE_LIMIT if self.storage.writes_in_place else None
         name = folder.name
@@ -411,8 +485,9 @@ class Remote:
         stored = staged.stored
         log.info("stored %s (%d bytes, version %s)", archive_name, info.size,
                  stored.version if stored else "unknown")
-        side = self.write_sidecar(meta, info, archive_name, stored.version if stored else None)
-        self._listed(name, stored, side, replaces)
+        written = self.write_sidecar(meta, info, archive_name,
+                                     stored.version if stored else None)
+        self._listed(name, stored, written, replaces)
         if stored is not None and stored.version is not None:
             now = self.storage.stat(self.archive_folder, archive_name)
             if now is None or now.version != stored.version:
@@ -423,6 +498,8 @@ class Remote:
                 )
         if replaces is not None and replaces.archive.name != archive_name:
             self.storage.delete(self.archive_folder, replaces.archive.name)
+        if replaces is not None:
+            self._delete_sidecars(replaces, keep=written)
         return info
 
     def _listed(self, name: str, archive: ObjectInfo | None, sidecar: ObjectInfo | None,
@@ -447,9 +524,9 @@ class Remote:
             self._listing = updated
 
     def write_sidecar(self, meta: ExpMeta, info: ArchiveInfo, archive_name: str,
-                      version: str | None = None) -> ObjectInfo | None:
-        """Store the sidecar of an archive just stored; returns what was stored when the
-        storage says it."""
+                      version: str | None = None) -> ObjectInfo:
+        """Store the sidecar for an archive just stored; returns it (its object name, and
+        its version when the storage says it)."""
         head = meta.head_dict()
         head["manifest"] = {
             "algorithm": info.manifest.algorithm,
@@ -475,17 +552,26 @@ class Remote:
             data["archive"]["members"] = members
         return self._write_sidecar_data(meta.name[:IDENTITY_LEN], data)
 
-    def _write_sidecar_data(self, identity: str, data: dict[str, Any]) -> ObjectInfo | None:
+    def _write_sidecar_data(self, identity: str, data: dict[str, Any]) -> ObjectInfo:
         # One line: with an indent, json encodes in Python (~10x slower than without).
         blob = json.dumps(data, ensure_ascii=False, default=str).encode("utf-8")
-        return self.storage.write_bytes(self.meta_folder, identity + SIDECAR_SUFFIX, blob)
+        name = sidecar_name(identity, data["meta"].get("status"))
+        return self.storage.write_bytes(self.meta_folder, name, blob) or ObjectInfo(name, len(blob))
+
+    def _delete_sidecars(self, exp: RemoteExperiment, keep: ObjectInfo | None = None) -> None:
+        """Remove the sidecars the listing showed for ``exp`` (but ``keep``); one removed
+        meanwhile is no error."""
+        names = [*([exp.sidecar.name] if exp.sidecar else []), *exp.stale_sidecars]
+        for name in names:
+            if keep is None or name != keep.name:
+                with contextlib.suppress(StorageNotFound):
+                    self.storage.delete(self.meta_folder, name)
 
     def delete(self, exp: RemoteExperiment) -> None:
         """Remove an experiment's archive, then its sidecar. The identity's claim stays, so
         the identity is never given to another run."""
         self.storage.delete(self.archive_folder, exp.archive.name)
-        if exp.sidecar is not None:
-            self.storage.delete(self.meta_folder, exp.sidecar.name)
+        self._delete_sidecars(exp)
         self._listing = None
 
     def rename(self, exp: RemoteExperiment, new_name: str) -> None:
@@ -502,7 +588,8 @@ class Remote:
             side["archive"]["version"] = renamed.version if renamed else None
             side["meta"]["name"] = new_name
             side["meta"]["comment"] = parse_name(new_name).comment  # type: ignore[union-attr]
-            self._write_sidecar_data(exp.identity, side)
+            written = self._write_sidecar_data(exp.identity, side)
+            self._delete_sidecars(exp, keep=written)
         self._listing = None
 
     # -- cache --------------------------------------------------------------------------

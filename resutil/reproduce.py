@@ -35,6 +35,7 @@ from .metadata import (
     UNCOMMITTED_DIR, Dependency, ExpMeta, compute_manifest, read_meta, upstream_record,
 )
 from .naming import MAX_COMMENT_LEN, identity_of, parse_name
+from .progress import NO_PROGRESS_FACTORY, CallbackFactory
 from .project import Project
 
 NEW_FOLDER = Path("<new experiment>")  # stands for {out} in a plan's command
@@ -315,12 +316,13 @@ def _rewrite(arg: str, names: dict[str, str], results: Path, original_root: Path
 # -- the run -----------------------------------------------------------------------------------
 def reproduce(
     project: Project, plan: ReproducePlan, on_output: Callable[[str], None] = lambda line: None,
-    ignore: Iterable[str] = (),
+    ignore: Iterable[str] = (), progress: CallbackFactory = NO_PROGRESS_FACTORY,
 ) -> ReproduceResult:
     """Pull what is missing, rerun the command as a new experiment (in a checkout of the
     recorded commit unless ``plan.at_head``), publish it and compare its files with the
-    original's; ``ignore`` globs name files known to vary."""
-    from .experiments import new_experiment
+    original's; ``ignore`` globs name files known to vary; ``progress`` reports the pulls
+    and the push."""
+    from .runs import new_experiment
     from .pipeline import STEP_LOG, execute, push_folder
     from .sync import ensure_local
 
@@ -333,7 +335,7 @@ def reproduce(
             where = "locally (RESUTIL_NO_REMOTE is set)"
         raise ResutilError(f"upstream {plan.missing[0]} of {plan.original} is not found {where}")
     if plan.pulls:
-        ensure_local(project, plan.pulls)
+        ensure_local(project, plan.pulls, progress)
     original = ws.path(ws.local_name(plan.original) or plan.original)
     folder, meta = new_experiment(project, plan.comment, claim=not project.no_remote)
     meta.extra["reproduces"] = {"run_id": plan.run_id, "name": plan.original}
@@ -356,7 +358,7 @@ def reproduce(
     result = ReproduceResult(plan, folder.name, outcome.status, outcome.returncode,
                              outcome.seconds, folder / STEP_LOG, warnings=warnings)
     if not project.no_remote:
-        now, result.push_error = push_folder(project, folder)
+        now, result.push_error = push_folder(project, folder, progress)
         result.pushed = result.push_error is None
         if now != folder.name:
             folder = ws.path(now)

@@ -15,10 +15,10 @@ from .archive import (
     LocalWriteError, NotStreamable, StreamExtractor, extract_archive, hash_mismatch,
 )
 from .errors import ExperimentError, ResutilError
-from .experiments import end_dead_run, run_liveness
 from .metadata import hash_file, manifest_changes, read_head, read_meta
+from .runs import end_dead_run, run_liveness
 from .naming import IDENTITY_LEN
-from .progress import NO_PROGRESS_FACTORY, Callback, CallbackFactory
+from .progress import NO_PROGRESS, NO_PROGRESS_FACTORY, Callback, CallbackFactory
 
 log = logging.getLogger(__name__)
 SMALL_ARCHIVE = 4 << 20  # archives extracted and hashed in one thread
@@ -305,14 +305,18 @@ def _stream_in(remote: Remote, exp: RemoteExperiment, target: Path, callback: Ca
 
 def _fetch_and_extract(remote: Remote, exp: RemoteExperiment, target: Path,
                        expected: str | None, callback: Callback) -> int:
+    # A folder storage hands over the archive in place, with no bytes to count: then the
+    # extraction is the transfer the progress shows.
+    in_place = remote.storage.writes_in_place
     with remote.storage.fetched(remote.archive_folder, exp.archive.name, callback) as zpath:
+        progress = callback if in_place else NO_PROGRESS
         if exp.archive.size < SMALL_ARCHIVE:  # a thread would cost more than it saves
-            written = extract_archive(zpath, target)
+            written = extract_archive(zpath, target, progress)
             actual = hash_file(zpath) if expected else None
         else:
             with ThreadPoolExecutor(1) as pool:  # hash on the second core while extracting
                 hashing = pool.submit(hash_file, zpath) if expected else None
-                written = extract_archive(zpath, target)
+                written = extract_archive(zpath, target, progress)
                 actual = hashing.result() if hashing else None
     if expected and actual != expected:
         raise hash_mismatch(exp.archive.name)
@@ -362,9 +366,24 @@ def _run(plan: SyncPlan, one: Callable[[str], int | Published], jobs: int, max_w
 
 
 def unpushed(project: Project) -> list[str]:
-    """Local experiments the remote does not have."""
+    """Local experiments the remote does not have, but those made with the remote off
+    (RESUTIL_NO_REMOTE: local on purpose) and runs still going on."""
+    from .metadata import NO_REMOTE_KEY, read_head
+
     on_remote = project.remote.experiments()
-    return [n for i, n in project.workspace.names().items() if i not in on_remote]
+    ws = project.workspace
+    out = []
+    for ident, name in ws.names().items():
+        if ident in on_remote:
+            continue
+        try:
+            meta = read_head(ws.path(name), keys=(NO_REMOTE_KEY, "status", "process"))
+        except ExperimentError:
+            meta = None  # broken: push -A reports it
+        if meta is not None and (meta.extra.get(NO_REMOTE_KEY) or run_liveness(meta) == "live"):
+            continue
+        out.append(name)
+    return out
 
 
 def ensure_local(project: Project, names: list[str], progress: CallbackFactory = NO_PROGRESS_FACTORY) -> SyncResult:
@@ -388,8 +407,10 @@ def verify_local(folder: Path) -> list[str]:
     return manifest_changes(folder, meta.manifest)
 
 
-def verify_remote(project: Project, exp: RemoteExperiment) -> tuple[list[str], str | None]:
-    """Problems with a remote archive ([] when intact) and a note on what could be checked."""
+def verify_remote(project: Project, exp: RemoteExperiment, callback: Callback = NO_PROGRESS
+                  ) -> tuple[list[str], str | None]:
+    """Problems with a remote archive ([] when intact) and a note on what could be checked;
+    ``callback`` follows its download (or, for a folder storage, the reading of it)."""
     import zipfile
     import zlib
 
@@ -402,8 +423,12 @@ def verify_remote(project: Project, exp: RemoteExperiment) -> tuple[list[str], s
         note = None
         problems.append("archive does not match its recorded hash and version (changed after "
                         "it was pushed, or its push was interrupted): push it again")
-    with remote.storage.fetched(remote.archive_folder, exp.archive.name) as path:
-        if expected and hash_file(path) != expected:
+    in_place = remote.storage.writes_in_place
+    with remote.storage.fetched(remote.archive_folder, exp.archive.name, callback) as path:
+        if in_place and expected:
+            callback.set_total(path.stat().st_size)
+        if expected and hash_file(path, callback=callback if in_place else NO_PROGRESS
+                                  ) != expected:
             problems.append("archive does not match its recorded hash")
         try:
             with zipfile.ZipFile(path) as zf:

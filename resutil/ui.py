@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 import threading
-from typing import Iterable, TextIO
+from typing import Iterable, Iterator, Sequence, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -31,18 +31,58 @@ console = Console(stderr=True, highlight=False)
 
 
 def interactive() -> bool:
-    """True when a person can answer prompts (a TTY and no RESUTIL_NO_INTERACTIVE)."""
+    """True when a person can answer prompts: input from a terminal, a terminal to ask on
+    (the controlling one: stdout may go to a pipe, as in ``python train.py | tee log``),
+    and no RESUTIL_NO_INTERACTIVE."""
     if os.environ.get("RESUTIL_NO_INTERACTIVE"):
         return False
     try:
-        return sys.stdin.isatty() and sys.stdout.isatty()
+        return sys.stdin.isatty() and _prompt_stream() is not None
     except (AttributeError, ValueError):
         return False
+
+
+_tty: TextIO | None = None
+
+
+def _prompt_stream() -> TextIO | None:
+    """Where questions are shown: the controlling terminal (never a redirected stdout or
+    stderr); else stderr or stdout when it is a terminal; else None."""
+    global _tty
+    if _tty is None and os.name == "posix":
+        try:
+            _tty = open("/dev/tty", "w", encoding="utf-8")  # noqa: SIM115 - kept open
+        except OSError:
+            _tty = None
+    if _tty is not None:
+        return _tty
+    for stream in (sys.stderr, sys.stdout):
+        try:
+            if stream is not None and stream.isatty():
+                return stream
+        except (AttributeError, ValueError):
+            continue
+    return None
+
+
+def _prompt_console() -> Console:
+    return Console(file=_prompt_stream(), highlight=False)
 
 
 def esc(text: object) -> str:
     """``text`` shown literally inside markup (a comment like ``lr[0.1]``, ``resutil[gcs]``)."""
     return escape(str(text))
+
+
+def relative(path: os.PathLike[str] | str) -> str:
+    """``path`` as a person would type it here: relative to the current folder when inside
+    it, else absolute."""
+    p = os.path.abspath(path)
+    try:
+        rel = os.path.relpath(p)
+    except ValueError:  # another drive (Windows)
+        return p
+    return p if rel.startswith(os.pardir) else rel
 
 
 def send_messages_to(stream: TextIO | None) -> None:
@@ -53,14 +93,31 @@ def send_messages_to(stream: TextIO | None) -> None:
 
 
 def _show(renderable: object) -> None:
-    # A message that cannot be shown (the terminal hung up) is no reason to fail.
+    # A message that cannot be shown (the terminal hung up) is no reason to fail. On a
+    # terminal, long lines wrap between words (the terminal itself would cut words in
+    # two); in logs and pipes a message stays one line, however long.
     with contextlib.suppress(OSError, ValueError):
-        console.print(renderable, soft_wrap=True)
+        console.print(renderable, soft_wrap=not console.is_terminal)
+
+
+_quiet = False  # a script's @resutil.main(verbose=False): only warnings and errors
+
+
+@contextlib.contextmanager
+def quiet(on: bool = True) -> Iterator[None]:
+    """Within the block, with ``on``, show no messages but warnings and errors, no bars."""
+    global _quiet
+    before, _quiet = _quiet, _quiet or on
+    try:
+        yield
+    finally:
+        _quiet = before
 
 
 def info(text: str) -> None:
     """A message that may use rich markup; pass names and paths through ``esc``."""
-    _show(text)
+    if not _quiet:
+        _show(text)
 
 
 def warn(text: str) -> None:
@@ -73,13 +130,34 @@ def error(text: str) -> None:
     _show(Text.assemble(("Error:", "red"), " ", text))
 
 
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Columns on stdout. On a terminal a rich table whose last column folds rather than
+    cuts a long name; in a pipe or file whole lines, however long (nothing cut at 80)."""
+    out = Console(highlight=False)
+    if not out.is_terminal:
+        widths = [max(len(str(r[i])) for r in (headers, *rows)) for i in range(len(headers) - 1)]
+        for row in (headers, *rows):
+            cells = [str(c).ljust(w) for c, w in zip(row, widths)] + [str(row[-1])]
+            out.file.write("  ".join(cells).rstrip() + "\n")
+        return
+    from rich.table import Table
+
+    t = Table(box=None, header_style="bold")
+    for i, head in enumerate(headers):
+        last = i == len(headers) - 1
+        t.add_column(head, overflow="fold" if last else "ellipsis", no_wrap=not last)
+    for row in rows:
+        t.add_row(*(esc(c) for c in row))
+    out.print(t)
+
+
 def confirm(question: str, default: bool = False) -> bool:
     """Ask yes/no; without a person to ask, the default."""
     if not interactive():
         return default
     from rich.prompt import Confirm
 
-    return Confirm.ask(question, default=default, console=console)
+    return Confirm.ask(question, default=default, console=_prompt_console())
 
 
 def ask(question: str, default: str = "") -> str:
@@ -88,23 +166,27 @@ def ask(question: str, default: str = "") -> str:
         return default
     from rich.prompt import Prompt
 
-    return Prompt.ask(question, default=default or None, console=console) or ""
+    if default:
+        return Prompt.ask(question, default=default, console=_prompt_console()) or ""
+    return Prompt.ask(question, console=_prompt_console()) or ""
 
 
 def ask_comment(past: Iterable[str], problem_of) -> str:
     """Prompt for an experiment comment with tab completion over past comments."""
-    from prompt_toolkit import prompt
+    from prompt_toolkit import PromptSession
     from prompt_toolkit.completion import WordCompleter
+    from prompt_toolkit.output import create_output
 
     completer = WordCompleter(sorted(set(past)), sentence=True)
+    session: PromptSession[str] = PromptSession(
+        completer=completer, output=create_output(stdout=_prompt_stream()))
     while True:
-        comment = prompt(
-            "Comment for this experiment (Tab completes, Enter for none): ", completer=completer
-        ).strip()
+        comment = session.prompt(
+            "Comment for this experiment (Tab completes, Enter for none): ").strip()
         problem = problem_of(comment)
         if not problem:
             return comment
-        error(problem)
+        _prompt_console().print(Text.assemble(("Error:", "red"), " ", problem))
 
 
 class _Task(Callback):
@@ -127,22 +209,33 @@ class _Task(Callback):
         self.bar.progress.advance(self.task, n)  # type: ignore[arg-type]
 
     def message(self, text: str) -> None:
-        self.bar.progress.console.print(f"[yellow]{text}[/yellow]")
+        self.bar.progress.console.print(Text(text, style="yellow"))
+
+
+# Widest renderings of the columns after the name: "12.34/56.78 GB", "123.4 MB/s", "0:00:12".
+_BAR, _BYTES, _RATE, _ETA = 12, 15, 10, 7
 
 
 class RichProgress(CallbackFactory):
-    """Progress bars (bytes, rate, ETA) for transfers, shown only on a terminal."""
+    """Progress bars (name, bar, bytes, rate, ETA) for transfers, shown only on a terminal,
+    one line each that fits the terminal's width: a long name is cut short with "…"."""
 
     def __init__(self) -> None:
+        from rich.table import Column
+
+        rest = _BAR + _BYTES + _RATE + _ETA + 4  # and a space between columns
+        name = max(8, console.width - rest - 1)
         self.progress = Progress(
-            TextColumn("{task.description}", style="bold"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
+            TextColumn("{task.description}", style="bold", markup=False,
+                       table_column=Column(no_wrap=True, overflow="ellipsis", max_width=name)),
+            BarColumn(bar_width=_BAR),
+            DownloadColumn(table_column=Column(no_wrap=True, min_width=_BYTES, justify="right")),
+            TransferSpeedColumn(table_column=Column(no_wrap=True, min_width=_RATE,
+                                                    justify="right")),
+            TimeRemainingColumn(table_column=Column(no_wrap=True, min_width=_ETA)),
             console=console,
             transient=False,
-            disable=not console.is_terminal,
+            disable=_quiet or not console.is_terminal,
         )
 
     def __call__(self, description: str) -> Callback:
@@ -159,6 +252,17 @@ class RichProgress(CallbackFactory):
 
     def __exit__(self, *exc) -> None:
         self.progress.__exit__(*exc)
+
+
+@contextlib.contextmanager
+def transfers() -> Iterator[CallbackFactory]:
+    """Progress for the transfers of a block: bars on a terminal, else only the retry
+    messages (CI logs and pipes stay quiet)."""
+    if console.is_terminal and not _quiet:
+        with RichProgress() as bars:
+            yield bars
+    else:
+        yield QuietMessages()
 
 
 class QuietMessages(CallbackFactory):

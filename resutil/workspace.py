@@ -126,7 +126,7 @@ class Workspace:
                 and (p := parse_name(e.name)) is not None and p.identity == identity]
 
     def resolve(self, query: str, remote_names: Iterable[str] = ()) -> str:
-        """The full name for an experiment name, identity or unique prefix."""
+        """The full name for an experiment name, identity, unique prefix or unique comment."""
         query = query.rstrip("/").split("/")[-1]
         candidates: dict[str, str] = dict()
         for name in remote_names:
@@ -143,6 +143,11 @@ class Workspace:
         if parsed and parsed.identity in candidates:  # renamed since: the identity still holds
             return candidates[parsed.identity]
         matches = sorted(n for n in candidates.values() if n.startswith(query))
+        how = "type more of it"
+        if not matches:  # not the start of a name: the comment, when one experiment has it
+            matches = sorted(n for n in candidates.values()
+                             if (p := parse_name(n)) is not None and p.comment == query)
+            how = "name one by its prefix and time (see 'resutil list --grep')"
         if len(matches) == 1:
             return matches[0]
         if not matches:
@@ -150,7 +155,7 @@ class Workspace:
                 f"no experiment matches '{query}' locally or on the remote; see 'resutil list'"
             )
         shown = ", ".join(matches[:5]) + (" ..." if len(matches) > 5 else "")
-        raise ExperimentError(f"'{query}' matches {len(matches)} experiments ({shown}); type more of it")
+        raise ExperimentError(f"'{query}' matches {len(matches)} experiments ({shown}); {how}")
 
     def rename(self, name: str, comment: str) -> str:
         """Give a local experiment a new comment; returns the new folder name."""

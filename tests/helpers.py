@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import io
 import os
+import pty
 import random
 import re
+import select
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import textwrap
 import threading
 import time
@@ -76,6 +81,13 @@ class Proj:
     @property
     def sidecar_dir(self) -> Path:
         return self.remote / f"{self.name}.resutil"
+
+    def sidecar(self, name: str) -> Path:
+        """The one sidecar of the experiment ``name`` (or identity) on the local storage:
+        ``<identity>.<status>.json``; a path that does not exist when there is none."""
+        found = sorted(self.sidecar_dir.glob(f"{name[:22]}*.json"))
+        assert len(found) <= 1, found
+        return found[0] if found else self.sidecar_dir / f"{name[:22]}.json"
 
     def exp_dirs(self) -> list[Path]:
         """Local experiment folders (not _debug, not .resutil)."""
@@ -211,8 +223,9 @@ def write_script(proj: Proj, body: str, name: str = "s.py") -> Path:
     return path
 
 
-def _script_env(env: dict[str, str] | None) -> dict[str, str]:
-    full_env = {**os.environ, **(env or {})}
+def _script_env(env: dict[str, str | None] | None) -> dict[str, str]:
+    """The environment for a subprocess: this one with ``env`` on top (None: unset)."""
+    full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
     return full_env
 
@@ -236,6 +249,112 @@ def popen_script(proj: Proj, script: str | Path = "s.py", args: Sequence[str] = 
     kw.setdefault("stdin", subprocess.DEVNULL)
     return subprocess.Popen([sys.executable, str(script), *args], cwd=proj.root,
                             env=_script_env(env), **kw)
+
+
+ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[@-Z\\-_]")
+
+
+class Terminal:
+    """A command (``python ARGS`` in the project folder) on a pseudo-terminal of ``cols``
+    x ``rows`` that is its controlling terminal, so \\x03 is SIGINT; COLUMNS and LINES say
+    the same size, as a shell's do. ``stdout``: where the command's stdout goes instead of
+    the terminal (``subprocess.PIPE``: ``python train.py | tee log``); ``piped_out`` holds
+    it after ``finish``."""
+
+    def __init__(self, proj: Proj, args: Sequence[str] = ("s.py",), env: dict | None = None,
+                 cols: int = 200, rows: int = 50, stdout: int | None = None) -> None:
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self.master = master
+        self.text = ""  # everything shown so far
+        self._mark = 0  # where expect() looks from: the text since the last answer
+        self.piped_out = ""
+        env = {"TERM": "xterm", "COLUMNS": str(cols), "LINES": str(rows), **(env or {})}
+        self.proc = popen_script(proj, args[0], args[1:], env=env, stdin=slave,
+                                 stdout=slave if stdout is None else stdout, stderr=slave,
+                                 preexec_fn=_take_terminal)
+        os.close(slave)
+
+    def _read(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if not ready:
+            return True
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:  # EIO: every writer has gone
+            return False
+        if not data:
+            return False
+        if b"\x1b[6n" in data:  # prompt_toolkit asks where the cursor is
+            os.write(self.master, b"\x1b[1;1R")
+        self.text += data.decode("utf-8", "replace")
+        return True
+
+    def expect(self, needle: str, limit: float = 30) -> None:
+        """Read until ``needle`` shows (in the text without colours and cursor moves)."""
+        end = time.monotonic() + limit
+        while needle not in ANSI.sub("", self.text[self._mark:]):
+            if not self._read(0.05):
+                raise AssertionError(f"the command ended before {needle!r}: {self.plain}")
+            if time.monotonic() > end:
+                raise AssertionError(f"gave up waiting for {needle!r}: {self.plain}")
+
+    def answer(self, needle: str, line: str) -> None:
+        """Wait for the question ``needle``, type ``line``; later questions are looked for
+        in what is shown after it."""
+        self.expect(needle)
+        self._mark = len(self.text)
+        self.send(line.encode() + b"\r")
+
+    def send(self, data: bytes) -> None:
+        os.write(self.master, data)
+
+    def finish(self, limit: float = 60) -> int:
+        end = time.monotonic() + limit
+        while self._read(0.05):
+            if time.monotonic() > end:
+                raise AssertionError(f"the command did not end: {self.plain}")
+        if self.proc.stdout is not None:
+            self.piped_out = self.proc.stdout.read().decode("utf-8", "replace")
+        return self.proc.wait(timeout=limit)
+
+    @property
+    def plain(self) -> str:
+        return ANSI.sub("", self.text)
+
+    def lines(self) -> list[str]:
+        """What the terminal shows, line by line (a line redrawn with \\r in its last form)."""
+        return [ln.rsplit("\r", 1)[-1] for ln in self.plain.replace("\r\n", "\n").split("\n")]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        os.close(self.master)
+
+
+def _take_terminal() -> None:
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+@contextlib.contextmanager
+def terminals(proj: Proj) -> Iterator:
+    """Make ``Terminal``s in ``proj`` (interactive: RESUTIL_NO_INTERACTIVE removed for
+    them); all are closed at the end."""
+    made: list[Terminal] = []
+
+    def make(args: Sequence[str] = ("s.py",), env: dict | None = None, **kw) -> Terminal:
+        made.append(Terminal(proj, args, {"RESUTIL_NO_INTERACTIVE": None, **(env or {})}, **kw))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for t in made:
+            t.close()
 
 
 def wait_for(predicate, what: str, proc: subprocess.Popen | None = None, limit: float = 60):

@@ -66,7 +66,7 @@ def test_archive_is_a_standard_zip_with_sensible_compression(proj):
     for rel, data in files.items():
         assert inside["manifest"]["files"][rel] == [len(data), xxhash.xxh3_128(data).hexdigest()]
     # The sidecar records the archive's own hash.
-    side = json.loads((proj.sidecar_dir / f"{exp.name[:22]}.json").read_text())
+    side = json.loads(proj.sidecar(exp.name).read_text())
     assert side["archive"]["hash"] == xxhash.xxh3_128(zpath.read_bytes()).hexdigest()
     assert side["archive"]["size"] == zpath.stat().st_size
 

@@ -113,12 +113,12 @@ def test_rm_force_local_and_remote(proj):
     other = make_exp(proj, "other", when=T0.replace(hour=10))
     ok("push", "-A")
 
-    r = ok("rm", "-r", other.name)
+    r = ok("rm", "-r", "--yes", other.name)
     assert other.is_dir() and not proj.zip_of(other.name).exists()
-    assert not (proj.sidecar_dir / f"{other.name[:22]}.json").exists()
+    assert not proj.sidecar(other.name).exists()
     assert "remote" in r.stderr
 
-    ok("rm", "-l", other.name)
+    ok("rm", "-l", "-y", other.name)  # its only copy now
     assert not other.exists()
     fails("rm", other.name, needles=[other.name])  # gone from both sides now
 

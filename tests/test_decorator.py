@@ -37,7 +37,7 @@ BASIC = """
 
     @resutil.main()
     def main(params):
-        assert isinstance(params.ex_dir, Path), type(params.ex_dir)
+        assert isinstance(params.ex_dir, str) and params.ex_dir.path.is_absolute()
         assert params.ex_dir.is_dir()
         print("ex_name=" + params.ex_name)
         print("to stdout")

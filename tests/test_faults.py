@@ -67,8 +67,11 @@ def test_unknown_and_ambiguous_experiments(proj):
 def test_remote_folder_missing(proj):
     exp = make_exp(proj, "x", when=T0)
     shutil.rmtree(proj.remote)
-    for args in (["list"], ["push", exp.name], ["pull", "-A"], ["show", "zzz"]):
+    for args in (["push", exp.name], ["pull", "-A"], ["show", "zzz"]):
         fails(*args, needles=["does not exist or is not mounted"])
+    r = ok("list")  # what is here, and why the remote column is unknown
+    assert_one_warning_line(r.stderr, "does not exist or is not mounted", "local experiments only")
+    assert r.stdout.splitlines()[1].split() == ["?", "✓", "finished", exp.name]
     assert not proj.remote.exists()  # nothing was created in place of the missing mount
     # Working locally still works.
     assert json.loads(ok("list", "--local", "--json").stdout)[0]["name"] == exp.name
@@ -406,12 +409,12 @@ def test_broken_local_metadata_affects_only_its_experiment(proj, shape):
 
     # rm: still refuses to break the others' lineage, removes what it may, and the broken
     # folder itself can be removed (no warning about it then)
-    r = run_cli("rm", "-l", up.name)
+    r = run_cli("rm", "--yes", up.name)
     assert r.exit_code == 1 and down.name in r.stderr and "Traceback" not in r.stderr
-    r = ok("rm", "-l", down.name)
+    r = ok("rm", "-l", down.name)  # the remote keeps it
     assert_one_warning_line(r.stderr, str(meta))
     assert not down.exists() and up.is_dir()
-    r = ok("rm", "-l", bad.name)
+    r = ok("rm", "-l", "--yes", bad.name)  # its only copy
     assert "Warning" not in r.stderr and not bad.exists()
     assert json.loads(ok("list", "--json", "--local").stdout)[0]["name"] == up.name
     assert meta not in STUCK_ON_FIFO
@@ -576,9 +579,9 @@ def test_a_killed_push_leaves_no_packer_running_and_no_scratch(proj, killed):
             p.kill()
         p.communicate()
     assert not proj.zip_of(exp.name).exists()
-    wait_for(lambda: not any(_running(h) for h in helpers), "the helper to end", limit=10)
+    wait_for(lambda: not any(_running(h) for h in helpers), "the helper to end", limit=60)
     if killed == "push":  # it removed its own segment on the way out
-        wait_for(lambda: not list(tmp.glob(".resutil-segment*")), "the segment to go", limit=10)
+        wait_for(lambda: not list(tmp.glob(".resutil-segment*")), "the segment to go", limit=60)
     else:
         assert list(tmp.glob(".resutil-segment*"))
     ok("push", exp.name)  # fresh, not aged: the owner is dead, that is enough

@@ -8,19 +8,13 @@ the script's controlling terminal, so a typed Ctrl-C (\\x03) becomes a real SIGI
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import os
 import platform
-import pty
 import re
-import select
 import signal
-import struct
 import subprocess
 import sys
-import termios
-import time
 from pathlib import Path
 
 import pytest
@@ -37,11 +31,10 @@ from .helpers import (
     read_exp_in_zip,
     run_script,
     small_tmpfs,
+    terminals,
     wait_for,
     write_script,
 )
-
-ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[@-Z\\-_]")
 
 # Runs until told to stop (a file appears), after writing a result and saying so.
 LOOPS = """
@@ -199,7 +192,7 @@ def test_a_live_run_is_neither_dead_nor_pushed_by_push_all(proj):
     assert read_exp_in_zip(proj.zip_of(folder.name))["status"] == "finished"
     # Once it has ended, both work again.
     cli_ok("comment", folder.name, "renamed")
-    cli_ok("rm", folder.name[:6])
+    cli_ok("rm", "--yes", folder.name[:6])
     assert proj.exp_dirs() == [] and proj.remote_zips() == []
 
 
@@ -348,80 +341,10 @@ def test_logs_are_clean_text_and_hold_the_traceback(proj):
 
 
 # -- on a terminal: Ctrl-C and Ctrl-D ------------------------------------------------------------
-class Terminal:
-    """A script on a pseudo-terminal that is its controlling terminal (so \\x03 is SIGINT)."""
-
-    def __init__(self, proj: Proj, script: str = "s.py", env: dict | None = None) -> None:
-        master, slave = pty.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
-        self.master = master
-        self.text = ""
-        self.proc = popen_script(proj, script, env={"TERM": "xterm", **(env or {})},
-                                 stdin=slave, stdout=slave, stderr=slave,
-                                 preexec_fn=_take_terminal)
-        os.close(slave)
-
-    def _read(self, timeout: float) -> bool:
-        ready, _, _ = select.select([self.master], [], [], timeout)
-        if not ready:
-            return True
-        try:
-            data = os.read(self.master, 65536)
-        except OSError:  # EIO: every writer has gone
-            return False
-        if not data:
-            return False
-        if b"\x1b[6n" in data:  # prompt_toolkit asks where the cursor is
-            os.write(self.master, b"\x1b[1;1R")
-        self.text += data.decode("utf-8", "replace")
-        return True
-
-    def expect(self, needle: str, limit: float = 30) -> None:
-        end = time.monotonic() + limit
-        while needle not in ANSI.sub("", self.text):
-            if not self._read(0.05):
-                raise AssertionError(f"the script ended before {needle!r}: {self.plain}")
-            if time.monotonic() > end:
-                raise AssertionError(f"gave up waiting for {needle!r}: {self.plain}")
-
-    def send(self, data: bytes) -> None:
-        os.write(self.master, data)
-
-    def finish(self, limit: float = 60) -> int:
-        end = time.monotonic() + limit
-        while self._read(0.05):
-            if time.monotonic() > end:
-                raise AssertionError(f"the script did not end: {self.plain}")
-        return self.proc.wait(timeout=limit)
-
-    @property
-    def plain(self) -> str:
-        return ANSI.sub("", self.text)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        os.close(self.master)
-
-
-def _take_terminal() -> None:
-    os.setsid()
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-
 @pytest.fixture
-def terminal(proj, monkeypatch):
-    monkeypatch.delenv("RESUTIL_NO_INTERACTIVE")
-    made: list[Terminal] = []
-
-    def make(script: str = "s.py", env: dict | None = None) -> Terminal:
-        made.append(Terminal(proj, script, env))
-        return made[-1]
-
-    yield make
-    for t in made:
-        t.close()
+def terminal(proj):
+    with terminals(proj) as make:
+        yield lambda script="s.py", env=None: make([script], env)
 
 
 def error_lines(text: str) -> list[str]:

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from resutil.remote import SIDECAR_SUFFIX
+from resutil.remote import sidecar_name
 from resutil.storage import backend_class
 
 from .helpers import cli_fails, cli_in, cli_ok, make_exp, make_project
@@ -53,7 +53,7 @@ def test_re_push_up_to_date_and_a_killed_push_never_pairs(storage_settings, tmp_
 
     b = make_project(tmp_path / "b", storage_settings)
     cli_ok("verify", "--remote", exp.name, cwd=b.root)  # b caches the sidecar
-    side_name = exp.name[:22] + SIDECAR_SUFFIX
+    side_name = sidecar_name(exp.name[:22], "finished")
     old_sidecar = storage.read_bytes("Proj.resutil", side_name)
     for content in ("v2", "v3"):  # same sizes, in quick succession
         (exp / "a.txt").write_text(content * 100)

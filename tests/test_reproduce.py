@@ -99,7 +99,7 @@ def test_arguments_are_recorded_as_a_list_and_names_with_spaces_stay_whole(tmp_p
     assert meta["args"] == f"s.py {arg}"  # 0.1.x's string, as 0.1.x wrote it
     assert meta["dependency"] == [raw.name] and " v1" in raw.name
     assert read_meta(exp).dependencies[0].name == raw.name
-    side = json.loads((proj.sidecar_dir / f"{exp.name[:22]}.json").read_text())
+    side = json.loads(proj.sidecar(exp.name).read_text())
     assert side["meta"]["dependency"] == [raw.name]
     assert cli(proj, "show", exp.name, "--json").stdout.count(raw.name) >= 1
     shown = json.loads(cli(proj, "show", exp.name, "--json").stdout)

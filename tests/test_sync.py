@@ -6,16 +6,17 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
 from .helpers import (
+    cli_in,
     cli_ok as ok,
     NAME_RE,
+    make_clone,
     make_exp,
     read_exp,
-    run_cli,
     tree,
 )
 
@@ -94,11 +95,13 @@ def test_push_warns_about_an_upstream_that_exists_nowhere(proj):
     assert "aaaaaa_20240101T000000_gone" in r.stderr and "Warning" in r.stderr
 
 
-def test_push_and_pull_need_names_or_all(proj):
-    for cmd in ("push", "pull"):
-        r = run_cli(cmd)
-        assert r.exit_code == 2
-        assert "-A" in r.stderr
+def test_push_and_pull_without_names_mean_all_as_in_0_1_x(proj, tmp_path):
+    exps = [make_exp(proj, c, when=T0 + timedelta(minutes=i)) for i, c in enumerate("ab")]
+    r = ok("push")
+    assert [f"Pushed {e.name}" in r.stderr for e in exps] == [True, True]
+    other = make_clone(proj, tmp_path / "other")
+    r = cli_in(other, "pull")
+    assert [e.name for e in other.exp_dirs()] == [e.name for e in exps]
 
 
 @pytest.fixture
@@ -161,7 +164,7 @@ def test_remote_layout_is_the_0_1_x_layout(proj, chain):
         assert (proj.archive_dir / entry).is_file()
     # Sidecars and identity claims live beside the project folder, one each per identity.
     sidecars = sorted(p.name for p in proj.sidecar_dir.iterdir() if p.suffix == ".json")
-    assert sidecars == sorted(e[:22] + ".json" for e in entries)
+    assert sidecars == sorted(e[:22] + ".finished.json" for e in entries)
     claims = sorted(p.name for p in proj.sidecar_dir.iterdir() if p.suffix != ".json")
     assert claims == sorted(e[:22] + ".claim" for e in entries)
     assert sorted(p.name for p in proj.remote.iterdir()) == [proj.name, f"{proj.name}.resutil"]

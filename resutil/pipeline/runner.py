@@ -24,8 +24,9 @@ from typing import Any, Callable, Iterable
 
 from ..naming import IDENTITY_LEN
 from ..errors import PipelineError, ResutilError
-from ..experiments import new_experiment, record_start
+from ..runs import new_experiment, record_start
 from ..metadata import ExpMeta, compute_manifest, read_meta, upstream_record, write_meta
+from ..progress import NO_PROGRESS_FACTORY, CallbackFactory
 from ..project import Project
 from ..publish import publish
 from .index import Candidate
@@ -87,8 +88,10 @@ def _noop(_event: Event) -> None:
 
 class _Runner:
     def __init__(self, project: Project, pipeline: Pipeline, names: list[str], force: set[str],
-                 on_event: Callable[[Event], None]) -> None:
+                 on_event: Callable[[Event], None],
+                 progress: CallbackFactory = NO_PROGRESS_FACTORY) -> None:
         self.project = project
+        self.progress = progress
         self.pipeline = pipeline
         self.names = names
         self.force = force
@@ -171,7 +174,7 @@ class _Runner:
         with self.pull_lock:
             for n in missing:
                 self.on_event(Event("pull", name, n))
-            ensure_local(self.project, missing)
+            ensure_local(self.project, missing, self.progress)
             for result in list(self.results.values()):
                 if result.experiment in missing:
                     result.pulled = True
@@ -220,7 +223,7 @@ class _Runner:
 
     def _push(self, name: str, folder: Path, result: StepResult) -> None:
         self.on_event(Event("push", name, folder.name))
-        now, error = push_folder(self.project, folder)
+        now, error = push_folder(self.project, folder, self.progress)
         if result.experiment == folder.name:
             result.experiment = now
             result.log = self.project.workspace.path(now) / STEP_LOG
@@ -237,11 +240,13 @@ def run_pipeline(
     jobs: int = 1,
     force: list[str] | tuple[str, ...] = (),
     on_event: Callable[[Event], None] = _noop,
+    progress: CallbackFactory = NO_PROGRESS_FACTORY,
 ) -> RunReport:
-    """Run the steps that are not up to date (and their upstream closure), reuse the rest."""
+    """Run the steps that are not up to date (and their upstream closure), reuse the rest;
+    ``progress`` reports each pull and push."""
     names = pipeline.closure(targets)
     pipeline.check_names(force)
-    return _Runner(project, pipeline, names, set(force), on_event).run(jobs)
+    return _Runner(project, pipeline, names, set(force), on_event, progress).run(jobs)
 
 
 # -- one command in an experiment folder (shared with reproduce) -------------------------------
@@ -320,11 +325,12 @@ def execute(
                                                          *after.untracked_files}))
 
 
-def push_folder(project: Project, folder: Path) -> tuple[str, str | None]:
+def push_folder(project: Project, folder: Path,
+                progress: CallbackFactory = NO_PROGRESS_FACTORY) -> tuple[str, str | None]:
     """Publish one experiment folder: (its name now, the error message when it failed -
     it is kept locally then, its manifest sealed)."""
     try:
-        return publish(project, folder).name, None
+        return publish(project, folder, progress(folder.name)).name, None
     except ResutilError as e:
         meta = read_meta(folder, with_manifest=False)
         if meta.manifest is None:
