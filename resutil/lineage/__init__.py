@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from .index import (
-    BROKEN, INDEX_VERSION, LOCAL_INDEX, REMOTE_INDEX, Record, collect, dependents, unreadable,
+    BROKEN, INDEX_VERSION, LOCAL_INDEX, REMOTE_INDEX, Record, collect, dependents, local_records,
+    unreadable,
 )
 
 # networkx takes ~0.1 s to import: ``graph`` and ``tree`` load when first used, so that
@@ -37,6 +38,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BROKEN", "DIRECTIONS", "INDEX_VERSION", "LOCAL_INDEX", "REMOTE_INDEX", "LineageView",
     "Problems", "Record", "TreeNode", "build_graph", "collect", "decorate", "dependents",
-    "find_problems", "gc_paused", "lineage_tree", "lineage_view", "mark_cycles",
+    "find_problems", "gc_paused", "lineage_tree", "lineage_view", "local_records", "mark_cycles",
     "resolve_nodes", "select", "unreadable",
 ]
