@@ -543,12 +543,16 @@ def parse_meta(text: str, with_manifest: bool = True,
     return ExpMeta.from_dict(data, manifest, where)
 
 
-def _parse_text(text: str, with_manifest: bool, where: str) -> tuple[Any, Manifest | None]:
-    """(the YAML mapping of the head, the manifest) of a metadata file's text."""
+def _parse_text(text: str, with_manifest: bool, where: str, head_known: bool = False
+                ) -> tuple[Any, Manifest | None]:
+    """(the YAML mapping of the head, the manifest) of a metadata file's text; with
+    ``head_known`` only the manifest is parsed (the mapping is None)."""
     head, sep, tail = text.partition(_MANIFEST_MARK)
     try:
-        data = yaml.load(head if sep else text, Loader=_Loader)
+        data = None if head_known else yaml.load(head if sep else text, Loader=_Loader)
         manifest = _parse_manifest_block(tail) if sep and with_manifest else None
+        if head_known:
+            return None, manifest
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark else ""
@@ -591,52 +595,34 @@ def _parse_manifest_block(tail: str) -> Manifest | None:
 def read_meta(folder: Path, with_manifest: bool = True) -> ExpMeta:
     """The metadata of an experiment folder (a bare one if the file is missing).
 
-    ExperimentError naming the file when it cannot be read or used. A file read before in
-    this process, unchanged since (same inode, size and times: every write replaces it),
-    is not parsed again; the caller gets its own copy all the same."""
+    ExperimentError naming the file when it cannot be read or used. A head read before in
+    this process with the very same text is not parsed again (a push of many experiments
+    asks several times); the caller gets its own copy all the same."""
     path = folder / EXP_FILE
     try:
-        before = os.stat(path)
+        text = read_meta_text(path, with_manifest)
     except FileNotFoundError:
         return ExpMeta(name=folder.name, status="finished", result_dir=str(folder))
-    except OSError:
-        before = None  # reading it says what is wrong
-    key = (str(path), before.st_ino, before.st_size, before.st_mtime_ns,
-           before.st_ctime_ns) if before is not None else None
-    known = _PARSED.get(key) if key is not None else None
-    if known is not None and (known[1] is not None or not with_manifest):
-        data, manifest = known
-        meta = ExpMeta.from_dict(pickle.loads(data), where=str(path))
-        if with_manifest and manifest is not None:
-            meta.manifest = Manifest(dict(manifest.files), manifest.algorithm)
+    where = str(path)
+    head = text.partition(_MANIFEST_MARK)[0]
+    known = _PARSED.get(where)
+    if known is not None and known[0] == head:
+        _, manifest = _parse_text(text, with_manifest, where, head_known=True)
+        data = pickle.loads(known[1])
     else:
-        try:
-            text = read_meta_text(path, with_manifest)
-        except FileNotFoundError:
-            return ExpMeta(name=folder.name, status="finished", result_dir=str(folder))
-        data, manifest = _parse_text(text, with_manifest, str(path))
-        meta = ExpMeta.from_dict(data, manifest, str(path))
-        if key is not None and _unchanged(path, before):
-            if len(_PARSED) >= MAX_PARSED:
-                _PARSED.clear()
-            _PARSED[key] = (pickle.dumps(data), manifest if with_manifest else None)
+        data, manifest = _parse_text(text, with_manifest, where)
+        blob = pickle.dumps(data)  # (before the caller can change what it shares)
+        if len(_PARSED) >= MAX_PARSED:
+            _PARSED.clear()
+        _PARSED[where] = (head, blob)
+    meta = ExpMeta.from_dict(data, manifest, where)
     meta.set_name(folder.name)  # the folder name is the authority (comment may have changed)
     return meta
 
 
-# Parsed heads of metadata files read in this process, keyed by path and signature:
-# (pickled YAML mapping, the manifest when it was read too).
-_PARSED: dict[tuple, tuple[bytes, Manifest | None]] = {}
+# Heads of metadata files parsed in this process: path -> (head text, pickled YAML mapping).
+_PARSED: dict[str, tuple[str, bytes]] = {}
 MAX_PARSED = 4096
-
-
-def _unchanged(path: Path, before: os.stat_result) -> bool:
-    try:
-        after = os.stat(path)
-    except OSError:
-        return False
-    return (after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns) == (
-        before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns)
 
 
 # The newline before a top-level key (or the document's end); a literal first, so fast.

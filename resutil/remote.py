@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .atomic import write_atomic
 from .archive import DEFAULT_DEFLATE_LIMIT, ArchiveInfo, build_archive, meta_head_of
@@ -33,7 +33,7 @@ from .errors import ArchiveError, ExperimentError, ExperimentNotFound, StorageNo
 from .hashing import HASH_ALGORITHM
 from .liveness import this_host
 from .metadata import EXP_FILE, STATUSES, ExpMeta, Manifest, parse_meta, read_meta, write_meta
-from .naming import IDENTITY_LEN, parse_name
+from .naming import IDENTITY_LEN, IDENTITY_RE, NAME_RE, parse_name
 from .progress import NO_PROGRESS, Callback
 from .storage.base import ObjectInfo, Storage
 from .zipread import Member, MemberReader, read_central_directory
@@ -86,18 +86,16 @@ def sidecar_name(identity: str, status: str | None) -> str:
 
 def parse_sidecar_name(name: str) -> tuple[str, str | None] | None:
     """(identity, status or None) for a sidecar's object name; None if it is not one."""
-    if not name.endswith(SIDECAR_SUFFIX):
+    if not name.endswith(SIDECAR_SUFFIX) or not IDENTITY_RE.match(name):
         return None
-    parsed = parse_name(name[:IDENTITY_LEN])
-    if parsed is None or parsed.identity != name[:IDENTITY_LEN]:
-        return None
+    identity = name[:IDENTITY_LEN]
     middle = name[IDENTITY_LEN:-len(SIDECAR_SUFFIX)]
     if not middle:
-        return parsed.identity, None
+        return identity, None
     status = middle[1:]
     if middle[0] != "." or status not in LISTED_STATUSES:
         return None
-    return parsed.identity, status
+    return identity, status
 
 
 def cached_names(cache_dir: Path) -> list[str]:
@@ -142,8 +140,7 @@ class MemberIndex:
     source: str
 
 
-@dataclass(frozen=True)
-class RemoteExperiment:
+class RemoteExperiment(NamedTuple):
     """One experiment on the remote: its archive and, if present, its sidecar (the newest,
     when an interrupted push left another of an older status: ``stale_sidecars``)."""
 
@@ -202,19 +199,16 @@ class Remote:
                 sidecars[ident] = o
         found: dict[str, RemoteExperiment] = {}
         for obj in archives:
-            if not obj.name.endswith(ARCHIVE_SUFFIX):
+            name = obj.name[:-len(ARCHIVE_SUFFIX)]
+            if not obj.name.endswith(ARCHIVE_SUFFIX) or not NAME_RE.match(name):
                 continue
-            parsed = parse_name(obj.name[: -len(ARCHIVE_SUFFIX)])
-            if not parsed:
-                continue
-            prev = found.get(parsed.identity)
+            identity = name[:IDENTITY_LEN]
+            prev = found.get(identity)
             # Two archives of one identity only after an interrupted rename: newest wins.
             if prev and (prev.archive.mtime or 0) >= (obj.mtime or 0):
                 continue
-            found[parsed.identity] = RemoteExperiment(
-                parsed.name, obj, sidecars.get(parsed.identity),
-                tuple(stale.get(parsed.identity, ())),
-            )
+            found[identity] = RemoteExperiment(name, obj, sidecars.get(identity),
+                                               tuple(stale.get(identity, ())))
         log.debug("listed %d experiments (%d sidecars) on %s", len(found), len(sidecars),
                   self.describe())
         self._listing = found

@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, ClassVar, Iterator, Mapping, TypeVar
+from typing import Any, BinaryIO, Callable, ClassVar, Iterator, Mapping, NamedTuple, TypeVar
 
 from ..errors import ConfigError, ResutilError, StorageError, StorageNotFound, StorageUnavailable
 from ..liveness import remove_dead_scratch, scratch_prefix
@@ -33,12 +33,13 @@ T = TypeVar("T")
 S = TypeVar("S")
 
 
-@dataclass(frozen=True)
-class ObjectInfo:
+class ObjectInfo(NamedTuple):
     """A stored file: its name within its folder, size in bytes, modification time, and
     ``version``: an opaque token that changes whenever the content is replaced (GCS
     generation, Drive and Box content checksums, inode and mtime of a local file), None
-    where the backend cannot tell. Readers pair an archive with its sidecar by it."""
+    where the backend cannot tell. Readers pair an archive with its sidecar by it.
+
+    (A named tuple: a listing makes one per object, 20,000 for 10,000 experiments.)"""
 
     name: str
     size: int
