@@ -22,7 +22,7 @@ import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -53,6 +53,21 @@ SIDECAR_FILES = 10_000  # a sidecar lists the files (~100 bytes each) of a run w
 
 def sidecar_problem(data: Any) -> str | None:
     """Why a sidecar's content cannot be used (None when it can): remote data is untrusted."""
+    return _check_sidecar(data)[0]
+
+
+def _check_sidecar(data: Any) -> tuple[str | None, ExpMeta | None]:
+    """(why a sidecar's content cannot be used, or None; its metadata when it can)."""
+    problem = _sidecar_shape(data)
+    if problem:
+        return problem, None
+    try:
+        return None, ExpMeta.from_dict(data["meta"])
+    except Exception as e:  # noqa: BLE001 - any shape may arrive from the storage
+        return f"has unusable metadata ({e})", None
+
+
+def _sidecar_shape(data: Any) -> str | None:
     if not isinstance(data, dict):
         return "is not a JSON object"
     archive, meta = data.get("archive"), data.get("meta")
@@ -70,10 +85,6 @@ def sidecar_problem(data: Any) -> str | None:
         return "has a bad archive layout"
     if data.get("run_id") is not None and not isinstance(data["run_id"], str):
         return "has a bad run id"
-    try:
-        ExpMeta.from_dict(meta)
-    except Exception as e:  # noqa: BLE001 - any shape may arrive from the storage
-        return f"has unusable metadata ({e})"
     return None
 
 
@@ -172,6 +183,7 @@ class Remote:
         self._listing: dict[str, RemoteExperiment] | None = None
         self._listing_lock = threading.Lock()
         self._sidecars: dict[str, dict[str, Any]] = {}  # cache key -> sidecar, this process
+        self._metas: dict[str, ExpMeta] = {}  # cache key -> its checked metadata
 
     def describe(self) -> str:
         return f"{self.storage.describe()}/{self.project}"
@@ -271,19 +283,21 @@ class Remote:
             return None  # removed since the listing
         except (ValueError, UnicodeDecodeError):
             return _ignored(exp, "is not JSON")
-        problem = sidecar_problem(data)
+        problem, meta = _check_sidecar(data)
         if problem:
             return _ignored(exp, problem)
         if key:
             self._cache_write(key, data)
             self._remember(key, data)
+            self._metas[key] = meta  # (checked: meta() need not build it again)
         return data
 
     def _remember(self, key: str, data: dict[str, Any]) -> None:
         """Keep a sidecar read in this process for the next question about it (a push or
         pull of many asks several times)."""
-        if len(self._sidecars) >= 10_000:
+        if len(self._sidecars) >= 20_000:
             self._sidecars.clear()
+            self._metas.clear()
         self._sidecars[key] = data
 
     def paired(self, exp: RemoteExperiment) -> dict[str, Any] | None:
@@ -308,7 +322,12 @@ class Remote:
         """The experiment's metadata without its manifest, fetching an archive only once."""
         side = self.paired(exp)
         if side is not None:
-            meta = ExpMeta.from_dict(side["meta"])
+            version = exp.sidecar.version if exp.sidecar else None
+            known = self._metas.get(f"{exp.identity}-side-{_key_part(version)}.json"
+                                    if version else "")
+            # A copy of the one checked when the sidecar was read (lists copied too).
+            meta = replace(known, dependencies=list(known.dependencies)) if known else \
+                ExpMeta.from_dict(side["meta"])
             meta.set_name(exp.name)
             return meta
         version = exp.archive.version
@@ -419,6 +438,25 @@ class Remote:
     def _archive_facts(self, exp: RemoteExperiment) -> dict[str, Any]:
         side = self.paired(exp)
         return side["archive"] if side is not None else {}
+
+    # -- files shared by the project's users --------------------------------------------------
+    def read_shared(self, name: str, limit: int) -> bytes | None:
+        """A file of the metadata folder that clients share (a cache: see lineage.index);
+        None when there is none, or when it is larger than ``limit`` (remote data is
+        untrusted: never more than that is read)."""
+        try:
+            data = self.storage.read_range(self.meta_folder, name, 0, limit + 1)
+        except StorageNotFound:
+            return None
+        if len(data) > limit:
+            log.warning("ignoring %s/%s on the remote: larger than %d MiB", self.meta_folder,
+                        name, limit >> 20)
+            return None
+        return data
+
+    def write_shared(self, name: str, data: bytes) -> None:
+        """Replace a shared file of the metadata folder (all at once, as every write)."""
+        self.storage.write_bytes(self.meta_folder, name, data)
 
     # -- identities -----------------------------------------------------------------------
     def claim(self, identity: str, run_id: str, name: str) -> str | None:

@@ -5,11 +5,17 @@ index of what it read (local: by the metadata file's inode, size and mtime, whic
 rewrite always changes; remote: by the versions of the archive and its sidecar on the
 storage) and, on a miss, reads a local file's head with ``metadata.read_head``, without
 its ``environment`` block, the bulk of it and of no use to the lineage.
+
+A fresh clone has no index: a reader that misses many remote experiments first reads the
+index the project's clones share on the storage (``<project>.resutil/.lineage-index.json``,
+written by the last reader of many sidecars; every entry counts only for the versions it
+names, so a stale or concurrent copy is harmless), then the sidecars still missing.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
@@ -18,7 +24,7 @@ from typing import Any, Iterable
 
 from ..atomic import write_atomic
 from ..naming import IDENTITY_LEN
-from ..errors import ArchiveError, ExperimentError
+from ..errors import ArchiveError, ExperimentError, ResutilError
 from ..liveness import Owner
 from ..metadata import EXP_FILE, Dependency, ExpMeta, read_head
 from ..project import Project
@@ -30,7 +36,13 @@ _PACKED = [f.name for f in fields(ExpMeta) if f.name not in ("environment", "man
 INDEX_VERSION = "3:" + ",".join(_PACKED)
 LOCAL_INDEX = "lineage-local.json"
 REMOTE_INDEX = "lineage-remote.json"
-BROKEN = "broken"  # the status shown for an experiment whose metadata cannot be used
+# On the storage, in <project>.resutil/ (hidden from listings): the index a reader of many
+# sidecars shares with the project's other clones.
+SHARED_INDEX = ".lineage-index.json"
+SHARED_MIN = 50  # sidecars a reader must have read (or missed) before the shared index counts
+MAX_SHARED = 64 << 20
+BROKEN = "broken"
+log = logging.getLogger(__name__)  # the status shown for an experiment whose metadata cannot be used
 
 
 @dataclass
@@ -135,13 +147,23 @@ def _hit(entry: Any, sig: list[Any] | None) -> dict[str, Any] | None:
 
 def _remote_metas(remote: Remote, exps: list[RemoteExperiment]) -> list[ExpMeta | str]:
     """Each experiment's metadata, or why it cannot be used (a damaged sidecar or archive
-    affects only its own experiment; an unreachable storage still fails the whole call)."""
+    affects only its own experiment; an unreachable storage still fails the whole call).
+
+    From this clone's index when the experiment's versions are the indexed ones; for many
+    that are not (a fresh clone), from the index the project's clients share on the
+    storage (SHARED_INDEX); the rest from their sidecars, after which a reader of many
+    shares what it knows."""
     cache_dir = remote.cache_dir
     path = cache_dir / REMOTE_INDEX if cache_dir is not None else None
     old = _load_index(path) if path is not None else {}
     sigs = [_remote_sig(e) for e in exps]
     packs = [_hit(old.get(e.identity), sig) for e, sig in zip(exps, sigs)]
     cached = [_unpack(p) if p is not None else None for p in packs]
+    if sum(m is None for m in cached) >= SHARED_MIN:
+        shared = _load_shared(remote)
+        for i, (exp, sig) in enumerate(zip(exps, sigs)):
+            if cached[i] is None and (packed := _hit(shared.get(exp.identity), sig)):
+                cached[i], packs[i] = _unpack(packed, check=True), packed
     todo = [e for e, meta in zip(exps, cached) if meta is None]
     fetched: dict[str, ExpMeta | str] = {}
     if todo:
@@ -150,14 +172,21 @@ def _remote_metas(remote: Remote, exps: list[RemoteExperiment]) -> list[ExpMeta 
         # without sidecar (0.1.x) goes through that cache, so it is fetched only once.
         uncached = Remote(remote.storage, remote.project)
 
-        def read(exp: RemoteExperiment) -> ExpMeta | str:
-            try:
-                return (uncached if exp.sidecar is not None else remote).meta(exp)
-            except (ExperimentError, ArchiveError) as e:
-                return f"{exp.name} on the remote: {e}"
+        def read(batch: list[RemoteExperiment]) -> list[ExpMeta | str]:
+            out: list[ExpMeta | str] = []
+            for exp in batch:
+                try:
+                    out.append((uncached if exp.sidecar is not None else remote).meta(exp))
+                except (ExperimentError, ArchiveError) as e:
+                    out.append(f"{exp.name} on the remote: {e}")
+            return out
 
+        # Batches: one task per sidecar cost more than reading it from a local folder.
+        size = max(1, min(64, len(todo) // 32))
+        batches = [todo[k:k + size] for k in range(0, len(todo), size)]
         with ThreadPoolExecutor(8) as pool:
-            fetched = dict(zip((e.identity for e in todo), pool.map(read, todo)))
+            results = [m for got in pool.map(read, batches) for m in got]
+        fetched = dict(zip((e.identity for e in todo), results))
     new: dict[str, Any] = {}
     metas: list[ExpMeta | str] = []
     for exp, sig, meta, packed in zip(exps, sigs, cached, packs):
@@ -174,7 +203,43 @@ def _remote_metas(remote: Remote, exps: list[RemoteExperiment]) -> list[ExpMeta 
         metas.append(meta)
     if path is not None and (fetched or new.keys() != old.keys()):
         _save_index(path, new)
+    if len(fetched) >= SHARED_MIN:
+        _save_shared(remote, new)
     return metas
+
+
+def _load_shared(remote: Remote) -> dict[str, Any]:
+    """The entries of the index shared on the storage ({} when there is none or it is of
+    another version or unusable; each entry is checked when used, as a sidecar is)."""
+    try:
+        data = remote.read_shared(SHARED_INDEX, MAX_SHARED)
+    except ResutilError as e:
+        log.info("could not read the shared lineage index: %s", e)
+        return {}
+    if data is None:
+        return {}
+    try:
+        index = json.loads(data)
+    except ValueError:
+        return {}
+    if not isinstance(index, dict) or index.get("version") != INDEX_VERSION:
+        return {}
+    entries = index.get("entries")
+    return entries if isinstance(entries, dict) else {}
+
+
+def _save_shared(remote: Remote, entries: dict[str, Any]) -> None:
+    """Share what this reader knows, so that the next clone's first ``graph`` reads one
+    file instead of every sidecar. A cache: a failure is no error, and a concurrent
+    writer's copy is as good (every entry names the versions it was read from)."""
+    blob = json.dumps({"version": INDEX_VERSION, "entries": entries}, separators=(",", ":"),
+                      default=str).encode("utf-8")
+    if len(blob) > MAX_SHARED:
+        return
+    try:
+        remote.write_shared(SHARED_INDEX, blob)
+    except ResutilError as e:
+        log.info("could not share the lineage index: %s", e)
 
 
 def _remote_sig(exp: RemoteExperiment) -> list[Any] | None:
@@ -207,10 +272,19 @@ _TYPES: dict[str, Any] = {
 }
 
 
-def _unpack(d: Any) -> ExpMeta | None:
-    """The ExpMeta packed by _pack, or None if the entry is damaged or of another shape."""
+def _unpack(d: Any, check: bool = False) -> ExpMeta | None:
+    """The ExpMeta packed by _pack, or None if the entry is damaged; ``check`` (an entry
+    from the storage, untrusted) also refuses one whose values are of the wrong type."""
     if not isinstance(d, dict):
         return None
+    if not check:
+        try:
+            deps = [Dependency(*dep) for dep in d["dependencies"]]
+            meta = ExpMeta(**{k: d[k] for k in _PACKED}, dependencies=deps)
+        except (KeyError, TypeError):
+            return None
+        meta.process = Owner.from_dict(d["process"])
+        return meta
     try:
         for k in _PACKED:
             want, v = _TYPES.get(k, (object,)), d[k]
