@@ -284,12 +284,12 @@ def main() -> None:
     for kind, r in results.items():
         if "pull_rss_mb" not in r:
             continue
-        verdicts = [
-            f"RSS {'PASS' if max(r['push_rss_mb'], r['pull_rss_mb']) < RSS_TARGET_MB else 'FAIL'}",
-            f"bytes {'PASS' if r['bytes_first'] < BYTES_TARGET else 'FAIL'}",
-        ]
+        rss = max(r["push_rss_mb"], r["pull_rss_mb"])
+        verdicts = [f"RSS {'PASS' if rss < RSS_TARGET_MB else 'FAIL'}",
+                    f"bytes {'PASS' if r['bytes_first'] < BYTES_TARGET else 'FAIL'}"]
         if kind == "local":
-            verdicts.append(f"cat < {CAT_LOCAL_S} s {'PASS' if r['cat_cli_s'] < CAT_LOCAL_S else 'FAIL'}")
+            ok = r["cat_cli_s"] < CAT_LOCAL_S
+            verdicts.append(f"cat < {CAT_LOCAL_S} s {'PASS' if ok else 'FAIL'}")
         else:
             ratio = r["open_s"] / r["raw_s"]
             verdicts.append(f"< {RAW_RATIO:g}x raw {'PASS' if ratio < RAW_RATIO else 'FAIL'}")

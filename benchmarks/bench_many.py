@@ -143,7 +143,8 @@ def bench_sync(work: Path, count: int, files: int, repeat: int) -> None:
         got = sum(1 for p in (clone / "results").iterdir() if not p.name.startswith("."))
         assert got == count, f"pulled {got} of {count}"
     cp, tar = statistics.median(cps), statistics.median(tars)
-    push, up, pull = statistics.median(pushes), statistics.median(again), statistics.median(pulls)
+    push, up = statistics.median(pushes), statistics.median(again)
+    pull = statistics.median(pulls)
     n = count
     record(f"cp -r of {n} experiments", cp)
     record(f"tar -cf of {n} experiments", tar)
@@ -190,7 +191,8 @@ def remote_project(work: Path, n: int, n_edges: int) -> Path:
             meta.add_dependency(names[j], source)
         blob = b"not a zip: reading this archive means the command downloaded it\n"
         (store / "BenchMany" / (name + ARCHIVE_SUFFIX)).write_bytes(blob)
-        info = ArchiveInfo(meta.manifest, len(blob), f"{rng.getrandbits(128):032x}")  # type: ignore[arg-type]
+        digest = f"{rng.getrandbits(128):032x}"
+        info = ArchiveInfo(meta.manifest, len(blob), digest)  # type: ignore[arg-type]
         remote.write_sidecar(meta, info, name + ARCHIVE_SUFFIX)
     shutil.rmtree(project)
     return store
@@ -281,7 +283,8 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{'operation':44s} {'median s':>9s}  {'reference':20s} {'ref s':>7s}  target / ratio")
+    print(f"\n{'operation':44s} {'median s':>9s}  {'reference':20s} {'ref s':>7s}  "
+          "target / ratio")
     for label, s, ref_label, ref, target, verdict in rows:
         print(f"{label:44s} {s if s is None else f'{s:9.3f}':>9}  {ref_label:20s} "
               f"{'' if ref is None else f'{ref:7.3f}':>7}  {target} {verdict}")

@@ -336,8 +336,9 @@ class ExpMeta:
             # dump independently, so the pieces join into what one dump writes.
             keys = list(head)
             at = keys.index("environment")
+            rest = {k: head[k] for k in keys[at + 1:]}
             text = (_dump({k: head[k] for k in keys[:at]}) + _environment_text(env)
-                    + (_dump({k: head[k] for k in keys[at + 1:]}) if at + 1 < len(keys) else ""))
+                    + (_dump(rest) if rest else ""))
         return text + (self.manifest.to_text() if self.manifest else "")
 
     @classmethod

@@ -355,7 +355,8 @@ class Remote:
         try:
             text = meta_head_of(reader, exp.archive.name)  # type: ignore[arg-type]
         except UnicodeDecodeError as e:
-            raise ArchiveError(f"{exp.archive.name}: its {EXP_FILE} is not UTF-8 ({e})") from None
+            raise ArchiveError(
+                f"{exp.archive.name}: its {EXP_FILE} is not UTF-8 ({e})") from None
         return parse_meta(text, with_manifest=False)
 
     # -- single members -------------------------------------------------------------------
@@ -368,7 +369,8 @@ class Remote:
         if side is not None:
             manifest = side["meta"].get("manifest") or {}
             files = manifest.get("files")
-            if manifest.get("algorithm", HASH_ALGORITHM) == HASH_ALGORITHM and isinstance(files, dict):
+            same = manifest.get("algorithm", HASH_ALGORITHM) == HASH_ALGORITHM
+            if same and isinstance(files, dict):
                 digests = {p: v[1] for p, v in files.items()
                            if isinstance(v, list) and len(v) == 2 and isinstance(v[1], str)}
             rows = side["archive"].get("members")
@@ -376,7 +378,8 @@ class Remote:
                 try:
                     members = [Member.from_row(r) for r in rows]
                 except (ValueError, TypeError) as e:
-                    log.warning("ignoring the member index in the sidecar of %s: %s", exp.name, e)
+                    log.warning("ignoring the member index in the sidecar of %s: %s",
+                                exp.name, e)
                 else:
                     return MemberIndex({m.name: m for m in members}, digests, "sidecar")
         return MemberIndex({m.name: m for m in self._directory(exp)}, digests, "directory")
@@ -588,7 +591,8 @@ class Remote:
         # One line: with an indent, json encodes in Python (~10x slower than without).
         blob = json.dumps(data, ensure_ascii=False, default=str).encode("utf-8")
         name = sidecar_name(identity, data["meta"].get("status"))
-        return self.storage.write_bytes(self.meta_folder, name, blob) or ObjectInfo(name, len(blob))
+        stored = self.storage.write_bytes(self.meta_folder, name, blob)
+        return stored or ObjectInfo(name, len(blob))
 
     def _delete_sidecars(self, exp: RemoteExperiment, keep: ObjectInfo | None = None) -> None:
         """Remove the sidecars the listing showed for ``exp`` (but ``keep``); one removed

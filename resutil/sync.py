@@ -80,7 +80,9 @@ def plan_push(
         for ident, name in local.items():
             try:
                 if ident in on_remote:  # (most are up to date: only what decides it is read)
-                    meta = read_head(ws.path(name), keys=SYNC_KEYS, manifest=True)  # type: ignore[assignment]
+                    head = read_head(ws.path(name), keys=SYNC_KEYS, manifest=True)
+                    assert head is not None
+                    meta = head
                 else:  # (parsed once: the push reads it again, from memory)
                     meta = read_meta(ws.path(name))
             except ExperimentError as e:

@@ -69,7 +69,8 @@ class Member:
                 or not all(isinstance(v, int) and not isinstance(v, bool) for v in row[1:]):
             raise ValueError("a member entry is not [name, offset, sizes, method, crc, ...]")
         m = cls(*row)
-        if m.csize < 0 or m.usize < 0 or (m.offset < 0 and m.header < 0) or not 0 <= m.crc <= _U32:
+        if m.csize < 0 or m.usize < 0 or (m.offset < 0 and m.header < 0) \
+                or not 0 <= m.crc <= _U32:
             raise ValueError(f"the entry of '{m.name}' has impossible numbers")
         return m
 
@@ -147,7 +148,8 @@ def _parse_directory(data: bytes, count: int, cd_offset: int, label: str) -> lis
         usize, csize, header = _zip64_fields(extra, usize, csize, header)
         if header + 30 + name_len > cd_offset:
             raise ValueError(f"'{name}' starts past the members' end")
-        members.append(Member(name, -1, csize, usize, method, crc, header, external >> 16, flags))
+        members.append(Member(name, -1, csize, usize, method, crc, header, external >> 16,
+                              flags))
         off += 46 + name_len + extra_len + comment_len
     return members
 

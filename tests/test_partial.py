@@ -24,8 +24,8 @@ from resutil.remote import ARCHIVE_SUFFIX
 from resutil.storage import backend_class
 
 from .helpers import (
-    assert_one_line, chdir, cli_in, cli_ok, make_clone, make_exp, make_project, meta_01x, run_cli,
-    tree, zip_01x,
+    assert_one_line, chdir, cli_in, cli_ok, make_clone, make_exp, make_project, meta_01x,
+    run_cli, tree, zip_01x,
 )
 
 TEXT = "".join(f"{i},{i * i},{i % 7}\n" for i in range(3000))  # deflated in the archive
@@ -271,7 +271,8 @@ def test_retrieve_file_for_the_snakemake_plugin(storage_settings, tmp_path):
     a, b, name = pushed(tmp_path, storage_settings)
     project = Project.load(b.root)
     dest = tmp_path / "work" / "metrics.json"
-    assert partial.retrieve_file(project, name, "metrics.json", dest) == len(FILES["metrics.json"])
+    size = partial.retrieve_file(project, name, "metrics.json", dest)
+    assert size == len(FILES["metrics.json"])
     assert dest.read_text() == FILES["metrics.json"]
     assert sorted(p.name for p in dest.parent.iterdir()) == ["metrics.json"]
     with pytest.raises(ExperimentNotFound):

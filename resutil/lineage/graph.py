@@ -15,7 +15,9 @@ import networkx as nx
 from ..naming import IDENTITY_LEN
 from ..errors import ExperimentError, LineageError
 from ..project import Project
-from .index import Record, collect, dependents, unreadable  # noqa: F401 (dependents: re-exported)
+from .index import (  # noqa: F401 (dependents: re-exported)
+    Record, collect, dependents, unreadable,
+)
 
 
 @contextmanager

@@ -41,8 +41,8 @@ REMOTE_INDEX = "lineage-remote.json"
 SHARED_INDEX = ".lineage-index.json"
 SHARED_MIN = 50  # sidecars a reader must have read (or missed) before the shared index counts
 MAX_SHARED = 64 << 20
-BROKEN = "broken"
-log = logging.getLogger(__name__)  # the status shown for an experiment whose metadata cannot be used
+BROKEN = "broken"  # the status shown for an experiment whose metadata cannot be used
+log = logging.getLogger(__name__)
 
 
 @dataclass

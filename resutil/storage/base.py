@@ -250,7 +250,8 @@ class Storage(ABC):
 
         def attempt() -> bytes:
             sink = _RangeSink(length, f"{self.describe()}: {folder}/{name}")
-            self._download_range(folder, name, start, length, sink, version)  # type: ignore[arg-type]
+            self._download_range(folder, name, start, length,
+                                 sink, version)  # type: ignore[arg-type]
             return bytes(sink.data)
 
         return self._call(attempt, "read", f"{folder}/{name}")

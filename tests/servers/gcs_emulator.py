@@ -17,9 +17,10 @@ Downloads are made to answer as Cloud Storage does where the emulator does not: 
 object whatever generation is asked for), and a ``Range`` starting at or past the end is a
 416 (the emulator answers 206 with nothing). Ranges it serves as GCS does.
 
-Only requests that pass a condition or ask for a generation or range are affected. The emulator serves one request at a time
-(``http.server.HTTPServer``), so a check and the change it guards cannot interleave with
-another request, just as Cloud Storage checks and writes in one step. Nothing of resutil is
+Only requests that pass a condition or ask for a generation or range are affected. The
+emulator serves one request at a time (``http.server.HTTPServer``), so a check and the
+change it guards cannot interleave with another request, just as Cloud Storage checks and
+writes in one step. Nothing of resutil is
 changed: this patches the test server only, in the process that starts it.
 """
 
