@@ -182,13 +182,16 @@ def raw_ranged(kind: str, backend: Any, project: Any, archive: Any, start: int, 
     return box
 
 
-def median_of(fn: Callable[[], Any], n: int) -> float:
-    times = []
+def medians(fns: list[Callable[[], Any]], n: int) -> list[float]:
+    """Median seconds of each of ``fns``, run in turns (so that a busy moment of the
+    machine falls on all of them alike)."""
+    times: list[list[float]] = [[] for _ in fns]
     for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for fn, got in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            got.append(time.perf_counter() - t)
+    return [statistics.median(t) for t in times]
 
 
 def bench_backend(kind: str, work: Path, source: Path, repeat: int, out: dict) -> None:
@@ -226,8 +229,7 @@ def bench_backend(kind: str, work: Path, source: Path, repeat: int, out: dict) -
         member = project.remote.member_index(exp).members[SMALL]
         raw = raw_ranged(kind, backend, project, exp.archive, member.offset, member.csize)
         assert len(raw()) == member.csize
-        ours = median_of(lambda: open_file(project, name, SMALL).read(), repeat)
-        theirs = median_of(raw, repeat)
+        ours, theirs = medians([lambda: open_file(project, name, SMALL).read(), raw], repeat)
         out["open_s"], out["raw_s"] = ours, theirs
         log(f"  one file in-process {ours * 1000:.2f} ms vs one raw ranged request "
             f"{theirs * 1000:.2f} ms ({ours / theirs:.2f}x); {out['bytes']} bytes in "
