@@ -103,9 +103,10 @@ def test_a_damaged_shared_index_is_ignored(proj, tmp_path, monkeypatch, damage):
         index["version"] = "0:old"
         path.write_text(json.dumps(index))
     elif damage == "wrong types":
+        status = lineage_index._PACKED.index("status")
         for sig, packed in index["entries"].values():
-            packed["status"] = 5
-            packed["dependencies"] = [[None, "argv", None, None]]
+            packed[status] = 5
+            packed[-1] = [[None, "argv", None, None]]  # the dependencies
         path.write_text(json.dumps(index))
     else:
         monkeypatch.setattr(lineage_index, "MAX_SHARED", 100)
@@ -127,3 +128,9 @@ def test_metadata_read_twice_is_current(proj):
     assert (again.status, again.comment) == ("finished", "x")  # (the folder names it)
     again.environment["changed"] = True  # a caller's copy is its own
     assert "changed" not in read_meta(folder).environment
+
+
+def test_every_field_of_the_shared_index_is_checked():
+    """An entry of the shared index is remote data: each packed field has a kind to check
+    (a field added to ExpMeta must be given one)."""
+    assert set(lineage_index._PACKED) <= set(lineage_index._KINDS)
