@@ -182,11 +182,15 @@ def _remote_metas(remote: Remote, exps: list[RemoteExperiment]) -> list[ExpMeta 
                     out.append(f"{exp.name} on the remote: {e}")
             return out
 
-        # Batches: one task per sidecar cost more than reading it from a local folder.
+        # In batches, in parallel where each read waits for the network; a folder storage
+        # is read in this thread (threads there only contend for the interpreter).
         size = max(1, min(64, len(todo) // 32))
         batches = [todo[k:k + size] for k in range(0, len(todo), size)]
-        with ThreadPoolExecutor(8) as pool:
-            results = [m for got in pool.map(read, batches) for m in got]
+        if remote.storage.writes_in_place:
+            results = [m for batch in batches for m in read(batch)]
+        else:
+            with ThreadPoolExecutor(8) as pool:
+                results = [m for got in pool.map(read, batches) for m in got]
         fetched = dict(zip((e.identity for e in todo), results))
     new: dict[str, Any] = {}
     metas: list[ExpMeta | str] = []
