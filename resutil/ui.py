@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import select
+import signal
 import sys
 import threading
 from typing import Iterable, Iterator, Sequence, TextIO
@@ -157,7 +159,7 @@ def confirm(question: str, default: bool = False) -> bool:
         return default
     from rich.prompt import Confirm
 
-    return Confirm.ask(question, default=default, console=_prompt_console())
+    return Confirm.ask(question, default=default, console=_prompt_console(), stream=_Keyboard())
 
 
 def ask(question: str, default: str = "") -> str:
@@ -167,8 +169,64 @@ def ask(question: str, default: str = "") -> str:
     from rich.prompt import Prompt
 
     if default:
-        return Prompt.ask(question, default=default, console=_prompt_console()) or ""
-    return Prompt.ask(question, console=_prompt_console()) or ""
+        return Prompt.ask(question, default=default, console=_prompt_console(),
+                          stream=_Keyboard()) or ""
+    return Prompt.ask(question, console=_prompt_console(), stream=_Keyboard()) or ""
+
+
+class _Keyboard:
+    """Where rich reads an answer from: a line typed on the terminal, as ``input()`` gives
+    it (no newline, EOFError on Ctrl-D), except that a Ctrl-C always ends the wait.
+
+    ``input()`` can miss one: a SIGINT that lands after Python last looked for signals
+    and before its read() of the terminal starts only sets Python's flag, and the read
+    then waits for a line nobody types - a script hung at its "[y/n]" prompt. Here a
+    signal also writes a byte to a pipe (``signal.set_wakeup_fd``) watched alongside the
+    terminal, so however early it comes, the wait ends and the signal's handler runs.
+    """
+
+    _wake: tuple[int, int] | None = None  # a pipe for the whole process: none to close
+
+    def readline(self) -> str:
+        if threading.current_thread() is not threading.main_thread() or os.name == "nt":
+            return input()  # only the main thread gets signals; no select() on a console
+        if _Keyboard._wake is None:
+            r, w = os.pipe()
+            os.set_blocking(r, False)
+            os.set_blocking(w, False)
+            _Keyboard._wake = r, w
+        wake_r, wake_w = _Keyboard._wake
+        with contextlib.suppress(OSError):
+            os.read(wake_r, 512)  # what signals wrote during an earlier prompt
+        previous = -1  # what to put back (a Ctrl-C may come before the line below ends)
+        try:
+            previous = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+            return self._line(sys.stdin.fileno(), wake_r, previous)
+        finally:
+            signal.set_wakeup_fd(previous)
+
+    @staticmethod
+    def _line(fd: int, wake: int, forward: int) -> str:
+        # A signal that came before this call is handled on entering it; one that comes
+        # later wakes select() up (or interrupts it), and its handler runs as it returns:
+        # a Ctrl-C raises KeyboardInterrupt from here.
+        data = b""
+        while not data.endswith(b"\n"):
+            ready, _, _ = select.select([fd, wake], [], [])
+            if wake in ready:  # a signal whose handler returned: pass it on, wait on
+                with contextlib.suppress(OSError):
+                    woke = os.read(wake, 512)
+                    if forward != -1:
+                        os.write(forward, woke)  # e.g. an asyncio loop's own wakeup fd
+            if fd in ready:
+                chunk = os.read(fd, 4096)  # the terminal hands over a whole line
+                if not chunk:  # Ctrl-D
+                    if data:
+                        break
+                    raise EOFError
+                data += chunk
+        encoding = getattr(sys.stdin, "encoding", None) or "utf-8"
+        return data.decode(encoding, "replace").removesuffix("\n")
 
 
 def ask_comment(past: Iterable[str], problem_of) -> str:

@@ -405,6 +405,36 @@ def test_ctrl_c_twice_keeps_the_run_interrupted_with_clean_logs(proj, terminal):
     assert (folder / STDOUT_LOG).read_text() == "started\n"
 
 
+@pytest.mark.parametrize("answer, kept", [(b"y\r", False), (b"n\r", True), (b"\r", True),
+                                          (b"\x04", True)], ids=["yes", "no", "enter", "ctrl-d"])
+def test_the_delete_prompt_takes_the_typed_answer(proj, terminal, answer, kept):
+    write_script(proj, """
+        import resutil
+
+        @resutil.main()
+        def main(params):
+            (params.ex_dir / "partial.txt").write_text("half done\\n")
+            raise ValueError("boom")
+
+        if __name__ == "__main__":
+            main()
+    """)
+    t = terminal(env={"RESUTIL_COMMENT": "asked"})
+    t.expect("Delete the experiment folder")
+    t.send(answer)
+    assert t.finish() == 1
+    if not kept:
+        assert proj.exp_dirs() == [] and "Deleted" in t.plain
+        return
+    folder = proj.only_exp()
+    assert read_exp(folder)["status"] == "failed" and (folder / "partial.txt").exists()
+    if answer == b"\x04":  # no answer: kept, and not pushed until asked to
+        assert f"{folder.name} is kept locally, marked failed" in t.plain
+        assert not proj.zip_of(folder.name).exists()
+    else:
+        assert read_exp_in_zip(proj.zip_of(folder.name))["status"] == "failed"
+
+
 _WRITE_SYSCALL = {"x86_64": 1, "aarch64": 64}
 
 
