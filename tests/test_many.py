@@ -134,3 +134,25 @@ def test_every_field_of_the_shared_index_is_checked():
     """An entry of the shared index is remote data: each packed field has a kind to check
     (a field added to ExpMeta must be given one)."""
     assert set(lineage_index._PACKED) <= set(lineage_index._KINDS)
+
+
+def test_a_long_list_on_a_terminal_is_laid_out_by_hand():
+    """Past ui.BIG_TABLE rows the table is written line by line (rich takes seconds for
+    10,000): the same columns, and a name too long for the terminal folded under itself."""
+    import io
+
+    from rich.console import Console
+
+    from resutil import ui
+
+    out = io.StringIO()
+    rows = [("✓", "", "finished", "aapiyl_20240706T064339_" + "x" * 30), ("", "✓", "dead", "b")]
+    ui._big_table(Console(file=out, width=40, highlight=False, color_system=None),
+                  ("Remote", "Local", "Status", "Experiment"), rows, [6, 5, 8])
+    assert out.getvalue().splitlines() == [
+        "Remote  Local  Status    Experiment",
+        "✓              finished  aapiyl_20240706T0643",
+        "                         39_xxxxxxxxxxxxxxxxx",
+        "                         xxxxxxxxxxxxx",
+        "        ✓      dead      b",
+    ]
