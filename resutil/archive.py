@@ -598,27 +598,11 @@ def _create(target: str, name: str, label: str) -> int:
         raise ArchiveError(f"{label} holds '{name}' twice") from None
 
 
-def read_meta_head(archive: Path, label: str) -> str | None:
-    """The text of an archive's ``resutil-exp.yaml`` up to its manifest (which a reader of
-    the rest skips), or None if it has none. At most META_LIMIT bytes are read: a larger
-    head (or an unreadable one) raises ArchiveError, so a hostile archive cannot make a
-    reader hold gigabytes."""
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            try:
-                info = zf.getinfo(EXP_FILE)
-            except KeyError:
-                return None
-            with zf.open(info) as f:
-                return meta_head_of(f, label)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error, InflateError,
-            NotImplementedError, struct.error) as e:
-        raise ArchiveError(f"{label} on the remote is not a readable zip ({e})") from None
-
-
 def meta_head_of(f: BinaryIO, label: str) -> str:
-    """``read_meta_head`` of an open ``resutil-exp.yaml`` member (a zip member or a ranged
-    read of one): its text up to the manifest, at most META_LIMIT bytes of it."""
+    """The text of an archive's ``resutil-exp.yaml`` (``f``: a reader of that member) up to
+    its manifest, which a reader of the rest skips. At most META_LIMIT bytes are read: a
+    larger head raises ArchiveError, so a hostile archive cannot make a reader hold
+    gigabytes."""
     mark = MANIFEST_MARK.encode()
     data = bytearray()
     while len(data) <= META_LIMIT:

@@ -971,7 +971,14 @@ def diff_(a: str, b: str, as_json: bool) -> None:
 
 def main() -> None:
     """Console entry point."""
-    cli(prog_name="resutil")
+    try:
+        cli(prog_name="resutil")
+    finally:
+        # The process ends here: spare it a last cycle collection over everything a command
+        # built (0.2 s after a graph of 10,000 experiments); memory is freed all the same.
+        import gc
+
+        gc.freeze()
 
 
 if __name__ == "__main__":
