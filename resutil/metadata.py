@@ -605,7 +605,9 @@ def read_meta(folder: Path, with_manifest: bool = True) -> ExpMeta:
     except FileNotFoundError:
         return ExpMeta(name=folder.name, status="finished", result_dir=str(folder))
     where = str(path)
-    head = text.partition(_MANIFEST_MARK)[0]
+    # (a read without the manifest keeps the newline before it: the same head either way;
+    # trailing newlines change nothing YAML reads)
+    head = text.partition(_MANIFEST_MARK)[0].rstrip("\n")
     known = _PARSED.get(where)
     if known is not None and known[0] == head:
         _, manifest = _parse_text(text, with_manifest, where, head_known=True)

@@ -45,6 +45,11 @@ class LocalStorage(Storage):
     def __init__(self, settings: StorageSettings) -> None:
         super().__init__(settings)
         self.root = settings.path("path")  # type: ignore[assignment]
+        # On a local disk, transfers in parallel threads only contend (for the interpreter
+        # and the folders' locks): 1,000 small experiments push in 0.45 s one at a time,
+        # 0.66 s four at a time. A network mount waits for round trips: there they overlap.
+        if not _network_mount(str(self.root)):
+            self.max_workers = 1  # type: ignore[misc]
         self._cleaned: dict[str, float] = {}  # folder -> when its part files were cleaned
 
     def describe(self) -> str:
@@ -235,6 +240,27 @@ class LocalStorage(Storage):
             return _mount_point(path)
         except (OSError, AttributeError):  # (no statvfs on Windows)
             return None
+
+
+NETWORK_FILE_SYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph",
+                        "glusterfs", "lustre", "gpfs", "beegfs", "fuse.")  # fuse.sshfs, ...
+
+
+def _network_mount(path: str) -> bool:
+    """Whether ``path`` (absolute) lies on a network file system, by /proc/self/mounts;
+    nothing is stat'ed (a dead mount must not hang a command). True when unknown."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+            mounts = [line.split()[1:3] for line in f if len(line.split()) > 2]
+    except OSError:
+        return True
+    path = os.path.normpath(os.path.abspath(path))
+    best, kind = "", ""
+    for point, fs in mounts:
+        point = point.replace("\\040", " ")
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fs
+    return kind.startswith(NETWORK_FILE_SYSTEMS) if best else True
 
 
 def _existing(path: Path) -> Path:
