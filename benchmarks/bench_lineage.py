@@ -152,7 +152,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000, help="experiments")
     ap.add_argument("--edges", type=int, default=20_000, help="dependency edges")
     ap.add_argument("--runs", type=int, default=3, help="warm runs per format (median)")
-    ap.add_argument("--target", type=float, default=2.0, help="seconds")
+    ap.add_argument("--target", type=float, default=1.0, help="seconds")
     ap.add_argument("--work", type=Path, default=HERE / "work" / "lineage")
     ap.add_argument("--regen", action="store_true", help="regenerate the project")
     args = ap.parse_args()

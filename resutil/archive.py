@@ -41,8 +41,8 @@ from .packer import (
 )
 from .progress import NO_PROGRESS, Callback
 from .zipstream import (
-    DEFLATED, DESCRIPTOR, InflateError, ZipStreamWriter, crc32, deflate_raw, inflater,
-    stamp_of,
+    DEFLATED, DESCRIPTOR, InflateError, ZipStreamWriter, crc32, data_offset, deflate_raw,
+    inflater, stamp_of,
 )
 
 CHUNK = 256 << 10  # larger buffers fall out of the CPU cache: 4 MiB was 3-4x slower here
@@ -69,6 +69,9 @@ class ArchiveInfo:
     hash: str
     # header offset -> compressed size of each member whose sizes follow its data
     described: dict[int, int] = field(default_factory=dict)
+    # [name, data offset, compressed size, size, method, CRC] of every member, in order:
+    # where a reader of one member finds it (see zipread.Member)
+    members: list[list] = field(default_factory=list)
 
 
 class _HashingWriter:
@@ -196,7 +199,9 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
     zw.close()
     writer.flush()
     described = {e[7]: e[5] for e in zw.entries if e[9] & DESCRIPTOR}
-    return ArchiveInfo(man, writer.size, writer.hash.hexdigest(), described)
+    members = [[e[0].decode("utf-8"), data_offset(e), e[5], e[6], e[1], e[4]]
+               for e in zw.entries]
+    return ArchiveInfo(man, writer.size, writer.hash.hexdigest(), described, members)
 
 
 def _add_large(zw: ZipStreamWriter, writer: _HashingWriter, out: BinaryIO, rel: str, path: str,
@@ -445,9 +450,11 @@ def extract_archive(archive: Path, dest: Path, callback: Callback = NO_PROGRESS)
         need = sum(-(-i.file_size // block) * block for i in members)
         if need > free:
             raise _space_error(label, need, free)
+        top = root.rstrip(os.sep)
         for d in sorted({os.path.dirname(targets[i.filename]) for i in members} |
                         {targets[i.filename] for i in zf.infolist() if i.is_dir()}):
-            os.makedirs(d, exist_ok=True)
+            if d.rstrip(os.sep) != top:  # (dest itself exists)
+                os.makedirs(d, exist_ok=True)
         callback.set_total(sum(i.file_size for i in members))
         fd = raw.fileno()
         size = os.fstat(fd).st_size
@@ -458,11 +465,15 @@ def extract_archive(archive: Path, dest: Path, callback: Callback = NO_PROGRESS)
             return _extract_batch(fd, size, batch, targets, label)
 
         written = 0
-        with ThreadPoolExecutor(2) as pool:
-            batches = [small[k:k + 256] for k in range(0, len(small), 256)]
-            for n in pool.map(work, batches):
-                written += n
-                callback.advance(n)
+        batches = [small[k:k + 256] for k in range(0, len(small), 256)]
+        if len(batches) == 1:  # (threads would cost more than they save)
+            written = work(batches[0])
+            callback.advance(written)
+        elif batches:
+            with ThreadPoolExecutor(2) as pool:
+                for n in pool.map(work, batches):
+                    written += n
+                    callback.advance(n)
         buf = bytearray(CHUNK)
         view = memoryview(buf)
         for info in large:
@@ -587,39 +598,28 @@ def _create(target: str, name: str, label: str) -> int:
         raise ArchiveError(f"{label} holds '{name}' twice") from None
 
 
-def read_meta_head(archive: Path, label: str) -> str | None:
-    """The text of an archive's ``resutil-exp.yaml`` up to its manifest (which a reader of
-    the rest skips), or None if it has none. At most META_LIMIT bytes are read: a larger
-    head (or an unreadable one) raises ArchiveError, so a hostile archive cannot make a
-    reader hold gigabytes."""
+def meta_head_of(f: BinaryIO, label: str) -> str:
+    """The text of an archive's ``resutil-exp.yaml`` (``f``: a reader of that member) up to
+    its manifest, which a reader of the rest skips. At most META_LIMIT bytes are read: a
+    larger head raises ArchiveError, so a hostile archive cannot make a reader hold
+    gigabytes."""
     mark = MANIFEST_MARK.encode()
-    try:
-        with zipfile.ZipFile(archive) as zf:
-            try:
-                info = zf.getinfo(EXP_FILE)
-            except KeyError:
-                return None
-            with zf.open(info) as f:
-                data = bytearray()
-                while len(data) <= META_LIMIT:
-                    chunk = f.read(1 << 20)
-                    if not chunk:
-                        break
-                    data += chunk
-                    cut = data.find(mark, max(0, len(data) - len(chunk) - len(mark)))
-                    if cut >= 0:
-                        del data[cut + 1:]
-                        break
-                else:
-                    raise ArchiveError(
-                        f"{label}: its {EXP_FILE} is larger than {META_LIMIT >> 20} MiB before "
-                        "its manifest, more than resutil reads; the archive is damaged or not "
-                        "an experiment"
-                    )
-        return data.decode("utf-8")
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error, InflateError,
-            NotImplementedError, struct.error) as e:
-        raise ArchiveError(f"{label} on the remote is not a readable zip ({e})") from None
+    data = bytearray()
+    while len(data) <= META_LIMIT:
+        chunk = f.read(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+        cut = data.find(mark, max(0, len(data) - len(chunk) - len(mark)))
+        if cut >= 0:
+            del data[cut + 1:]
+            break
+    else:
+        raise ArchiveError(
+            f"{label}: its {EXP_FILE} is larger than {META_LIMIT >> 20} MiB before its "
+            "manifest, more than resutil reads; the archive is damaged or not an experiment"
+        )
+    return data.decode("utf-8")
 
 
 def hash_mismatch(label: str) -> ArchiveError:

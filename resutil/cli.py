@@ -527,6 +527,47 @@ def verify(experiments, local_only, remote_only) -> None:
 
 
 @cli.command()
+@click.argument("experiment", **EXP)
+@click.argument("path")
+def cat(experiment: str, path: str) -> None:
+    """Write one file of an experiment to stdout, without pulling the experiment.
+
+    From the local folder when the experiment is here, else read from its archive on the
+    remote with ranged requests and checked against its recorded hash.
+
+    Example: resutil cat aapiyl metrics.json
+    """
+    import shutil
+    import sys
+
+    from .partial import open_file
+
+    with open_file(_project(), experiment, path) as f:
+        shutil.copyfileobj(f, sys.stdout.buffer, 1 << 20)
+        sys.stdout.buffer.flush()
+
+
+@cli.command()
+@click.argument("experiment", **EXP)
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), default=".",
+              show_default=True, help="Folder to save into (not inside the results folder).")
+@click.option("--force", is_flag=True, help="Replace files that exist already.")
+def get(experiment: str, paths: tuple[str, ...], output: Path, force: bool) -> None:
+    """Save files of an experiment (paths, folders or globs) without pulling it.
+
+    They keep their paths within the experiment, under -o, which may not be in the results
+    folder: a partial copy there could pass for a pulled experiment.
+
+    Example: resutil get aapiyl metrics.json 'plots/*.png' -o ~/paper/figures
+    """
+    from .partial import get_files
+
+    for saved in get_files(_project(), experiment, list(paths), output, force):
+        ui.info(f"Saved {ui.esc(str(saved.dest))} ({saved.size:,} bytes)")
+
+
+@cli.command()
 @click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
 def completion(shell: str) -> None:
     """Print the shell completion script (completes commands and experiment names).
@@ -930,7 +971,14 @@ def diff_(a: str, b: str, as_json: bool) -> None:
 
 def main() -> None:
     """Console entry point."""
-    cli(prog_name="resutil")
+    try:
+        cli(prog_name="resutil")
+    finally:
+        # The process ends here: spare it a last cycle collection over everything a command
+        # built (0.2 s after a graph of 10,000 experiments); memory is freed all the same.
+        import gc
+
+        gc.freeze()
 
 
 if __name__ == "__main__":

@@ -47,6 +47,10 @@ class StorageNotFound(StorageError):
     """An object or folder does not exist on the storage."""
 
 
+class StorageChanged(StorageError):
+    """An object was replaced or removed on the storage since it was listed."""
+
+
 class StoragePermission(StorageError):
     """The storage refused the operation (read-only, no permission, bad credentials)."""
 

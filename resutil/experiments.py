@@ -311,10 +311,11 @@ def list_experiments(project: Project, remote: bool = True, where: ListFilter = 
     listed as "broken" with a warning; an unreachable storage is a warning and local rows.
     """
     from .errors import StorageError
-    from .lineage import BROKEN
+    from .lineage import BROKEN, local_records
 
     ws = project.workspace
-    local = ws.names()
+    records = local_records(ws)  # (each head parsed once per change, not once per list)
+    local = {ident: rec.name for ident, rec in records.items()}
     warnings: list[str] = []
     remote_exps: dict[str, Any] = {}
     state = "off"
@@ -329,13 +330,14 @@ def list_experiments(project: Project, remote: bool = True, where: ListFilter = 
     for ident in sorted(set(local) | set(remote_exps)):
         commit = None
         if ident in local:
-            name = local[ident]
-            try:
-                meta = read_meta(ws.path(name), with_manifest=False)
-                status, liveness, commit = meta.status, run_liveness(meta), meta.commit_hash
-            except ExperimentError as e:
+            rec = records[ident]
+            name = rec.name
+            if rec.problem:
                 status, liveness = BROKEN, None
-                warnings.append(str(e))
+                warnings.append(rec.problem)
+            else:
+                meta = rec.meta
+                status, liveness, commit = meta.status, run_liveness(meta), meta.commit_hash
         else:
             name = remote_exps[ident].name
             status, liveness = remote_exps[ident].listed_status or "", None

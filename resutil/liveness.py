@@ -52,6 +52,11 @@ def this_host() -> str:
     return socket.gethostname().split(".")[0].replace(_SEP, "-") or "localhost"
 
 
+@lru_cache(maxsize=4)
+def _current(pid: int) -> Owner:
+    return Owner(this_host(), pid, process_start(pid) or "0")
+
+
 @dataclass(frozen=True)
 class Owner:
     """The process that owns a file or a run."""
@@ -63,7 +68,7 @@ class Owner:
     @classmethod
     def current(cls) -> Owner:
         pid = os.getpid()
-        return cls(this_host(), pid, process_start(pid) or "0")
+        return _current(pid)  # (by pid: a forked child is another owner)
 
     @property
     def tag(self) -> str:

@@ -12,6 +12,7 @@ import datetime as dt
 import errno
 import json
 import os
+import pickle
 import re
 import stat
 from dataclasses import dataclass, field
@@ -325,10 +326,20 @@ class ExpMeta:
         return d
 
     def to_text(self) -> str:
-        head = yaml.dump(
-            self.head_dict(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=10000
-        )
-        return head + (self.manifest.to_text() if self.manifest else "")
+        head = self.head_dict()
+        env = head.get("environment")
+        if not env:
+            text = _dump(head)
+        else:
+            # The environment (hundreds of package versions) is most of the head and the
+            # same for every run of a sweep: its YAML block is made once. Top-level keys
+            # dump independently, so the pieces join into what one dump writes.
+            keys = list(head)
+            at = keys.index("environment")
+            rest = {k: head[k] for k in keys[at + 1:]}
+            text = (_dump({k: head[k] for k in keys[:at]}) + _environment_text(env)
+                    + (_dump(rest) if rest else ""))
+        return text + (self.manifest.to_text() if self.manifest else "")
 
     @classmethod
     def from_dict(cls, data: Any, manifest: Manifest | None = None,
@@ -422,6 +433,24 @@ class ExpMeta:
         )
 
 
+def _dump(data: dict[str, Any]) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=10000)
+
+
+_ENV_TEXTS: dict[str, str] = {}  # repr of an environment -> its YAML block
+
+
+def _environment_text(env: dict[str, Any]) -> str:
+    key = repr(env)
+    text = _ENV_TEXTS.get(key)
+    if text is None:
+        text = _dump({"environment": env})
+        if len(_ENV_TEXTS) >= 64:
+            _ENV_TEXTS.clear()
+        _ENV_TEXTS[key] = text
+    return text
+
+
 def _opt_str(value: Any) -> str | None:
     return str(value) if isinstance(value, (str, int)) and value != "" else None
 
@@ -511,10 +540,20 @@ def parse_meta(text: str, with_manifest: bool = True,
                where: str = "experiment metadata") -> ExpMeta:
     """Parse the text of a ``resutil-exp.yaml``; ExperimentError naming ``where`` on
     anything that is not usable metadata."""
+    data, manifest = _parse_text(text, with_manifest, where)
+    return ExpMeta.from_dict(data, manifest, where)
+
+
+def _parse_text(text: str, with_manifest: bool, where: str, head_known: bool = False
+                ) -> tuple[Any, Manifest | None]:
+    """(the YAML mapping of the head, the manifest) of a metadata file's text; with
+    ``head_known`` only the manifest is parsed (the mapping is None)."""
     head, sep, tail = text.partition(_MANIFEST_MARK)
     try:
-        data = yaml.load(head if sep else text, Loader=_Loader)
+        data = None if head_known else yaml.load(head if sep else text, Loader=_Loader)
         manifest = _parse_manifest_block(tail) if sep and with_manifest else None
+        if head_known:
+            return None, manifest
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark else ""
@@ -523,7 +562,7 @@ def parse_meta(text: str, with_manifest: bool = True,
         raise ExperimentError(f"{where}: {e}; fix it by hand") from None
     except (ValueError, RecursionError):  # e.g. a number too long to convert, deep nesting
         raise ExperimentError(f"{where} is not usable metadata; fix it by hand") from None
-    return ExpMeta.from_dict({} if data is None else data, manifest, where)
+    return {} if data is None else data, manifest
 
 
 def _parse_manifest_block(tail: str) -> Manifest | None:
@@ -557,15 +596,36 @@ def _parse_manifest_block(tail: str) -> Manifest | None:
 def read_meta(folder: Path, with_manifest: bool = True) -> ExpMeta:
     """The metadata of an experiment folder (a bare one if the file is missing).
 
-    ExperimentError naming the file when it cannot be read or used."""
+    ExperimentError naming the file when it cannot be read or used. A head read before in
+    this process with the very same text is not parsed again (a push of many experiments
+    asks several times); the caller gets its own copy all the same."""
     path = folder / EXP_FILE
     try:
         text = read_meta_text(path, with_manifest)
     except FileNotFoundError:
         return ExpMeta(name=folder.name, status="finished", result_dir=str(folder))
-    meta = parse_meta(text, with_manifest, where=str(path))
+    where = str(path)
+    # (a read without the manifest keeps the newline before it: the same head either way;
+    # trailing newlines change nothing YAML reads)
+    head = text.partition(_MANIFEST_MARK)[0].rstrip("\n")
+    known = _PARSED.get(where)
+    if known is not None and known[0] == head:
+        _, manifest = _parse_text(text, with_manifest, where, head_known=True)
+        data = pickle.loads(known[1])
+    else:
+        data, manifest = _parse_text(text, with_manifest, where)
+        blob = pickle.dumps(data)  # (before the caller can change what it shares)
+        if len(_PARSED) >= MAX_PARSED:
+            _PARSED.clear()
+        _PARSED[where] = (head, blob)
+    meta = ExpMeta.from_dict(data, manifest, where)
     meta.set_name(folder.name)  # the folder name is the authority (comment may have changed)
     return meta
+
+
+# Heads of metadata files parsed in this process: path -> (head text, pickled YAML mapping).
+_PARSED: dict[str, tuple[str, bytes]] = {}
+MAX_PARSED = 4096
 
 
 # The newline before a top-level key (or the document's end); a literal first, so fast.
@@ -573,20 +633,30 @@ _TOP_KEY = re.compile(r"\n(?=[^\s#-])")
 
 
 def read_head(folder: Path, skip_environment: bool = True, keys: Iterable[str] | None = None,
-              require: str | None = None) -> ExpMeta | None:
+              require: str | None = None, manifest: bool = False) -> ExpMeta | None:
     """An experiment folder's metadata without its manifest, read fast: for scanning many
-    folders (the lineage index, the pipeline's known runs).
+    folders (the lineage index, the pipeline's known runs, what a push skips).
 
     ``skip_environment`` cuts the ``environment`` block (hundreds of package versions, most
     of the head) out of the text before parsing; ``keys`` keeps only these top-level keys
     (the others keep their defaults). With ``require``, a head without that top-level key
-    is not parsed at all: None. A head that does not parse this way goes through
-    ``read_meta``; ExperimentError naming the file when the metadata cannot be used.
+    is not parsed at all: None. ``manifest`` reads the manifest too. A head that does not
+    parse this way goes through ``read_meta``; ExperimentError naming the file when the
+    metadata cannot be used. Never write back what this returns: it lacks what it skipped.
     """
+    files = None
     try:
-        text = "\n" + read_meta_text(folder / EXP_FILE, with_manifest=False)
+        text = "\n" + read_meta_text(folder / EXP_FILE, with_manifest=manifest)
     except FileNotFoundError:
-        return None if require is not None else read_meta(folder, with_manifest=False)
+        return None if require is not None else read_meta(folder, with_manifest=manifest)
+    if manifest:
+        text, sep, tail = text.partition(_MANIFEST_MARK)
+        text += "\n"
+        if sep:
+            try:
+                files = _parse_manifest_block(tail)
+            except (ValueError, yaml.YAMLError, _Unusable, RecursionError):
+                return read_meta(folder)  # the whole file decides
     if require is not None and f"\n{require}:" not in text:
         return None
     if keys is not None:
@@ -605,7 +675,8 @@ def read_head(folder: Path, skip_environment: bool = True, keys: Iterable[str] |
     try:
         meta = parse_meta(text, with_manifest=False, where=str(folder / EXP_FILE))
     except ExperimentError:
-        return read_meta(folder, with_manifest=False)  # the whole head decides
+        return read_meta(folder, with_manifest=manifest)  # the whole head decides
+    meta.manifest = files
     meta.set_name(folder.name)
     return meta
 
@@ -694,11 +765,15 @@ class MetaWriteError(OSError, ExperimentError):
         return f"cannot write {self.path}: {self.strerror}{hint}"
 
 
-def write_meta(folder: Path, meta: ExpMeta) -> bytes:
+def write_meta(folder: Path, meta: ExpMeta, unless_same: bool = False) -> bytes:
     """Write ``resutil-exp.yaml`` atomically; returns the bytes written. MetaWriteError
-    when that fails; nothing is changed then."""
+    when that fails; nothing is changed then. ``unless_same``: a file that holds these
+    very bytes already is left as it is (a push of an unchanged experiment writes
+    nothing)."""
     path = folder / EXP_FILE
     data = meta.to_text().encode("utf-8")
+    if unless_same and _holds(path, data):
+        return data
     try:
         write_atomic(path, data)
     except MetaWriteError:
@@ -706,6 +781,14 @@ def write_meta(folder: Path, meta: ExpMeta) -> bytes:
     except OSError as e:
         raise MetaWriteError(path, e) from None
     return data
+
+
+def _holds(path: Path, data: bytes) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(data) + 1) == data
+    except OSError:
+        return False
 
 
 def manifest_digest(folder: Path) -> str | None:

@@ -21,6 +21,7 @@ EPOCH = datetime(2024, 1, 1)
 TIME_FORMAT = "%Y%m%dT%H%M%S"
 IDENTITY_LEN = 22  # "aapiyl_20240706T064339"
 NAME_RE = re.compile(r"^([a-z]{6})_(\d{8}T\d{6})(?:_(.*))?$")
+IDENTITY_RE = re.compile(r"[a-z]{6}_\d{8}T\d{6}")  # an identity at the start of a string
 # Where an experiment name may appear inside a longer string (a path in argv, a 0.1.x
 # dependency entry such as "results/aapiyl_..._x"): stops at the next path separator.
 NAME_IN_TEXT_RE = re.compile(r"(?<![A-Za-z])[a-z]{6}_\d{8}T\d{6}(?:_[^/\\\s]*)?")

@@ -11,6 +11,11 @@ The sidecar folder sits beside the project folder, not in it, so a 0.1.x client 
 list`` show every experiment's status from one listing, without reading any sidecar
 (``<identity>.json``, without it, is read too). Archives without a sidecar (pushed by
 0.1.x) are read by fetching their metadata once and caching it.
+
+One file of an archive is read without the rest (``open_member``): the sidecar records
+where every member lies (``archive.members``), so a read costs one ranged request;
+without that (0.1.x, or a sidecar not paired with the archive listed) the archive's
+central directory is read from its end, once per archive version.
 """
 
 from __future__ import annotations
@@ -18,20 +23,23 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .atomic import write_atomic
-from .archive import DEFAULT_DEFLATE_LIMIT, ArchiveInfo, build_archive, read_meta_head
-from .errors import ExperimentError, ExperimentNotFound, StorageNotFound
+from .archive import DEFAULT_DEFLATE_LIMIT, ArchiveInfo, build_archive, meta_head_of
+from .errors import ArchiveError, ExperimentError, ExperimentNotFound, StorageNotFound
+from .hashing import HASH_ALGORITHM
 from .liveness import this_host
-from .metadata import STATUSES, ExpMeta, Manifest, parse_meta, read_meta, write_meta
-from .naming import IDENTITY_LEN, parse_name
+from .metadata import EXP_FILE, STATUSES, ExpMeta, Manifest, parse_meta, read_meta, write_meta
+from .naming import IDENTITY_LEN, IDENTITY_RE, NAME_RE, parse_name
 from .progress import NO_PROGRESS, Callback
 from .storage.base import ObjectInfo, Storage
+from .zipread import Member, MemberReader, read_central_directory
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,21 @@ SIDECAR_FILES = 10_000  # a sidecar lists the files (~100 bytes each) of a run w
 
 def sidecar_problem(data: Any) -> str | None:
     """Why a sidecar's content cannot be used (None when it can): remote data is untrusted."""
+    return _check_sidecar(data)[0]
+
+
+def _check_sidecar(data: Any) -> tuple[str | None, ExpMeta | None]:
+    """(why a sidecar's content cannot be used, or None; its metadata when it can)."""
+    problem = _sidecar_shape(data)
+    if problem:
+        return problem, None
+    try:
+        return None, ExpMeta.from_dict(data["meta"])
+    except Exception as e:  # noqa: BLE001 - any shape may arrive from the storage
+        return f"has unusable metadata ({e})", None
+
+
+def _sidecar_shape(data: Any) -> str | None:
     if not isinstance(data, dict):
         return "is not a JSON object"
     archive, meta = data.get("archive"), data.get("meta")
@@ -65,10 +88,6 @@ def sidecar_problem(data: Any) -> str | None:
         return "has a bad archive layout"
     if data.get("run_id") is not None and not isinstance(data["run_id"], str):
         return "has a bad run id"
-    try:
-        ExpMeta.from_dict(meta)
-    except Exception as e:  # noqa: BLE001 - any shape may arrive from the storage
-        return f"has unusable metadata ({e})"
     return None
 
 
@@ -81,18 +100,16 @@ def sidecar_name(identity: str, status: str | None) -> str:
 
 def parse_sidecar_name(name: str) -> tuple[str, str | None] | None:
     """(identity, status or None) for a sidecar's object name; None if it is not one."""
-    if not name.endswith(SIDECAR_SUFFIX):
+    if not name.endswith(SIDECAR_SUFFIX) or not IDENTITY_RE.match(name):
         return None
-    parsed = parse_name(name[:IDENTITY_LEN])
-    if parsed is None or parsed.identity != name[:IDENTITY_LEN]:
-        return None
+    identity = name[:IDENTITY_LEN]
     middle = name[IDENTITY_LEN:-len(SIDECAR_SUFFIX)]
     if not middle:
-        return parsed.identity, None
+        return identity, None
     status = middle[1:]
     if middle[0] != "." or status not in LISTED_STATUSES:
         return None
-    return parsed.identity, status
+    return identity, status
 
 
 def cached_names(cache_dir: Path) -> list[str]:
@@ -127,7 +144,17 @@ def _ignored(exp: RemoteExperiment, why: str) -> None:
 
 
 @dataclass(frozen=True)
-class RemoteExperiment:
+class MemberIndex:
+    """Where the members of one archive lie (name -> Member), the content hash recorded
+    for each file (name -> hash; empty when none is), and where the index came from:
+    "sidecar" or "directory" (the archive's central directory)."""
+
+    members: dict[str, Member]
+    digests: dict[str, str]
+    source: str
+
+
+class RemoteExperiment(NamedTuple):
     """One experiment on the remote: its archive and, if present, its sidecar (the newest,
     when an interrupted push left another of an older status: ``stale_sidecars``)."""
 
@@ -157,6 +184,9 @@ class Remote:
         self.meta_folder = f"{project}.resutil"
         self.cache_dir = cache_dir
         self._listing: dict[str, RemoteExperiment] | None = None
+        self._listing_lock = threading.Lock()
+        self._sidecars: dict[str, dict[str, Any]] = {}  # cache key -> sidecar, this process
+        self._metas: dict[str, ExpMeta] = {}  # cache key -> its checked metadata
 
     def describe(self) -> str:
         return f"{self.storage.describe()}/{self.project}"
@@ -184,19 +214,16 @@ class Remote:
                 sidecars[ident] = o
         found: dict[str, RemoteExperiment] = {}
         for obj in archives:
-            if not obj.name.endswith(ARCHIVE_SUFFIX):
+            name = obj.name[:-len(ARCHIVE_SUFFIX)]
+            if not obj.name.endswith(ARCHIVE_SUFFIX) or not NAME_RE.match(name):
                 continue
-            parsed = parse_name(obj.name[: -len(ARCHIVE_SUFFIX)])
-            if not parsed:
-                continue
-            prev = found.get(parsed.identity)
+            identity = name[:IDENTITY_LEN]
+            prev = found.get(identity)
             # Two archives of one identity only after an interrupted rename: newest wins.
             if prev and (prev.archive.mtime or 0) >= (obj.mtime or 0):
                 continue
-            found[parsed.identity] = RemoteExperiment(
-                parsed.name, obj, sidecars.get(parsed.identity),
-                tuple(stale.get(parsed.identity, ())),
-            )
+            found[identity] = RemoteExperiment(name, obj, sidecars.get(identity),
+                                               tuple(stale.get(identity, ())))
         log.debug("listed %d experiments (%d sidecars) on %s", len(found), len(sidecars),
                   self.describe())
         self._listing = found
@@ -244,7 +271,11 @@ class Remote:
             return None
         version = exp.sidecar.version
         key = f"{exp.identity}-side-{_key_part(version)}.json" if version else None
+        if key is not None and key in self._sidecars:
+            return self._sidecars[key]
         cached = self._cache_read(key) if key else None
+        if cached is not None and key is not None:
+            self._remember(key, cached)
         if cached is not None or not fetch:
             return cached
         if exp.sidecar.size > MAX_SIDECAR_SIZE:
@@ -255,12 +286,22 @@ class Remote:
             return None  # removed since the listing
         except (ValueError, UnicodeDecodeError):
             return _ignored(exp, "is not JSON")
-        problem = sidecar_problem(data)
+        problem, meta = _check_sidecar(data)
         if problem:
             return _ignored(exp, problem)
         if key:
             self._cache_write(key, data)
+            self._remember(key, data)
+            self._metas[key] = meta  # (checked: meta() need not build it again)
         return data
+
+    def _remember(self, key: str, data: dict[str, Any]) -> None:
+        """Keep a sidecar read in this process for the next question about it (a push or
+        pull of many asks several times)."""
+        if len(self._sidecars) >= 20_000:
+            self._sidecars.clear()
+            self._metas.clear()
+        self._sidecars[key] = data
 
     def paired(self, exp: RemoteExperiment) -> dict[str, Any] | None:
         """The sidecar when it was written for the archive the listing shows, else None.
@@ -284,7 +325,12 @@ class Remote:
         """The experiment's metadata without its manifest, fetching an archive only once."""
         side = self.paired(exp)
         if side is not None:
-            meta = ExpMeta.from_dict(side["meta"])
+            version = exp.sidecar.version if exp.sidecar else None
+            known = self._metas.get(f"{exp.identity}-side-{_key_part(version)}.json"
+                                    if version else "")
+            # A copy of the one checked when the sidecar was read (lists copied too).
+            meta = replace(known, dependencies=list(known.dependencies)) if known else \
+                ExpMeta.from_dict(side["meta"])
             meta.set_name(exp.name)
             return meta
         version = exp.archive.version
@@ -303,11 +349,80 @@ class Remote:
         return self.meta(exp).run_id
 
     def _meta_from_archive(self, exp: RemoteExperiment) -> ExpMeta:
-        with self.storage.fetched(self.archive_folder, exp.archive.name) as path:
-            text = read_meta_head(path, exp.archive.name)  # size-capped: untrusted
-        if text is None:
+        """The metadata of an archive without a usable sidecar: its metadata member alone,
+        found through the central directory (ranged reads; size-capped: untrusted)."""
+        index = self.member_index(exp, sidecar=False)
+        if EXP_FILE not in index.members:
             return ExpMeta(name=exp.name)
+        reader = self.open_member(exp, EXP_FILE, index)
+        try:
+            text = meta_head_of(reader, exp.archive.name)  # type: ignore[arg-type]
+        except UnicodeDecodeError as e:
+            raise ArchiveError(
+                f"{exp.archive.name}: its {EXP_FILE} is not UTF-8 ({e})") from None
         return parse_meta(text, with_manifest=False)
+
+    # -- single members -------------------------------------------------------------------
+    def member_index(self, exp: RemoteExperiment, sidecar: bool = True) -> MemberIndex:
+        """Where every member of the archive lies: from its sidecar when that is paired with
+        the archive listed and records it (no request once the sidecar is cached), else
+        from the archive's central directory (cached per archive version)."""
+        side = self.paired(exp) if sidecar else None
+        digests: dict[str, str] = {}
+        if side is not None:
+            manifest = side["meta"].get("manifest") or {}
+            files = manifest.get("files")
+            same = manifest.get("algorithm", HASH_ALGORITHM) == HASH_ALGORITHM
+            if same and isinstance(files, dict):
+                digests = {p: v[1] for p, v in files.items()
+                           if isinstance(v, list) and len(v) == 2 and isinstance(v[1], str)}
+            rows = side["archive"].get("members")
+            if rows is not None:
+                try:
+                    members = [Member.from_row(r) for r in rows]
+                except (ValueError, TypeError) as e:
+                    log.warning("ignoring the member index in the sidecar of %s: %s",
+                                exp.name, e)
+                else:
+                    return MemberIndex({m.name: m for m in members}, digests, "sidecar")
+        return MemberIndex({m.name: m for m in self._directory(exp)}, digests, "directory")
+
+    def _directory(self, exp: RemoteExperiment) -> list[Member]:
+        """The archive's central directory, read from its end (ranged requests), cached
+        under its version (an archive's content never changes under one version)."""
+        version = exp.archive.version
+        key = f"{exp.identity}-members-{_key_part(version)}.json" if version else None
+        cached = self._cache_read(key) if key else None
+        if cached is not None:
+            try:
+                return [Member.from_row(r) for r in cached["members"]]
+            except (ValueError, TypeError, KeyError):
+                pass  # a damaged cache entry: read the archive again
+        members = read_central_directory(self._fetcher(exp), exp.archive.size,
+                                         f"{exp.archive.name} on the remote")
+        if key:
+            self._cache_write(key, {"members": [m.row() for m in members]})
+        return members
+
+    def _fetcher(self, exp: RemoteExperiment):
+        """Ranged reads of the archive the listing shows (that version, where the storage
+        can ask for one)."""
+        def fetch(start: int, length: int) -> bytes:
+            return self.storage.read_range(self.archive_folder, exp.archive.name, start,
+                                           length, exp.archive.version)
+        return fetch
+
+    def open_member(self, exp: RemoteExperiment, name: str, index: MemberIndex | None = None
+                    ) -> MemberReader:
+        """A reader of one member of the archive (ranged reads as it is read; its size, CRC
+        and recorded hash checked before its end is handed out). ExperimentNotFound when the
+        archive has no such member."""
+        index = index or self.member_index(exp)
+        member = index.members.get(name)
+        if member is None:
+            raise ExperimentNotFound(f"{exp.name} on the remote has no file '{name}'")
+        return MemberReader(self._fetcher(exp), member, exp.archive.size,
+                            f"{exp.archive.name} on the remote", index.digests.get(name))
 
     def expected_hash(self, exp: RemoteExperiment) -> str | None:
         return self._archive_facts(exp).get("hash")
@@ -329,6 +444,25 @@ class Remote:
     def _archive_facts(self, exp: RemoteExperiment) -> dict[str, Any]:
         side = self.paired(exp)
         return side["archive"] if side is not None else {}
+
+    # -- files shared by the project's users --------------------------------------------------
+    def read_shared(self, name: str, limit: int) -> bytes | None:
+        """A file of the metadata folder that clients share (a cache: see lineage.index);
+        None when there is none, or when it is larger than ``limit`` (remote data is
+        untrusted: never more than that is read)."""
+        try:
+            data = self.storage.read_range(self.meta_folder, name, 0, limit + 1)
+        except StorageNotFound:
+            return None
+        if len(data) > limit:
+            log.warning("ignoring %s/%s on the remote: larger than %d MiB", self.meta_folder,
+                        name, limit >> 20)
+            return None
+        return data
+
+    def write_shared(self, name: str, data: bytes) -> None:
+        """Replace a shared file of the metadata folder (all at once, as every write)."""
+        self.storage.write_bytes(self.meta_folder, name, data)
 
     # -- identities -----------------------------------------------------------------------
     def claim(self, identity: str, run_id: str, name: str) -> str | None:
@@ -374,7 +508,7 @@ class Remote:
 
         def finish(manifest: Manifest) -> bytes:
             meta.manifest = manifest
-            return write_meta(folder, meta)
+            return write_meta(folder, meta, unless_same=True)
 
         archive_name = name + ARCHIVE_SUFFIX
         # Progress counts bytes once: while archiving when that writes to the storage
@@ -391,10 +525,11 @@ class Remote:
                  stored.version if stored else "unknown")
         written = self.write_sidecar(meta, info, archive_name,
                                      stored.version if stored else None)
-        self._listing = None
+        self._listed(name, stored, written, replaces)
         if stored is not None and stored.version is not None:
             now = self.storage.stat(self.archive_folder, archive_name)
             if now is None or now.version != stored.version:
+                self._listing = None
                 raise ExperimentError(
                     f"{name} was pushed by another process at the same time, so the remote "
                     f"copy may be that one; run 'resutil push {name}' again"
@@ -405,9 +540,31 @@ class Remote:
             self._delete_sidecars(replaces, keep=written)
         return info
 
+    def _listed(self, name: str, archive: ObjectInfo | None, sidecar: ObjectInfo | None,
+                replaces: RemoteExperiment | None) -> None:
+        """Keep the cached listing current after a push: the stored objects replace what it
+        showed of this identity (a push of many experiments lists the remote once, not
+        once per experiment). Unknown to the listing when the storage does not say what it
+        stored: then the next question lists again."""
+        with self._listing_lock:
+            listing = self._listing
+            if listing is None:
+                return
+            if archive is None or sidecar is None:
+                self._listing = None
+                return
+            parsed = parse_name(name)
+            assert parsed is not None
+            updated = dict(listing)  # a new dict: readers may be iterating the old one
+            if replaces is not None:
+                updated.pop(replaces.identity, None)
+            updated[parsed.identity] = RemoteExperiment(name, archive, sidecar)
+            self._listing = updated
+
     def write_sidecar(self, meta: ExpMeta, info: ArchiveInfo, archive_name: str,
-                      version: str | None = None) -> str:
-        """Store the sidecar for an archive just stored; returns its object name."""
+                      version: str | None = None) -> ObjectInfo:
+        """Store the sidecar for an archive just stored; returns it (its object name, and
+        its version when the storage says it)."""
         head = meta.head_dict()
         head["manifest"] = {
             "algorithm": info.manifest.algorithm,
@@ -417,6 +574,9 @@ class Remote:
         }
         if len(info.manifest.files) <= SIDECAR_FILES:  # so `diff` compares without a download
             head["manifest"]["files"] = {p: list(v) for p, v in sorted(info.manifest.files.items())}
+        # Where each member lies, so one file is read with one ranged request (larger
+        # archives are read through their central directory).
+        members = info.members if len(info.members) <= SIDECAR_FILES + 1 else None
         data = {
             "format": SIDECAR_FORMAT,
             "name": archive_name[: -len(ARCHIVE_SUFFIX)],
@@ -426,20 +586,23 @@ class Remote:
                         "described": sorted(info.described.items())},
             "meta": head,
         }
+        if members:
+            data["archive"]["members"] = members
         return self._write_sidecar_data(meta.name[:IDENTITY_LEN], data)
 
-    def _write_sidecar_data(self, identity: str, data: dict[str, Any]) -> str:
-        blob = json.dumps(data, ensure_ascii=False, indent=1, default=str).encode("utf-8")
+    def _write_sidecar_data(self, identity: str, data: dict[str, Any]) -> ObjectInfo:
+        # One line: with an indent, json encodes in Python (~10x slower than without).
+        blob = json.dumps(data, ensure_ascii=False, default=str).encode("utf-8")
         name = sidecar_name(identity, data["meta"].get("status"))
-        self.storage.write_bytes(self.meta_folder, name, blob)
-        return name
+        stored = self.storage.write_bytes(self.meta_folder, name, blob)
+        return stored or ObjectInfo(name, len(blob))
 
-    def _delete_sidecars(self, exp: RemoteExperiment, keep: str | None = None) -> None:
+    def _delete_sidecars(self, exp: RemoteExperiment, keep: ObjectInfo | None = None) -> None:
         """Remove the sidecars the listing showed for ``exp`` (but ``keep``); one removed
         meanwhile is no error."""
         names = [*([exp.sidecar.name] if exp.sidecar else []), *exp.stale_sidecars]
         for name in names:
-            if name != keep:
+            if keep is None or name != keep.name:
                 with contextlib.suppress(StorageNotFound):
                     self.storage.delete(self.meta_folder, name)
 
@@ -456,6 +619,7 @@ class Remote:
         renamed = self.storage.rename(self.archive_folder, exp.archive.name,
                                       new_name + ARCHIVE_SUFFIX)
         if side is not None:
+            side = json.loads(json.dumps(side, default=str))  # (the read one is shared)
             if renamed is None:
                 renamed = self.storage.stat(self.archive_folder, new_name + ARCHIVE_SUFFIX)
             side["name"] = new_name

@@ -15,12 +15,17 @@ from .archive import (
     LocalWriteError, NotStreamable, StreamExtractor, extract_archive, hash_mismatch,
 )
 from .errors import ExperimentError, ResutilError
+from .metadata import hash_file, manifest_changes, read_head, read_meta
 from .runs import end_dead_run, run_liveness
-from .metadata import hash_file, manifest_changes, read_meta
 from .naming import IDENTITY_LEN
 from .progress import NO_PROGRESS, NO_PROGRESS_FACTORY, Callback, CallbackFactory
 
 log = logging.getLogger(__name__)
+SMALL_ARCHIVE = 4 << 20  # archives extracted and hashed in one thread
+# The metadata keys that decide whether a pushed experiment is up to date (publish.compare,
+# run_liveness): a push of many reads only these (and the manifest) of each.
+SYNC_KEYS = ("args", "dependency", "dependency_sources", "name", "run_id", "comment", "status",
+             "started_at", "ended_at", "process")
 from .project import Project
 from .publish import UP_TO_DATE, Published, Target, same_run, settle, transfer, up_to_date
 from .remote import Remote, RemoteExperiment
@@ -74,7 +79,12 @@ def plan_push(
     if all_:
         for ident, name in local.items():
             try:
-                meta = read_meta(ws.path(name), with_manifest=ident in on_remote)
+                if ident in on_remote:  # (most are up to date: only what decides it is read)
+                    head = read_head(ws.path(name), keys=SYNC_KEYS, manifest=True)
+                    assert head is not None
+                    meta = head
+                else:  # (parsed once: the push reads it again, from memory)
+                    meta = read_meta(ws.path(name))
             except ExperimentError as e:
                 plan.warnings.append(f"{e} (not pushed)")
                 seen.add(ident)
@@ -251,16 +261,16 @@ def pull_one(project: Project, exp: RemoteExperiment, progress: CallbackFactory 
     """
     ws, remote = project.workspace, project.remote
     final = ws.path(exp.name)
-    tmp = ws.new_tmp(f"pull-{exp.identity}")
+    target = ws.new_tmp(f"pull-{exp.identity}")  # renamed into place when complete
     try:
-        target = tmp / exp.name
         callback = progress(exp.name)
         written = None
         if not remote.storage.writes_in_place and exp.sidecar is not None:
             written = _stream_in(remote, exp, target, callback)
         if written is None:
-            shutil.rmtree(target, ignore_errors=True)
-            target.mkdir()
+            if os.listdir(target):  # what a stream that gave up left
+                shutil.rmtree(target, ignore_errors=True)
+                target.mkdir()
             written = _fetch_and_extract(remote, exp, target, remote.expected_hash(exp), callback)
         if ws.local_name(exp.name):
             return 0  # pulled meanwhile by another process
@@ -271,7 +281,8 @@ def pull_one(project: Project, exp: RemoteExperiment, progress: CallbackFactory 
     except OSError as e:
         raise _local_write_failed(ws.root, exp.name, e) from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if os.path.lexists(target):
+            shutil.rmtree(target, ignore_errors=True)
 
 
 def _stream_in(remote: Remote, exp: RemoteExperiment, target: Path, callback: Callback
@@ -300,10 +311,15 @@ def _fetch_and_extract(remote: Remote, exp: RemoteExperiment, target: Path,
     # extraction is the transfer the progress shows.
     in_place = remote.storage.writes_in_place
     with remote.storage.fetched(remote.archive_folder, exp.archive.name, callback) as zpath:
-        with ThreadPoolExecutor(1) as pool:  # hash on the second core while extracting
-            hashing = pool.submit(hash_file, zpath) if expected else None
-            written = extract_archive(zpath, target, callback if in_place else NO_PROGRESS)
-            actual = hashing.result() if hashing else None
+        progress = callback if in_place else NO_PROGRESS
+        if exp.archive.size < SMALL_ARCHIVE:  # a thread would cost more than it saves
+            written = extract_archive(zpath, target, progress)
+            actual = hash_file(zpath) if expected else None
+        else:
+            with ThreadPoolExecutor(1) as pool:  # hash on the second core while extracting
+                hashing = pool.submit(hash_file, zpath) if expected else None
+                written = extract_archive(zpath, target, progress)
+                actual = hashing.result() if hashing else None
     if expected and actual != expected:
         raise hash_mismatch(exp.archive.name)
     return written

@@ -136,11 +136,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """Columns on stdout. On a terminal a rich table whose last column folds rather than
     cuts a long name; in a pipe or file whole lines, however long (nothing cut at 80)."""
     out = Console(highlight=False)
+    widths = [max(len(str(r[i])) for r in (headers, *rows)) for i in range(len(headers) - 1)]
     if not out.is_terminal:
-        widths = [max(len(str(r[i])) for r in (headers, *rows)) for i in range(len(headers) - 1)]
         for row in (headers, *rows):
             cells = [str(c).ljust(w) for c, w in zip(row, widths)] + [str(row[-1])]
             out.file.write("  ".join(cells).rstrip() + "\n")
+        return
+    if len(rows) > BIG_TABLE:
+        _big_table(out, headers, rows, widths)
         return
     from rich.table import Table
 
@@ -151,6 +154,29 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     for row in rows:
         t.add_row(*(esc(c) for c in row))
     out.print(t)
+
+
+BIG_TABLE = 500  # rows; rich lays out a table of 10,000 rows in ~2 s, these lines in ~0.02 s
+
+
+def _big_table(out: Console, headers: Sequence[str], rows: Sequence[Sequence[str]],
+               widths: list[int]) -> None:
+    """What the rich table shows, laid out by hand: columns two spaces apart, the header in
+    bold, a last column too long for the terminal folded onto the next lines under itself
+    (the others are short: marks and statuses)."""
+    indent = sum(widths) + 2 * len(widths)
+    room = max(out.width - indent, 20)
+    lines = []
+    for row in rows:
+        head = "".join(str(c).ljust(w) + "  " for c, w in zip(row, widths))
+        last = str(row[-1])
+        lines.append((head + last[:room]).rstrip())
+        for k in range(room, len(last), room):
+            lines.append(" " * indent + last[k:k + room])
+    title = "".join(str(h).ljust(w) + "  " for h, w in zip(headers, widths)) + str(headers[-1])
+    out.print(Text(title.rstrip(), style="bold"))
+    out.file.write("\n".join(lines) + "\n")
+    out.file.flush()
 
 
 def confirm(question: str, default: bool = False) -> bool:

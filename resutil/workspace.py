@@ -19,6 +19,7 @@ from .naming import ExpName, check_comment, make_name, parse_name
 INTERNAL_DIR = ".resutil"  # scratch space and caches; hidden so 0.1.x ignores it
 DEBUG_NAME = "_debug"  # RESUTIL_DEBUG's scratch folder, as in 0.1.x
 STALE_TMP_AGE = 3600.0  # scratch untouched this long was left by a killed process
+CLEAN_EVERY = 60.0  # seconds between two searches of the scratch folder by one process
 RESERVE_BYTES = 1 << 20  # set aside by a run so it can record its end on a full disk
 # An untagged (older resutil) or other host's staged upload may be read for a long time
 # after its last write: it is removed only after a day.
@@ -30,6 +31,7 @@ class Workspace:
 
     def __init__(self, results_dir: Path) -> None:
         self.root = Path(results_dir)
+        self._cleaned = -CLEAN_EVERY  # when new_tmp last removed stale scratch
 
     @property
     def internal(self) -> Path:
@@ -67,7 +69,19 @@ class Workspace:
     def local_name(self, name: str) -> str | None:
         """The local folder name of the experiment with ``name``'s identity."""
         parsed = parse_name(name)
-        return self.names().get(parsed.identity) if parsed else None
+        if parsed is None:
+            return None
+        if "/" not in name and os.sep not in name and os.path.isdir(self.root / name):
+            return name  # the usual case: no need to look at the others
+        try:
+            found = sorted(n for n in os.listdir(self.root) if n.startswith(parsed.identity))
+        except FileNotFoundError:
+            return None
+        for n in found:
+            p = parse_name(n)
+            if p is not None and p.identity == parsed.identity and os.path.isdir(self.root / n):
+                return n
+        return None
 
     def create(self, comment: str = "", when: datetime | None = None) -> ExpName:
         """Make a new, empty experiment folder; never reuses an existing one or its identity.
@@ -190,11 +204,18 @@ class Workspace:
         return path
 
     def new_tmp(self, label: str) -> Path:
-        """A fresh scratch folder under the results folder (stale ones are removed first)."""
-        self.clean_stale_tmp()
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        """A fresh scratch folder under the results folder (stale ones are removed first,
+        at most once a minute)."""
+        now = time.monotonic()
+        if now - self._cleaned > CLEAN_EVERY:
+            self._cleaned = now
+            self.clean_stale_tmp()
         path = self.tmp_dir / f"{scratch_prefix(label)}{uuid.uuid4().hex[:12]}"
-        path.mkdir()
+        try:
+            path.mkdir()
+        except FileNotFoundError:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            path.mkdir()
         return path
 
     def clean_stale_tmp(self, max_age: float = STALE_TMP_AGE) -> None:

@@ -79,6 +79,13 @@ def member_bytes(name: bytes, method: int, stamp: tuple[int, int], crc: int, usi
 
 
 _LOCAL = struct.Struct("<IHHHHHIIIHH")
+_STREAM_EXTRA = 20  # begin_stream's zip64 extra field: tag, size, two 8-byte sizes
+
+
+def data_offset(e: Entry) -> int:
+    """Where the data of a member written here (or by ``member_bytes``) starts: after its
+    local header, its name and, for a streamed member, its zip64 extra field."""
+    return e[7] + 30 + len(e[0]) + (_STREAM_EXTRA if e[9] & DESCRIPTOR else 0)
 
 
 class ZipStreamWriter:
@@ -119,7 +126,7 @@ class ZipStreamWriter:
         """Write the local header of a member whose sizes follow in a data descriptor."""
         raw = name.encode("utf-8")
         e = (raw, method, stamp[0], stamp[1], 0, 0, 0, self.pos, mode, _UTF8 | DESCRIPTOR)
-        extra = struct.pack("<HHQQ", 1, 16, 0, 0)
+        extra = struct.pack("<HHQQ", 1, 16, 0, 0)  # _STREAM_EXTRA bytes
         self.write(_LOCAL.pack(0x04034B50, 45, e[9], method, stamp[0], stamp[1], 0, _U32, _U32,
                                 len(raw), len(extra)) + raw + extra)
         return e

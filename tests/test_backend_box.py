@@ -446,3 +446,37 @@ def test_part_reader_digests_and_a_file_that_changes_size(tmp_path):
     reader = _PartReader(path, len(data), MiB, sha512=False)  # given up after one part
     assert reader.next()[0] == 0
     reader.close()
+
+
+# -- ranged reads -----------------------------------------------------------------------------
+def test_a_range_answered_whole_is_refused(box_fake, box_settings):
+    """A server or proxy that ignores ``Range`` and sends the whole file: the read stops as
+    soon as more than the range arrived, in one line."""
+    storage = make(box_settings)
+    storage.write_bytes("Proj", "a.zip", bytes(range(256)) * 100)
+    assert storage.read_range("Proj", "a.zip", 10, 5) == bytes(range(10, 15))
+    box_fake.ignore_ranges = True
+    with pytest.raises(StorageError) as e:
+        storage.read_range("Proj", "a.zip", 10, 5)
+    assert_one_line(e, "ignored the byte range")
+
+
+def test_a_member_damaged_in_transit_is_refused(box_fake, box_settings, tmp_path):
+    """Box keeps the file's SHA-1 (its version), so the sidecar still pairs: the member's
+    recorded CRC and hash catch a byte damaged on the way."""
+    from resutil.archive import ArchiveError
+    from resutil.partial import open_file
+    from resutil.project import Project
+    from tests.helpers import cli_ok, make_exp, make_project
+
+    a = make_project(tmp_path / "a", box_settings)
+    data = os.urandom(200_000)
+    folder = make_exp(a, "run", files={"a.txt": "a\n", "middle.bin": data, "z.txt": "z\n"})
+    cli_ok("push", folder.name, cwd=a.root)
+    project = Project.load(make_project(tmp_path / "b", box_settings).root)  # not local there
+    assert open_file(project, folder.name, "middle.bin").read() == data
+    box_fake.corrupt_next(folder.name + ".zip")  # flips the archive's middle byte
+    with pytest.raises(ArchiveError) as e:
+        open_file(project, folder.name, "middle.bin").read()
+    assert_one_line(e, "middle.bin", "damaged")
+    assert open_file(project, folder.name, "middle.bin").read() == data

@@ -489,6 +489,7 @@ def test_local_disk_full_during_push_is_not_blamed_on_the_storage(proj, run_id):
         if run_id:
             meta = read_meta(exp)
             meta.run_id = new_run_id()
+            meta.manifest = None  # so the push has a manifest to write (else it writes none)
             write_meta(exp, meta)
         before = read_exp(exp)
         fill_disk(proj.results)

@@ -267,34 +267,44 @@ def test_01x_archive_without_sidecar_is_read_once(proj, tmp_path, monkeypatch):
     assert not (tmp_path / "store" / f"{PROJECT}.resutil" / f"{legacy[:22]}.json").exists()
 
     fetched = count_fetches(monkeypatch)
-    for _ in range(3):
+    for i in range(3):
         data, _ = graph_json()
         nodes, edges = nodes_by_name(data), edges_by_name(data)
         assert nodes[legacy]["kind"] == "remote" and nodes[legacy]["commit"] == "feedface00"[:7]
         assert edges[(base, legacy)]["label"] == "recorded"
-    assert fetched == [f"{legacy}.zip"]  # read once, then cached
+        if i == 0:
+            first = list(fetched)
+    # Read once, then cached: its directory and its metadata member by ranged reads only.
+    assert set(first) == {(f"{legacy}.zip", "range")}
+    assert fetched == first
     tree = run("lineage", legacy).stdout
     assert base in tree.splitlines()[1]
-    assert fetched == [f"{legacy}.zip"]
+    assert fetched == first
 
 
-def count_fetches(monkeypatch) -> list[str]:
-    """Names of the objects the local storage hands out from now on (resutil's own seam)."""
-    fetched: list[str] = []
-    original = LocalStorage.fetched
+def count_fetches(monkeypatch) -> list:
+    """The objects the local storage hands out from now on (resutil's own seams): the name
+    of each one handed out whole, (name, "range") for each ranged read."""
+    fetched: list = []
+    original, ranged = LocalStorage.fetched, LocalStorage._download_range
 
     def counting(self, folder, name, *args, **kwargs):
         fetched.append(name)
         return original(self, folder, name, *args, **kwargs)
 
+    def counting_ranges(self, folder, name, *args, **kwargs):
+        fetched.append((name, "range"))
+        return ranged(self, folder, name, *args, **kwargs)
+
     monkeypatch.setattr(LocalStorage, "fetched", counting)
+    monkeypatch.setattr(LocalStorage, "_download_range", counting_ranges)
     return fetched
 
 
 def test_graph_never_downloads_archives_with_sidecars(chain, monkeypatch):
     fetched = count_fetches(monkeypatch)
     graph_json()
-    assert not [n for n in fetched if n.endswith(".zip")]
+    assert not [n for n in fetched if (n[0] if isinstance(n, tuple) else n).endswith(".zip")]
 
 
 # -- svg / png -----------------------------------------------------------------------------

@@ -10,16 +10,34 @@
 
 from __future__ import annotations
 
-from .graph import (
-    DIRECTIONS, LineageView, Problems, build_graph, decorate, dependents, find_problems,
-    gc_paused, lineage_view, mark_cycles, resolve_nodes, select,
+from typing import Any
+
+from .index import (
+    BROKEN, INDEX_VERSION, LOCAL_INDEX, REMOTE_INDEX, Record, collect, dependents, local_records,
+    unreadable,
 )
-from .index import BROKEN, INDEX_VERSION, LOCAL_INDEX, REMOTE_INDEX, Record, collect, unreadable
-from .tree import TreeNode, lineage_tree
+
+# networkx takes ~0.1 s to import: ``graph`` and ``tree`` load when first used, so that
+# commands that only need the index (list, rm, show) do without it.
+_LAZY = {
+    "DIRECTIONS": "graph", "LineageView": "graph", "Problems": "graph", "build_graph": "graph",
+    "decorate": "graph", "find_problems": "graph", "gc_paused": "graph",
+    "lineage_view": "graph", "mark_cycles": "graph", "resolve_nodes": "graph",
+    "select": "graph", "TreeNode": "tree", "lineage_tree": "tree",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BROKEN", "DIRECTIONS", "INDEX_VERSION", "LOCAL_INDEX", "REMOTE_INDEX", "LineageView",
     "Problems", "Record", "TreeNode", "build_graph", "collect", "decorate", "dependents",
-    "find_problems", "gc_paused", "lineage_tree", "lineage_view", "mark_cycles",
+    "find_problems", "gc_paused", "lineage_tree", "lineage_view", "local_records", "mark_cycles",
     "resolve_nodes", "select", "unreadable",
 ]

@@ -8,14 +8,16 @@ from __future__ import annotations
 import gc
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import networkx as nx
 
 from ..naming import IDENTITY_LEN
 from ..errors import ExperimentError, LineageError
 from ..project import Project
-from .index import Record, collect, unreadable
+from .index import (  # noqa: F401 (dependents: re-exported)
+    Record, collect, dependents, unreadable,
+)
 
 
 @contextmanager
@@ -55,15 +57,6 @@ def build_graph(records: dict[str, Record]) -> nx.DiGraph:
             edges.append((up, ident, {"source": dep.source}))
     g.add_edges_from(edges)
     return g
-
-
-def dependents(records: dict[str, Record], identity: str, exclude: Iterable[str] = ()
-               ) -> list[str]:
-    """Names of the experiments among ``records`` (by identity, ``exclude`` left out) that
-    list ``identity`` as an upstream dependency."""
-    skip = set(exclude)
-    return sorted(rec.name for rec in records.values() if rec.identity not in skip
-                  and any(d.identity == identity for d in rec.meta.dependencies))
 
 
 # -- what `resutil graph` and `resutil lineage` show ---------------------------------------

@@ -2,9 +2,9 @@
 
 A backend stores flat files in one level of folders under its root (a local folder, a
 bucket, a Drive or Box folder): ``<folder>/<name>``. Backends implement a handful of
-primitives (``_list``, ``_upload``, ``_download``, ``_delete``, ``_rename``,
-``_create_exclusive``); the public methods here wrap each call with retries and turn SDK
-exceptions into one-line ``StorageError``s through ``_translate``.
+primitives (``_list``, ``_upload``, ``_download``, ``_download_range``, ``_delete``,
+``_rename``, ``_create_exclusive``); the public methods here wrap each call with retries
+and turn SDK exceptions into one-line ``StorageError``s through ``_translate``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, ClassVar, Iterator, Mapping, TypeVar
+from typing import Any, BinaryIO, Callable, ClassVar, Iterator, Mapping, NamedTuple, TypeVar
 
 from ..errors import ConfigError, ResutilError, StorageError, StorageNotFound, StorageUnavailable
 from ..liveness import remove_dead_scratch, scratch_prefix
@@ -33,12 +33,13 @@ T = TypeVar("T")
 S = TypeVar("S")
 
 
-@dataclass(frozen=True)
-class ObjectInfo:
+class ObjectInfo(NamedTuple):
     """A stored file: its name within its folder, size in bytes, modification time, and
     ``version``: an opaque token that changes whenever the content is replaced (GCS
     generation, Drive and Box content checksums, inode and mtime of a local file), None
-    where the backend cannot tell. Readers pair an archive with its sidecar by it."""
+    where the backend cannot tell. Readers pair an archive with its sidecar by it.
+
+    (A named tuple: a listing makes one per object, 20,000 for 10,000 experiments.)"""
 
     name: str
     size: int
@@ -141,6 +142,15 @@ class Storage(ABC):
         StorageNotFound if it does not exist. ``checked``: the caller verifies the content
         against its own hash, so a backend may skip a check of its own that costs time."""
 
+    @abstractmethod
+    def _download_range(self, folder: str, name: str, start: int, length: int, out: BinaryIO,
+                        version: str | None = None) -> None:
+        """Write ``length`` bytes of ``folder/name`` from byte ``start`` on to ``out``, with
+        one ranged request (fewer bytes only where the object ends sooner); raise
+        StorageNotFound if it does not exist. ``version`` (from a listing): where the
+        backend can ask for that very version, it does, and raises StorageChanged when the
+        object was replaced since; elsewhere the caller's checks catch a replacement."""
+
     def _after_growing_failed(self, exc: BaseException, target: str) -> None:
         """Raise ``exc`` as the error to report unless it is worth uploading again."""
         if isinstance(exc, Transient):
@@ -229,6 +239,22 @@ class Storage(ABC):
             return sink
 
         return self._call(attempt, "download", f"{folder}/{name}", callback)
+
+    def read_range(self, folder: str, name: str, start: int, length: int,
+                   version: str | None = None) -> bytes:
+        """``length`` bytes of ``folder/name`` from byte ``start`` (fewer only where it ends
+        sooner), in one ranged request; never more: an answer longer than asked (a server
+        or proxy that ignored the range) is refused as soon as it exceeds it."""
+        if length <= 0:
+            return b""
+
+        def attempt() -> bytes:
+            sink = _RangeSink(length, f"{self.describe()}: {folder}/{name}")
+            self._download_range(folder, name, start, length,
+                                 sink, version)  # type: ignore[arg-type]
+            return bytes(sink.data)
+
+        return self._call(attempt, "read", f"{folder}/{name}")
 
     def delete(self, folder: str, name: str) -> None:
         """Remove ``folder/name``."""
@@ -414,6 +440,28 @@ class GrowingFile:
 
     def __exit__(self, *exc: object) -> None:
         self._f.close()
+
+
+class _RangeSink:
+    """Collects the answer to a ranged request; refuses more bytes than were asked for."""
+
+    def __init__(self, length: int, label: str) -> None:
+        self.data = bytearray()
+        self.length = length
+        self.label = label
+
+    def write(self, data: bytes | memoryview) -> int:
+        if len(self.data) + len(data) > self.length:
+            raise StorageError(f"{self.label}: the storage answered a request for "
+                               f"{self.length} bytes with more (it ignored the byte range)")
+        self.data += data
+        return len(data)
+
+    def tell(self) -> int:
+        return len(self.data)
+
+    def flush(self) -> None:
+        pass
 
 
 def not_found(storage: Storage, folder: str, name: str) -> StorageNotFound:

@@ -586,6 +586,13 @@ class GDriveStorage(Storage):
                 return None
             return ids.pop(name, None)
 
+    def _listed_file(self, folder: str, name: str) -> dict | None:
+        """``folder/name`` as a listing of the last LISTING_FRESH seconds saw it (kept for
+        the next reads, unlike ``_just_listed``)."""
+        with self._lock:
+            when, ids = self._listed.get(folder, (0.0, {}))
+            return ids.get(name) if time.monotonic() - when <= LISTING_FRESH else None
+
     def _forget(self, folder: str, *names: str) -> None:
         with self._lock:
             for name in names:
@@ -685,6 +692,32 @@ class GDriveStorage(Storage):
                 callback.advance(status.resumable_progress - reported)
                 reported = status.resumable_progress
                 failures = 0
+
+    def _download_range(self, folder: str, name: str, start: int, length: int, out: BinaryIO,
+                        version: str | None = None) -> None:
+        # files.get?alt=media with a Range header: Drive answers 206 with those bytes.
+        # The file id comes from the listing when it was moments ago (one request then);
+        # an update keeps the id, so a replaced file is caught by the caller's checks.
+        f = self._listed_file(folder, name)
+        known = f is not None
+        for _ in range(2):
+            if f is None:
+                f = self._file(folder, name)
+            if f is None:
+                raise not_found(self, folder, name)
+            request = self._files_api().get_media(fileId=f["id"], supportsAllDrives=True)
+            request.headers["Range"] = f"bytes={start}-{start + length - 1}"
+            try:
+                out.write(request.execute(http=self._http()))
+                return
+            except HttpError as e:
+                status = _http_error_details(e)[0]
+                if status == 416:
+                    return  # starts at or past its end: nothing there
+                if status != 404 or not known:
+                    raise
+                self._forget(folder, name)  # removed since listed: look it up again
+                f, known = None, False
 
     def _delete(self, folder: str, name: str) -> None:
         self._forget(folder, name)

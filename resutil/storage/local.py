@@ -11,7 +11,9 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from ..errors import StorageError, StorageNotFound, StoragePermission, StorageUnavailable
+from ..errors import (
+    StorageChanged, StorageError, StorageNotFound, StoragePermission, StorageUnavailable,
+)
 from ..liveness import Owner
 from ..progress import NO_PROGRESS, Callback, copy_stream
 from .base import ObjectInfo, Staged, Storage, StorageSettings, not_found
@@ -20,6 +22,7 @@ PART_MARK = ".part-"
 # A part file of another host's push, untouched this long, was left by a killed push
 # (this host's are removed as soon as their writer is dead).
 STALE_PART_AGE = 3600.0
+CLEAN_EVERY = 60.0  # seconds between two searches of one folder for such part files
 
 
 def _version(st: os.stat_result) -> str:
@@ -42,6 +45,12 @@ class LocalStorage(Storage):
     def __init__(self, settings: StorageSettings) -> None:
         super().__init__(settings)
         self.root = settings.path("path")  # type: ignore[assignment]
+        # On a local disk, transfers in parallel threads only contend (for the interpreter
+        # and the folders' locks): 1,000 small experiments push in 0.45 s one at a time,
+        # 0.66 s four at a time. A network mount waits for round trips: there they overlap.
+        if not _network_mount(str(self.root)):
+            self.max_workers = 1  # type: ignore[misc]
+        self._cleaned: dict[str, float] = {}  # folder -> when its part files were cleaned
 
     def describe(self) -> str:
         return str(self.root)
@@ -102,7 +111,10 @@ class LocalStorage(Storage):
             d.mkdir(exist_ok=True)
         except OSError as e:
             raise self._os_error(e, "write", folder) from None
-        _remove_stale_parts(d)
+        now = time.monotonic()
+        if now - self._cleaned.get(folder, -STALE_PART_AGE) > CLEAN_EVERY:
+            self._cleaned[folder] = now  # (a scan of the folder: not before every write)
+            _remove_stale_parts(d)
         return d, d / f".{name}{PART_MARK}{Owner.current().tag}-{uuid.uuid4().hex[:8]}"
 
     def _create_exclusive(self, folder: str, name: str, data: bytes) -> bool:
@@ -142,6 +154,28 @@ class LocalStorage(Storage):
                 copy_stream(fi, out, callback)
         except FileNotFoundError:
             raise not_found(self, folder, name) from None
+
+    def _download_range(self, folder: str, name: str, start: int, length: int, out: BinaryIO,
+                        version: str | None = None) -> None:
+        try:
+            fd = os.open(self._folder(folder) / name, os.O_RDONLY)
+        except FileNotFoundError:
+            raise not_found(self, folder, name) from None
+        try:
+            # The version names the inode, mtime and size: a file replaced since the
+            # listing (renamed over) is another inode; reading stays on this one.
+            if version is not None and _version(os.fstat(fd)) != version:
+                raise StorageChanged(f"{self.root}/{folder}/{name} changed since it was "
+                                     "listed; try again")
+            done = 0
+            while done < length:
+                chunk = os.pread(fd, min(length - done, 1 << 20), start + done)
+                if not chunk:
+                    break
+                out.write(chunk)
+                done += len(chunk)
+        finally:
+            os.close(fd)
 
     def _delete(self, folder: str, name: str) -> None:
         try:
@@ -206,6 +240,27 @@ class LocalStorage(Storage):
             return _mount_point(path)
         except (OSError, AttributeError):  # (no statvfs on Windows)
             return None
+
+
+NETWORK_FILE_SYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "afs", "ceph",
+                        "glusterfs", "lustre", "gpfs", "beegfs", "fuse.")  # fuse.sshfs, ...
+
+
+def _network_mount(path: str) -> bool:
+    """Whether ``path`` (absolute) lies on a network file system, by /proc/self/mounts;
+    nothing is stat'ed (a dead mount must not hang a command). True when unknown."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+            mounts = [line.split()[1:3] for line in f if len(line.split()) > 2]
+    except OSError:
+        return True
+    path = os.path.normpath(os.path.abspath(path))
+    best, kind = "", ""
+    for point, fs in mounts:
+        point = point.replace("\\040", " ")
+        if (path == point or path.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, fs
+    return kind.startswith(NETWORK_FILE_SYSTEMS) if best else True
 
 
 def _existing(path: Path) -> Path:

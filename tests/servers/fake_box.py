@@ -5,7 +5,8 @@ JWT sign-ins against the app's public key. One service account, one tree of fold
 files (with versions), chunked upload sessions with Box's rules (minimum file size, fixed
 part size, ``Content-Range``, SHA-1 ``Digest`` per part and for the whole file, plan/dedup
 for new versions, commit possibly answering ``202 + Retry-After``), downloads through a
-``302`` to a download URL, and Box-shaped error bodies.
+``302`` to a download URL (which honours ``Range`` as Box's does: 206, or 416 past the
+end), and Box-shaped error bodies.
 
     box = FakeBox(); url = box.start()     # http://127.0.0.1:<port>; upload API at url + "/api"
     ...
@@ -15,8 +16,9 @@ Fault injection for tests: ``fail_next`` (answer the next N matching requests wi
 ``drop_next`` (cut the connection mid-request/mid-response), ``lose_next`` (carry out the
 request, then cut the connection instead of answering), ``corrupt_next`` (flip a byte of the
 next downloads of a file on the way: the stored file and its SHA-1 stay intact), ``expire_tokens``,
-``commit_202_once``, ``listing_lag`` (folder listings briefly miss items) and ``read_only``
-(folders where the service account is only a Viewer, so writes get 403).
+``commit_202_once``, ``listing_lag`` (folder listings briefly miss items), ``read_only``
+(folders where the service account is only a Viewer, so writes get 403) and
+``ignore_ranges`` (downloads answered whole, as by a proxy that drops ``Range``).
 """
 
 from __future__ import annotations
@@ -125,6 +127,7 @@ class FakeBox:
         self.drops: list[dict] = []
         self.losses: list[dict] = []
         self.corruptions: dict[str, int] = {}  # file name -> downloads left to damage
+        self.ignore_ranges = False  # answer ranged downloads whole (a proxy that drops Range)
         self.commit_202_once = False
         self.lag = 0  # next N folder listings return no entries
         self.log: list[tuple[str, str]] = []  # (method, path) of every request
@@ -213,6 +216,7 @@ class FakeBox:
         self.drops.clear()
         self.losses.clear()
         self.corruptions.clear()
+        self.ignore_ranges = False
         self.commit_202_once = False
         self.lag = 0
 
@@ -611,7 +615,7 @@ class _Handler(BaseHTTPRequestHandler):
             damaged = bytearray(data)
             damaged[len(data) // 2] ^= 0xFF
             data = bytes(damaged)
-        return 200, data
+        return _ranged(None if self.box.ignore_ranges else self.headers.get("Range"), data)
 
     # -- simple uploads -------------------------------------------------------------------
     def _upload_parts(self) -> tuple[dict, bytes]:
@@ -736,3 +740,18 @@ class _Handler(BaseHTTPRequestHandler):
         f = box.store(s.folder_id, s.name, bytes(data), s.file_id)
         box.sessions.pop(sid)
         return 201, {"total_count": 1, "entries": [box.file_json(f)]}
+
+
+def _ranged(header: str | None, data: bytes) -> tuple:
+    """A download's answer to a ``Range: bytes=a-b`` header as Box's download server gives
+    it: 206 with those bytes (clipped at the end), 416 for a start past the end, the whole
+    file (200) without a header or with one it cannot read."""
+    m = re.fullmatch(r"bytes=(\d+)-(\d*)", (header or "").strip())
+    if not m:
+        return 200, data
+    start = int(m.group(1))
+    end = min(int(m.group(2)) if m.group(2) else len(data) - 1, len(data) - 1)
+    if start >= len(data):
+        raise BoxError(416, "requested_range_not_satisfiable", "The range is not satisfiable",
+                       _headers={"Content-Range": f"bytes */{len(data)}"})
+    return 206, data[start:end + 1], {"Content-Range": f"bytes {start}-{end}/{len(data)}"}

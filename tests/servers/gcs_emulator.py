@@ -12,14 +12,21 @@ emulator's handlers with the check Cloud Storage makes before acting:
   be no live object) and ``ifGenerationNotMatch=N``;
 - the source of a rewrite: ``ifSourceGenerationMatch`` / ``ifSourceGenerationNotMatch``.
 
-Only requests that pass a condition are affected. The emulator serves one request at a time
-(``http.server.HTTPServer``), so a check and the change it guards cannot interleave with
-another request, just as Cloud Storage checks and writes in one step. Nothing of resutil is
+Downloads are made to answer as Cloud Storage does where the emulator does not: a
+``generation=N`` that is not the live object's is a 404 (the emulator serves the live
+object whatever generation is asked for), and a ``Range`` starting at or past the end is a
+416 (the emulator answers 206 with nothing). Ranges it serves as GCS does.
+
+Only requests that pass a condition or ask for a generation or range are affected. The
+emulator serves one request at a time (``http.server.HTTPServer``), so a check and the
+change it guards cannot interleave with another request, just as Cloud Storage checks and
+writes in one step. Nothing of resutil is
 changed: this patches the test server only, in the process that starts it.
 """
 
 from __future__ import annotations
 
+import re
 from http import HTTPStatus
 from typing import Any, Callable, Iterator
 
@@ -93,8 +100,34 @@ def _checked(handler: Callable[..., Any], targets: Callable[[Any, Any], Iterator
     return wrapper
 
 
+def _download_checked(handler: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(request: Any, response: Any, storage: Any, *args: Any, **kwargs: Any) -> Any:
+        bucket, name = request.params.get("bucket_name"), request.params.get("object_id")
+        wanted = (request.query.get("generation") or [None])[0]
+        live = _generation(storage, bucket, name)
+        if wanted is not None and live and int(wanted) != live:
+            message = f"No such object: {bucket}/{name}"
+            response.status = HTTPStatus.NOT_FOUND
+            response.json({"error": {"code": 404, "message": message, "errors": [
+                {"message": message, "domain": "global", "reason": "notFound"}]}})
+            return None
+        m = re.fullmatch(r"\s*bytes=(\d+)-(\d*)", request.get_header("range", None) or "")
+        if m and live:
+            size = int(storage.get_file_obj(bucket, name).get("size") or 0)
+            if int(m.group(1)) >= size:
+                response.status = HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE
+                response["Content-Range"] = f"bytes */{size}"
+                response.json({"error": {"code": 416, "message": "Requested range not "
+                                         "satisfiable", "errors": [{"reason": "invalid"}]}})
+                return None
+        return handler(request, response, storage, *args, **kwargs)
+
+    wrapper.honours_preconditions = True  # type: ignore[attr-defined]
+    return wrapper
+
+
 def honour_preconditions() -> None:
-    """Wrap the emulator's upload, delete and rewrite handlers (idempotent)."""
+    """Wrap the emulator's upload, delete, rewrite and download handlers (idempotent)."""
     if getattr(objects.insert, "honours_preconditions", False):
         return
     wrapped = {
@@ -102,12 +135,14 @@ def honour_preconditions() -> None:
         objects.upload_partial: _checked(objects.upload_partial, _upload_target),
         objects.delete: _checked(objects.delete, _delete_target),
         objects.rewrite: _checked(objects.rewrite, _rewrite_targets),
+        objects.download: _download_checked(objects.download),
     }
     for _, handlers in emulator_server.HANDLERS:
         for method, handler in list(handlers.items()):
             if handler in wrapped:
                 handlers[method] = wrapped[handler]
-    # The router also calls objects.insert by name (uploads posted without /upload), and
-    # insert calls upload_partial by name.
+    # The router also calls objects.insert by name (uploads posted without /upload), insert
+    # calls upload_partial by name, and get (?alt=media) calls download by name.
+    objects.download = wrapped[objects.download]  # type: ignore[assignment]
     objects.insert = wrapped[objects.insert]  # type: ignore[assignment]
     objects.upload_partial = wrapped[objects.upload_partial]  # type: ignore[assignment]
