@@ -22,6 +22,7 @@ from typing import Callable
 from resutil.errors import ExperimentNotFound
 from resutil.metadata import EXP_FILE, UNCOMMITTED_DIR, ExpMeta, Manifest, read_head, walk_files
 from resutil.naming import identity_of, parse_name
+from resutil.partial import find_source
 from resutil.project import Project
 from resutil.sync import pull_one
 
@@ -267,10 +268,12 @@ class Finder:
             size = int(rec.get("size") or 0)
             return Found(name, None, mtime, 0 if rec.get("dir") else size, size, sha)
         # Pushed without a file list (by resutil 0.1.x or before sidecars had one): the
-        # list is inside the archive. TODO(issue 15): read just the archive's directory
-        # with a ranged read; until then the experiment is pulled (once) to answer.
-        folder = self.ensure_local(name)
-        return self.stat(folder.name, path) if folder else None
+        # archive's own directory, read with ranged requests, answers (no download).
+        index = find_source(self.project, name).index
+        if index is None:
+            return None
+        files = {m: (info.usize, "") for m, info in index.members.items() if not m.endswith("/")}
+        return _in_manifest(name, Manifest(files), path, mtime, sha)
 
     def ensure_local(self, name: str) -> Path:
         """The experiment's local folder, pulled (alone, without upstream ones) if needed."""

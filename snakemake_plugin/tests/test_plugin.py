@@ -249,8 +249,9 @@ def test_remote_only_facts_come_from_the_sidecar(tmp_path):
     assert not (config.parent / "results" / name).exists()  # nothing pulled for all that
 
 
-def test_an_archive_without_a_file_list_is_pulled_to_answer(tmp_path):
-    """Pushed before sidecars listed files (or by 0.1.x): the list is only in the archive."""
+def test_an_archive_without_a_file_list_is_answered_without_a_pull(tmp_path):
+    """Pushed before sidecars listed files (or by 0.1.x): the list is only in the archive,
+    whose directory is read with ranged requests; nothing is pulled."""
     config = make_project(tmp_path / "proj")
     name = make_experiment(config, "old", {"a.txt": "a"})
     project = Project.load(config.parent)
@@ -261,7 +262,8 @@ def test_an_archive_without_a_file_list_is_pulled_to_answer(tmp_path):
     provider = provider_for(config, tmp_path)
     assert provider.object(f"resutil://{name}/a.txt").exists()
     assert not provider.object(f"resutil://{name}/b.txt").exists()
-    assert project.workspace.local_name(name)  # pulled once to know
+    assert provider.object(f"resutil://{name}/a.txt").size() == 1
+    assert not project.workspace.local_name(name)  # answered from the archive's directory
 
 
 def test_inventory_fills_every_file_of_an_experiment_from_one_listing(tmp_path):
