@@ -2,6 +2,9 @@
 
     <root>/<project>/<name>.zip                        the archive (0.1.x reads exactly this)
     <root>/<project>.resutil/<identity>.<status>.json  a sidecar: metadata, the archive's hash
+    <root>/<project>.resutil-files/<name>              files that are not experiments (a
+                                                       workflow engine's, e.g. Snakemake's
+                                                       sources archive)
 
 The sidecar folder sits beside the project folder, not in it, so a 0.1.x client listing
 ``<project>/`` sees no extra entries. The status in the sidecar's name lets ``resutil
@@ -628,6 +631,35 @@ class Remote:
             self._delete_sidecars(exp, keep=written)
         self._listing = None
 
+    # -- files that are not experiments --------------------------------------------------
+    @property
+    def files_folder(self) -> str:
+        return f"{self.project}.resutil-files"
+
+    def put_file(self, name: str, src: Path) -> None:
+        """Store a file that is not an experiment (e.g. a workflow engine's sources archive)."""
+        self.storage.upload(src, self.files_folder, _plain_name(name))
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        """Store a small file that is not an experiment."""
+        self.storage.write_bytes(self.files_folder, _plain_name(name), data)
+
+    def get_file(self, name: str, dest: Path) -> None:
+        """Fetch a file stored with ``put_file`` into ``dest``."""
+        self.storage.download(self.files_folder, _plain_name(name), dest)
+
+    def get_bytes(self, name: str) -> bytes:
+        """The content of a small file stored with ``put_bytes``."""
+        return self.storage.read_bytes(self.files_folder, _plain_name(name))
+
+    def file_info(self, name: str) -> ObjectInfo | None:
+        """Facts about a file stored with ``put_file``, or None when there is none."""
+        return self.storage.stat(self.files_folder, _plain_name(name))
+
+    def delete_file(self, name: str) -> None:
+        """Remove a file stored with ``put_file``."""
+        self.storage.delete(self.files_folder, _plain_name(name))
+
     # -- cache --------------------------------------------------------------------------
     def _cache_read(self, key: str) -> dict[str, Any] | None:
         if self.cache_dir is None:
@@ -645,3 +677,10 @@ class Remote:
             write_atomic(self.cache_dir / key, json.dumps(data, default=str).encode("utf-8"))
         except OSError:
             pass  # a cache is an optimisation
+
+
+def _plain_name(name: str) -> str:
+    """A file name for ``Remote.put_file``: one path part, not hidden."""
+    if not name or "/" in name or "\\" in name or name.startswith("."):
+        raise ValueError(f"not a plain file name: {name!r}")
+    return name

@@ -12,6 +12,12 @@ the work tree (data, the results folder) into it, runs the command there as a ne
 experiment commented ``<comment>-repro`` whose metadata says ``reproduces: {run_id, name}``,
 publishes it, and compares its files with the original's (``compare.compare_files``).
 With ``at_head`` the current code runs in place instead.
+
+A Snakemake job's experiment (written by snakemake-storage-plugin-resutil) records under
+``snakemake`` the command that reruns just that job (``reproduce``) and the experiment each
+of its input queries read (``inputs``). Its reproduction runs that command the same way,
+into the new experiment (the plugin adopts RESUTIL_EXPERIMENT_DIR as ``@resutil.main()``
+does), with SNAKEMAKE_INPUTS_ENV pinning each input query to the experiment the job read.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from .project import Project
 
 NEW_FOLDER = Path("<new experiment>")  # stands for {out} in a plan's command
 CHECKOUT = Path("<checkout>")  # stands for the temporary work tree in a plan's command
+SNAKEMAKE_INPUTS_ENV = "RESUTIL_SNAKEMAKE_INPUTS"  # input query -> experiment, as JSON
 
 
 @dataclass
@@ -65,6 +72,7 @@ class ReproducePlan:
     cwd: Path  # where the command runs in place (with a checkout: the same folder of it)
     argv: list[str] | None = None  # a script's recorded command line (not a pipeline step)
     step: dict[str, Any] | None = None  # a pipeline step's recorded ``pipeline`` metadata
+    job: dict[str, Any] | None = None  # a Snakemake job's recorded ``snakemake`` metadata
     commit: str | None = None
     head: str | None = None
     root: Path | None = None  # the git work tree here
@@ -92,6 +100,9 @@ class ReproducePlan:
                 tree: Path | None = None) -> str | list[str]:
         """The command line, ``out`` the new experiment folder, ``tree`` where the code is."""
         tree = tree if tree is not None else (CHECKOUT if self.checkout else self.root)
+        if self.job is not None:
+            argv = [str(a) for a in self.job["reproduce"]]
+            return [sys.executable if argv[0] == "python" else argv[0], *argv[1:]]
         if self.step is None:
             argv = [_rewrite(a, self._names(), project.workspace.root, self.original_root, tree)
                     for a in self.argv or []]
@@ -149,6 +160,8 @@ def plan_reproduce(project: Project, query: str, at_head: bool = False) -> Repro
     info = meta.pipeline if isinstance(meta.pipeline, dict) else None
     if info and (info.get("run") or info.get("command")):
         plan.step = info
+    elif (job := _snakemake_job(meta)) is not None:
+        plan.job = job
     else:
         plan.argv = argv_of(meta)
         if not plan.argv:
@@ -166,6 +179,26 @@ def plan_reproduce(project: Project, query: str, at_head: bool = False) -> Repro
             plan.warnings.append(f"upstream {up.recorded} is neither local nor on the remote")
     _place(project, plan, meta)
     return plan
+
+
+def _snakemake_job(meta: ExpMeta) -> dict[str, Any] | None:
+    """The ``snakemake`` record of a job's experiment that says how to rerun it, or None."""
+    job = meta.extra.get("snakemake")
+    argv = job.get("reproduce") if isinstance(job, dict) else None
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        return None
+    return job
+
+
+def _snakemake_pins(plan: ReproducePlan) -> dict[str, str]:
+    """Each input query of a Snakemake job -> the experiment it read, by its name now."""
+    names = plan._names()
+    pins = {}
+    for query, used in ((plan.job or {}).get("inputs") or {}).items():
+        name = used.get("name") if isinstance(used, dict) else None
+        if isinstance(query, str) and isinstance(name, str) and parse_name(name):
+            pins[query] = names.get(identity_of(name), name)
+    return pins
 
 
 def resolve_upstreams(project: Project, deps: Iterable[Dependency]) -> list[Upstream]:
@@ -343,7 +376,9 @@ def reproduce(
         local = ws.local_name(up.name or up.recorded) or up.recorded
         meta.add_dependency(local, "declared", **upstream_record(ws.path(local)))
     env: dict[str, str] = {}
-    if plan.step is not None:
+    if plan.job is not None:
+        env = {SNAKEMAKE_INPUTS_ENV: json.dumps(_snakemake_pins(plan))}
+    elif plan.step is not None:
         env = {"RESUTIL_PIPELINE_STEP": str(plan.step.get("step")),
                "RESUTIL_PARAMS": json.dumps(plan.step.get("params") or {}),
                **{str(k): str(v) for k, v in (plan.step.get("env") or {}).items()}}

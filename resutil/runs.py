@@ -29,13 +29,16 @@ def now_iso() -> str:
 
 
 def new_experiment(project: Project, comment: str = "", claim: bool = True,
-                   status: str = "running") -> tuple[Path, ExpMeta]:
+                   status: str = "running", when: datetime | None = None
+                   ) -> tuple[Path, ExpMeta]:
     """Make a new experiment folder and its metadata (marked ``status`` at once, so ``push
     -A`` leaves a running one alone), with a new run id. With ``claim`` its identity is
     claimed on the storage when that is reachable; a clash with another run moves the new,
-    still empty folder to the next free identity before anything is written into it."""
+    still empty folder to the next free identity before anything is written into it.
+    ``when`` names it by another time than now (a run that began before its folder is made,
+    e.g. a Snakemake job whose outputs arrive when it ends)."""
     ws = project.workspace
-    folder = ws.path(ws.create(comment).name)
+    folder = ws.path(ws.create(comment, when).name)
     meta = ExpMeta(name=folder.name, comment=comment, status=status, run_id=new_run_id(),
                    process=Owner.current())  # a run killed from here on shows as dead
     if project.no_remote:

@@ -16,10 +16,12 @@ echo "bootstrap: installing into $here/.venv: pip (upgraded), resutil (editable)
      "extras [all,test] (cloud SDKs, graphviz bindings, pytest, test servers, numpy)"
 "$here/.venv/bin/python" -m pip install -q --upgrade pip >/dev/null
 "$here/.venv/bin/python" -m pip install -q -e "$here[all,test]"
-# The Snakemake storage plugin is its own distribution (Snakemake needs Python >= 3.11).
+# The Snakemake storage plugin is its own distribution (Snakemake needs Python >= 3.11);
+# its tests run jobs through Snakemake's cluster-generic executor.
 if "$here/.venv/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-  echo "bootstrap: installing into $here/.venv: snakemake and snakemake-storage-plugin-resutil (editable)"
-  "$here/.venv/bin/python" -m pip install -q -e "$here[snakemake]" -e "$here/snakemake_plugin"
+  echo "bootstrap: installing into $here/.venv: snakemake, snakemake-storage-plugin-resutil" \
+       "(editable) and its test extra (snakemake-executor-plugin-cluster-generic)"
+  "$here/.venv/bin/python" -m pip install -q -e "$here[snakemake]" -e "$here/snakemake_plugin[test]"
 fi
 # Graphviz's `dot` renders SVG/PNG graphs: a system package, so only when asked for.
 if ! command -v dot >/dev/null 2>&1; then

@@ -2,39 +2,36 @@
 
     resutil://<experiment>/<path>      read a file or folder of an existing experiment
                                        (full name, identity or unique prefix)
-    resutil://new:<comment>/<path>     write an output into the experiment this Snakemake run
-                                       makes for <comment>; read it back the same way
+    resutil://new:<comment>/<path>     an output of a job: each job's outputs become one
+                                       experiment with that comment; read back, the newest
+                                       such experiment made from the same inputs
 
-Everything about experiments (finding, pulling, pushing, metadata) is resutil's library;
-this module only maps Snakemake's storage calls onto it.
+Everything about experiments (finding, pulling, publishing, metadata) is resutil's
+library; this package maps Snakemake's storage calls onto it:
 
-A ``new:<comment>`` query means "the newest experiment with that comment that this plugin
-wrote and that holds <path>". Before a job runs, that is the previous run's experiment (so an
-up-to-date output is not rebuilt); once the job stores its output, it is this run's
-experiment. The plugin records, in the experiment's ``resutil-exp.yaml`` under
-``snakemake.outputs``, when each output was stored: that time is the output's mtime
-wherever the experiment lives (local folder or remote sidecar), so rerun decisions do not
-change when an experiment is pulled or cleaned up locally.
+    queries   what a query says                 lookup   which experiment, which file
+    jobs      which job a file belongs to       runs     the experiments this process writes
+    records   the plugin's part of the metadata sources  Snakemake's workflow sources archive
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
-import shlex
 import shutil
-import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_storage_plugins.common import Operation
 from snakemake_interface_storage_plugins.io import (
-    WILDCARD_REGEX,
     IOCacheStorageInterface,
     Mtime,
     get_constant_prefix,
@@ -43,6 +40,7 @@ from snakemake_interface_storage_plugins.settings import StorageProviderSettings
 from snakemake_interface_storage_plugins.storage_object import (
     StorageObjectGlob,
     StorageObjectRead,
+    StorageObjectTouch,
     StorageObjectWrite,
 )
 from snakemake_interface_storage_plugins.storage_provider import (
@@ -52,111 +50,101 @@ from snakemake_interface_storage_plugins.storage_provider import (
     StorageQueryValidationResult,
 )
 
-from resutil.experiments import new_experiment, record_start
-from resutil.publish import publish
-from resutil.config import load_config
-from resutil.errors import ExperimentNotFound, ResutilError
-from resutil.metadata import (
-    EXP_FILE,
-    UNCOMMITTED_DIR,
-    ExpMeta,
-    compute_manifest,
-    upstream_record,
-    read_meta,
-    walk_files,
-    write_meta,
-)
-from resutil.naming import IDENTITY_LEN, comment_problem, parse_name
+from resutil.config import CONFIG_FILE_NAME, Config, config_from_dict, load_config
+from resutil.errors import ConfigError, DependencyError, ResutilError
+from resutil.experiments import remove_experiments
+from resutil.metadata import EXP_FILE, UNCOMMITTED_DIR, read_meta, write_meta
+from resutil.naming import identity_of
 from resutil.project import Project
-from resutil.sync import pull_one
+from resutil.publish import publish
+from resutil.reproduce import SNAKEMAKE_INPUTS_ENV
 
-SCHEME = "resutil://"
-NEW = "new:"
+from . import records, sources
+from .jobs import JobEvents, JobInfo, is_job_process, listen
+from .lookup import Finder
+from .queries import (
+    NEW,
+    SCHEME,
+    InvalidQuery,
+    Query,
+    has_wildcards,
+    parse_query,
+    pattern_regex,
+)
+from .records import Found
+from .runs import Run, Runs
+
+__all__ = ["StorageProvider", "StorageObject", "StorageProviderSettings", "parse_query"]
+
 CONFIG_ENV = "SNAKEMAKE_STORAGE_RESUTIL_CONFIG"
-RECORD_KEY = "snakemake"  # this plugin's section of resutil-exp.yaml
-# Files resutil or Snakemake add to an experiment; never offered to glob_wildcards.
-INTERNAL_NAMES = (EXP_FILE, ".snakemake_timestamp")
+PLUGIN_NAME = "resutil"
+MTIME_TOLERANCE = 1e-3  # seconds; a file's mtime goes through float and nanoseconds
+CLOCK_SKEW = 600.0  # seconds a cluster node's clock may be behind the main process's
 
 
 # -- settings --------------------------------------------------------------------------------
 @dataclass
 class StorageProviderSettings(StorageProviderSettingsBase):
-    config: Path | None = field(
+    config: str | None = field(
         default=None,
         metadata={
             "help": "The project's resutil-conf.yaml (default: $SNAKEMAKE_STORAGE_RESUTIL_CONFIG, "
             "then $RESUTIL_CONFIG, then the nearest resutil-conf.yaml above the working "
-            "directory).",
+            "directory), or the config itself as one YAML mapping, e.g. '{project_name: P, "
+            "results_dir: results, storage_type: gcs, storage_config: {bucket_name: b}}' "
+            "(for jobs on nodes that do not share the file holding it).",
             "env_var": True,
-            "type": Path,
         },
     )
 
 
-# -- queries ---------------------------------------------------------------------------------
-class InvalidQuery(ValueError):
-    """A query this plugin cannot handle; the message says why."""
-
-
-@dataclass(frozen=True)
-class Query:
-    """A parsed ``resutil://`` query."""
-
-    experiment: str  # as written (name, identity, prefix), or the comment of a new: query
-    path: str  # relative path inside the experiment, no trailing slash
-    new: bool
-
-
-def parse_query(query: str) -> Query:
-    """Split a query on ``://`` and the first ``/`` (urlparse would cut at '#' and '?')."""
-    if not query.startswith(SCHEME):
-        raise InvalidQuery(f"must start with {SCHEME}")
-    exp, _, path = query[len(SCHEME):].partition("/")
-    path = path.rstrip("/")
-    if not exp:
-        raise InvalidQuery("no experiment: use resutil://<experiment>/<path>")
-    if not path:
-        raise InvalidQuery("no path inside the experiment: use resutil://<experiment>/<path>")
-    if path.startswith("/") or any(p in ("", ".", "..") for p in path.split("/")):
-        raise InvalidQuery("the path inside the experiment must be relative, without '.', '..' or '//'")
-    if exp.startswith(NEW):
-        comment = exp[len(NEW):]
-        if not comment:
-            raise InvalidQuery("new: needs a comment: resutil://new:<comment>/<path>")
-        problem = None if WILDCARD_REGEX.search(comment) else comment_problem(comment)
-        if problem:
-            raise InvalidQuery(f"invalid comment {comment!r}: {problem}")
-        return Query(comment, path, True)
-    if ":" in exp and not WILDCARD_REGEX.search(exp):
-        raise InvalidQuery(
-            f"'{exp}' is neither an experiment nor new:<comment> (experiment names have no ':')"
-        )
-    return Query(exp, path, False)
-
-
-@dataclass(frozen=True)
-class Found:
-    """Where a query's file or folder is and what Snakemake needs to know about it."""
-
-    name: str  # the experiment's full name
-    folder: Path | None  # its local folder, when it is local
-    mtime: float
-    size: int  # bytes; 0 for a folder
-    footprint: int  # bytes retrieving it takes on disk
+# Snakemake (9.x) gives the untagged provider the settings of a tagged one declared first
+# (``storage other: provider="resutil", config=...``): the same settings object, under the
+# plugin's own name. Such an untagged provider ignores them and configures itself.
+_settings_owner: dict[int, tuple[object, str]] = {}
 
 
 # -- provider --------------------------------------------------------------------------------
 class StorageProvider(StorageProviderBase):
-    """One resutil project; remembers the experiments this Snakemake run writes."""
+    """One resutil project, as one Snakemake process sees it."""
 
     def __post_init__(self) -> None:
         # No I/O here: the project is loaded on first use (and not at all for --help).
         self._project: Project | None = None
-        self._lock = threading.RLock()
-        self._runs: dict[str, str] = {}  # comment -> experiment created by this run
-        self._names: dict[str, str] = {}  # experiment as written -> full name
-        self._metas: dict[str, ExpMeta | None] = {}  # name -> head meta (not our runs)
-        self._retrieved: dict[str, str] = {}  # identity -> name, for the lineage fallback
+        self.lock = threading.RLock()
+        self._config = self._own_config()
+        self._queries: set[str] = set()
+        self._patterns: dict[str, Any] = {}
+        self._generation = 0
+        self.retrieved: dict[str, str] = {}  # input query -> experiment this process read
+        self.events = JobEvents()
+        listen(self.logger, self, self.events)
+        self.finder = Finder(lambda: self.project, lambda: self.use_remote, self.uses,
+                             lambda: self._generation, is_job_process(),
+                             self.logger.info)
+        pins = os.environ.get(SNAKEMAKE_INPUTS_ENV)  # set by resutil reproduce
+        if pins:
+            try:
+                self.finder.pins = {str(k): str(v) for k, v in json.loads(pins).items()}
+            except (ValueError, AttributeError):
+                raise WorkflowError(f"{SNAKEMAKE_INPUTS_ENV} is not a JSON mapping of "
+                                    "queries to experiments") from None
+        self.runs = Runs(lambda: self.project, lambda: self.use_remote, Path(self.local_prefix),
+                         lambda: self.events.snakefile, self.logger.info)
+        # A job whose outputs did not all arrive (a temp output never stored) is still
+        # recorded and published when the process ends.
+        atexit.register(_finish_pending, weakref.ref(self))
+
+    def _own_config(self) -> str | None:
+        settings = self.settings
+        value = getattr(settings, "config", None) if settings is not None else None
+        if settings is not None:
+            tag = Path(self.local_prefix).name
+            owner = _settings_owner.setdefault(id(settings), (settings, tag))
+            if owner[1] != tag and tag == PLUGIN_NAME:
+                value = None  # a tagged provider's settings, handed to the untagged one
+        value = value or os.environ.get(CONFIG_ENV)
+        return str(value) if value else None
 
     # -- Snakemake's provider interface ---------------------------------------------------
     @classmethod
@@ -166,7 +154,7 @@ class StorageProvider(StorageProviderBase):
                          "a file of an existing experiment (name, identity or unique prefix)",
                          QueryType.INPUT),
             ExampleQuery(f"{SCHEME}new:train/model.pt",
-                         "an output written to the experiment this run makes for comment 'train'",
+                         "an output: the job's experiment, comment 'train'",
                          QueryType.ANY),
         ]
 
@@ -193,12 +181,10 @@ class StorageProvider(StorageProviderBase):
     # -- the project ----------------------------------------------------------------------
     @property
     def project(self) -> Project:
-        with self._lock:
+        with self.lock:
             if self._project is None:
-                value = getattr(self.settings, "config", None) or os.environ.get(CONFIG_ENV)
-                path = Path(os.path.expandvars(str(value))).expanduser().resolve() if value else None
                 try:
-                    self._project = Project(load_config(path)) if path else Project.load()
+                    self._project = Project(_load_config(self._config))
                 except ResutilError as e:
                     raise WorkflowError(
                         f"resutil storage: {e} (or pass --storage-resutil-config PATH)"
@@ -209,192 +195,100 @@ class StorageProvider(StorageProviderBase):
     def use_remote(self) -> bool:
         return not self.project.no_remote
 
-    # -- finding experiments --------------------------------------------------------------
-    def resolve(self, written: str) -> str | None:
-        """The full name of an existing experiment, or None when there is none."""
-        name = self._names.get(written)
+    # -- the workflow's queries -----------------------------------------------------------
+    def note_query(self, query: str) -> None:
+        """Remember a query of this workflow (every storage object Snakemake makes)."""
+        if query in self._queries:
+            return
+        with self.lock:
+            self._queries.add(query)
+            if has_wildcards(query):
+                self._patterns[query] = pattern_regex(query)
+                self._generation += 1
+            elif not any(p.match(query) for p in self._patterns.values()):
+                self._generation += 1
+
+    def uses(self, query: str) -> bool:
+        """Whether ``query`` is one of this workflow's (as written, or by a pattern)."""
+        return query in self._queries or any(p.match(query) for p in self._patterns.values())
+
+    # -- finding --------------------------------------------------------------------------
+    def locate(self, query: str, q: Query) -> Found | None:
+        """Where the query's file or folder is; None when it does not exist."""
+        with self.lock:
+            try:
+                if query in self.finder.pins:
+                    name = self.finder.resolve(self.finder.pins[query])
+                    return self.finder.stat(name, q.path) if name else None
+                found = self.runs.find(query, q.path)
+                if found is not None:
+                    return found
+                if not q.new:
+                    name = self.finder.resolve(q.experiment)
+                else:
+                    name = self.finder.current(q)
+                return self.finder.stat(name, q.path) if name else None
+            except ResutilError as e:
+                raise WorkflowError(f"{query}: {e}") from None
+
+    def input_record(self, query: str, own: str) -> tuple[str, dict[str, Any]] | None:
+        """What a job experiment records of one of its inputs: (query, {name, run_id})."""
+        name = self.retrieved.get(query)
         if name is None:
             try:
-                name = self.project.resolve(written, remote=self.use_remote)
-            except ExperimentNotFound:
+                q = parse_query(query)
+            except InvalidQuery:
                 return None
-            self._names[written] = name
-        return name
+            if q.is_sources:
+                return None
+            found = self.locate(query, q)
+            name = found.name if found is not None else None
+        if name is None or identity_of(name) == identity_of(own):
+            return None
+        meta = self.finder.head(name).meta
+        return query, {"name": name, "run_id": meta.run_id if meta is not None else None}
 
-    def local_folder(self, name: str) -> Path | None:
-        ws = self.project.workspace
-        local = ws.local_name(name)
-        return ws.path(local) if local else None
-
-    def head(self, name: str) -> tuple[ExpMeta | None, Path | None, dict | None]:
-        """(metadata, local folder, remote sidecar) of an experiment; never downloads an archive."""
-        folder = self.local_folder(name)
-        if folder is not None:
-            if name in self._runs.values():
-                return read_meta(folder, with_manifest=False), folder, None
-            if name not in self._metas:
-                self._metas[name] = read_meta(folder, with_manifest=False)
-            return self._metas[name], folder, None
-        if not self.use_remote:
-            return None, None, None
-        exp = self.project.remote.get(name)
-        if exp is None:
-            return None, None, None
-        side = self.project.remote.paired(exp)
-        if side is None:
-            return None, None, {}  # pushed by 0.1.x: no metadata without the archive
-        meta = ExpMeta.from_dict(side["meta"])
-        meta.set_name(exp.name)
-        return meta, None, side
-
-    def candidates(self, comment: str) -> list[str]:
-        """Experiments with ``comment`` written by this plugin, newest first."""
-        found: dict[str, str] = {}
-        if self.use_remote:
-            for ident, exp in self.project.remote.experiments().items():
-                if (p := parse_name(exp.name)) and p.comment == comment:
-                    found[ident] = exp.name
-        for ident, name in self.project.workspace.names().items():
-            if (p := parse_name(name)) and p.comment == comment:
-                found[ident] = name
-        out = []
-        for ident in sorted(found, reverse=True):
-            meta = self.head(found[ident])[0]
-            if meta is not None and RECORD_KEY in meta.extra and meta.status == "finished":
-                out.append(found[ident])
+    def inputs_of(self, run: Run) -> dict[str, dict[str, Any]]:
+        """The input records of a job experiment (every experiment this process read, when
+        the job is not known)."""
+        queries = run.job.inputs if run.job is not None else list(self.retrieved)
+        out: dict[str, dict[str, Any]] = {}
+        for query in queries:
+            rec = self.input_record(query, run.name)
+            if rec is not None:
+                out[rec[0]] = rec[1]
         return out
 
-    def locate(self, query: Query) -> Found | None:
-        """Where the query's file or folder is; None when it does not exist."""
-        if not query.new:
-            name = self.resolve(query.experiment)
-            return self._stat(name, query.path) if name else None
-        run = self._runs.get(query.experiment)
-        if run is not None and (found := self._stat(run, query.path)) is not None:
-            return found  # this run's experiment is the newest: no need to list the remote
-        for name in self.candidates(query.experiment):
-            if name != run and (found := self._stat(name, query.path)) is not None:
-                return found
-        return None
 
-    def _stat(self, name: str, path: str) -> Found | None:
-        meta, folder, side = self.head(name)
-        outputs = _outputs(meta)
-        if folder is not None:
-            target = folder / path
-            if not target.exists():
-                return None
-            if target.is_dir():
-                size, footprint = 0, sum(p.stat().st_size for _, p in walk_files(target))
-            else:
-                size = footprint = target.stat().st_size
-            return Found(name, folder, _mtime(outputs, path, meta, name), size, footprint)
-        if meta is None and side is None:
-            return None  # not on the remote either
-        manifest = ((side or {}).get("meta") or {}).get("manifest") or {}
-        whole = int(manifest.get("total_size") or 0)  # a pull extracts the whole experiment
-        record = _record(outputs, path)
-        if outputs is not None and record is None:
-            return None  # written by this plugin: its outputs are known exactly
-        # Otherwise the file list is only in the archive: assume the path is there (a
-        # retrieval that finds it missing fails with a clear message).
-        if record and record.get("dir"):
-            size = 0
-        else:
-            known = (record or {}).get("size")
-            size = whole if known is None else int(known)
-        return Found(name, None, _mtime(outputs, path, meta, name), size, whole)
-
-    # -- reading --------------------------------------------------------------------------
-    def ensure_local(self, name: str) -> Path:
-        """The experiment's local folder, pulled (alone, without upstream ones) if needed."""
-        with self._lock:
-            folder = self.local_folder(name)
-            if folder is None:
-                if not self.use_remote:
-                    raise ResutilError(f"{name} is not local and RESUTIL_NO_REMOTE is set")
-                self.logger.info(f"resutil: pulling experiment {name}")
-                pull_one(self.project, self.project.remote.require(name))
-                folder = self.local_folder(name)
-                if folder is None:
-                    raise ResutilError(f"pulling {name} left no local folder")
-            return folder
-
-    def note_read(self, name: str) -> None:
-        self._retrieved[name[:IDENTITY_LEN]] = name
-
-    # -- writing --------------------------------------------------------------------------
-    def run_experiment(self, comment: str) -> Path:
-        """The folder of the experiment this run writes for ``comment`` (made on first use)."""
-        with self._lock:
-            if comment in self._runs:
-                return self.project.workspace.path(self._runs[comment])
-            project = self.project
-            folder, meta = new_experiment(project, comment, claim=self.use_remote)
-            name = folder.name
-            record_start(project, folder, meta, shlex.join(sys.argv))
-            meta.extra[RECORD_KEY] = {"workdir": os.getcwd(), "outputs": {}}
-            write_meta(folder, meta)
-            self._runs[comment] = name
-            self.logger.info(f"resutil: outputs for new:{comment} go to experiment {name}")
-            return folder
-
-    def publish(self, folder: Path) -> None:
-        """Push the experiment so the remote has it (or just seal its manifest when offline)."""
-        if not self.use_remote:
-            meta = read_meta(folder, with_manifest=False)
-            meta.manifest = compute_manifest(folder)
-            write_meta(folder, meta)
-            return
+def _load_config(value: str | None) -> Config:
+    """The project's config: from a file (the setting, else found as ``resutil`` finds
+    it), or given inline as one YAML mapping (relative paths in it are relative to the
+    working directory)."""
+    if value is None:
+        return load_config()
+    if value.lstrip().startswith("{"):
+        here = Path.cwd() / CONFIG_FILE_NAME
         try:
-            publish(self.project, folder)
-        except ResutilError as e:
-            raise ResutilError(
-                f"{e}; the output is kept in {folder} - run 'resutil push {folder.name}' later"
-            ) from None
+            data = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"the inline config is not one YAML mapping ({e})") from None
+        return config_from_dict(data, here)
+    return load_config(Path(os.path.expandvars(value)).expanduser().resolve())
 
 
-def _outputs(meta: ExpMeta | None) -> dict[str, dict] | None:
-    """This plugin's record of stored outputs, or None for an experiment it did not write."""
-    section = (meta.extra.get(RECORD_KEY) if meta is not None else None) or None
-    if not isinstance(section, dict):
-        return None
-    outputs = section.get("outputs")
-    return outputs if isinstance(outputs, dict) else {}
-
-
-def _record(outputs: dict[str, dict] | None, path: str) -> dict | None:
-    """The stored output holding ``path`` (itself, or a stored folder above it)."""
-    if not outputs:
-        return None
-    if path in outputs:
-        return outputs[path]
-    for out, rec in outputs.items():
-        if rec.get("dir") and path.startswith(out + "/"):
-            return {"mtime": rec.get("mtime")}  # inside a stored folder: size unknown
-    inner = [rec for out, rec in outputs.items() if out.startswith(path + "/")]
-    if inner:  # a folder holding stored outputs
-        return {"dir": True, "mtime": max(float(r.get("mtime", 0)) for r in inner)}
-    return None
-
-
-def _mtime(outputs: dict[str, dict] | None, path: str, meta: ExpMeta | None, name: str) -> float:
-    """When the output was stored; else when the experiment ended (or started)."""
-    record = _record(outputs, path)
-    if record and record.get("mtime") is not None:
-        return float(record["mtime"])
-    for stamp in (meta.ended_at, meta.started_at) if meta is not None else ():
-        if stamp:
-            try:
-                return datetime.fromisoformat(str(stamp)).timestamp()
-            except ValueError:
-                pass
-    parsed = parse_name(name)
-    return parsed.time.timestamp() if parsed else 0.0
+def _finish_pending(ref: weakref.ref) -> None:
+    provider = ref()
+    if provider is None:
+        return
+    for run in provider.runs.pending():
+        try:
+            provider.runs.finish(run, provider.inputs_of(run))
+        except Exception as e:  # noqa: BLE001 - at exit: say it, never raise
+            provider.logger.warning(f"resutil: could not publish {run.name}: {e}")
 
 
 # -- objects ---------------------------------------------------------------------------------
-class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
+class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, StorageObjectTouch):
     """A file or folder inside a resutil experiment."""
 
     provider: StorageProvider
@@ -405,6 +299,7 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
             self.q: Query | None = parse_query(self.query)
         except InvalidQuery:
             self.q = None  # a pattern (glob_wildcards); only list_candidate_matches is used
+        self.provider.note_query(self.query)
 
     def _query(self) -> Query:
         if self.q is None:
@@ -416,11 +311,14 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
         return self.q
 
     def local_suffix(self) -> str:
-        q = self._query()
-        return f"{'new' if q.new else 'exp'}/{q.experiment}/{q.path}"
+        return self._query().local_suffix()
 
     def locate(self) -> Found | None:
-        return self.provider.locate(self._query())
+        q = self._query()
+        if q.is_sources:
+            stat = sources.info(self.provider.project, _basename(q))
+            return None if stat is None else Found("", None, stat[0], stat[1], stat[1])
+        return self.provider.locate(self.query, q)
 
     def _found(self) -> Found:
         found = self.locate()
@@ -433,6 +331,23 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
         key = self.cache_key()
         if key in cache.exists_in_storage:
             return
+        q = self._query()
+        parent = self.get_inventory_parent()
+        if parent is not None and parent not in cache.exists_in_storage:
+            # One listing answers for every file of an existing experiment.
+            cache.exists_in_storage[parent] = True
+            name = self.provider.finder.resolve(q.experiment)
+            head = self.provider.finder.head(name) if name else None
+            if head is not None and (head.folder is not None or head.manifest is not None):
+                for rel in self.provider.finder.files(name):  # type: ignore[arg-type]
+                    found = self.provider.finder.stat(name, rel)  # type: ignore[arg-type]
+                    if found is not None:
+                        k = self.cache_key(Query(q.experiment, rel, False).local_suffix())
+                        cache.exists_in_storage[k] = True
+                        cache.mtime[k] = Mtime(storage=found.mtime)
+                        cache.size[k] = found.size
+            if key in cache.exists_in_storage:
+                return
         found = self.locate()
         cache.exists_in_storage[key] = found is not None
         if found is not None:
@@ -440,7 +355,10 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
             cache.size[key] = found.size
 
     def get_inventory_parent(self) -> str | None:
-        return None
+        q = self._query()
+        if q.new or q.is_sources:
+            return None
+        return self.cache_key(f"exp/{q.experiment}")
 
     def cleanup(self) -> None:
         pass  # local copies are Snakemake's; experiment folders are resutil's
@@ -457,22 +375,32 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
     def local_footprint(self) -> int:
         return self._found().footprint
 
+    def checksum(self) -> str | None:
+        sha = self._found().sha256
+        return f"sha256:{sha}" if sha else None
+
     def retrieve_object(self) -> None:
         q = self._query()
+        dest = self.local_path()
+        if q.is_sources:
+            sources.retrieve(self.provider.project, _basename(q), dest)
+            return
         found = self._found()
-        folder = found.folder or self.provider.ensure_local(found.name)
+        folder = found.folder or self.provider.finder.ensure_local(found.name)
         src = folder / q.path
         if not src.exists():
             raise WorkflowError(f"experiment {found.name} has no {q.path}")
-        dest = self.local_path()
-        _remove(dest)
-        _copy(src, dest)
-        _set_mtime(dest, found.mtime)  # local == storage mtime: no needless re-retrieval
-        self.provider.note_read(found.name)
+        _copy_replacing(src, dest)
+        records.set_mtime(dest, found.mtime)  # local == storage mtime: no re-retrieval
+        self.provider.retrieved[self.query] = found.name
 
     # -- write ----------------------------------------------------------------------------
     def store_object(self) -> None:
         q = self._query()
+        provider = self.provider
+        if q.is_sources:
+            sources.store(provider.project, _basename(q), self.local_path())
+            return
         if not q.new:
             raise WorkflowError(
                 f"{self.query}: existing experiments are read-only records; write outputs to "
@@ -482,65 +410,112 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
         if top in (EXP_FILE, UNCOMMITTED_DIR):
             raise WorkflowError(f"{self.query}: {top} is resutil's own; choose another path")
         src = self.local_path()
-        provider = self.provider
-        with provider._lock:
-            folder = provider.run_experiment(q.experiment)
-            dest = folder / q.path
-            _remove(dest)
-            _copy(src, dest)
-            now = time.time()
-            _set_mtime(dest, now)
-            meta = read_meta(folder, with_manifest=False)
-            is_dir = dest.is_dir()
-            size = 0 if is_dir else dest.stat().st_size
-            meta.extra[RECORD_KEY]["outputs"][q.path] = {"mtime": now, "size": size, "dir": is_dir}
-            for upstream in self._upstream(folder.name):
-                local = provider.local_folder(upstream)
-                meta.add_dependency(upstream, "declared", **(upstream_record(local) if local else {}))
-            meta.status = "finished"
-            meta.ended_at = datetime.now().astimezone().isoformat(timespec="seconds")
-            write_meta(folder, meta)
-            provider.publish(folder)
+        job = provider.events.job_for(self.query)
+        with provider.lock:
+            # Stored by the job itself (a cluster job, on a shared file system, whose
+            # output Snakemake's main process stores again): nothing to do.
+            if (job is None or not job.local) and self._already_stored(q, src, job):
+                return
+            try:
+                provider.runs.store(self.query, q.experiment, q.path, src, job,
+                                     provider.inputs_of)
+            except ResutilError as e:
+                raise WorkflowError(f"{self.query}: {e}") from None
+            finally:
+                provider.finder.forget()
+
+    def _already_stored(self, q: Query, src: Path, job: JobInfo | None) -> bool:
+        """Whether the current experiment for ``q`` already holds ``src``: this job's
+        output, stored by the job itself (the job ran elsewhere: a cluster job, whose
+        output Snakemake's main process stores again on a shared file system), or, for an
+        unknown job, a local copy unchanged since it was retrieved."""
+        finder = self.provider.finder
+        finder.refresh()  # the job's own process stored it just now
+        name = finder.current(q)
+        meta = finder.head(name).meta if name else None
+        rec = records.output_holding(records.outputs(meta), q.path)
+        if not rec or not rec.get("sha256") or "size" not in rec:
+            return False
+        try:
+            if job is not None:
+                made = records.section(meta) or {}
+                if made.get("rule") != job.rule or made.get("wildcards") != job.wildcards \
+                        or float(made.get("started") or 0) < job.started - CLOCK_SKEW:
+                    return False
+            elif abs(src.stat().st_mtime - float(rec["mtime"])) >= MTIME_TOLERANCE:
+                return False
+            size = 0 if src.is_dir() else src.stat().st_size
+        except (OSError, TypeError, ValueError):
+            return False
+        return size == rec["size"] and records.content_sha256(src) == rec["sha256"]
 
     def remove(self) -> None:
-        # Snakemake removes an output before rebuilding it. An output of an earlier run
-        # stays in its experiment (a record); the rebuilt one goes to this run's experiment.
         q = self._query()
         provider = self.provider
-        run = provider._runs.get(q.experiment) if q.new else None
-        if run is None:
+        if q.is_sources:
+            sources.remove(provider.project, _basename(q))
             return
-        with provider._lock:
-            folder = provider.project.workspace.path(run)
-            target = folder / q.path
-            if not target.exists():
+        if not q.new:
+            raise WorkflowError(f"{self.query}: existing experiments are read-only records")
+        job = provider.events.job_for(self.query)
+        run = provider.runs.by_query.get(self.query)
+        if job is not None and job.local and run is None:
+            return  # removed before its job runs again: the old experiment stays a record
+        with provider.lock:
+            # The experiment the query names now (an older one made from the same inputs
+            # may be named next: records that others depend on are not removed silently).
+            current = provider.finder.current(q) if run is None else run.name
+            if current is None:
                 return
-            _remove(target)
-            meta = read_meta(folder, with_manifest=False)
-            meta.extra[RECORD_KEY]["outputs"].pop(q.path, None)
-            write_meta(folder, meta)
-            provider.publish(folder)
+            names = [current]
+            try:
+                remove_experiments(provider.project, names, force=run is not None)
+            except DependencyError as e:
+                provider.logger.warning(f"resutil: {self.query} is kept: {e}")
+                return
+            except ResutilError as e:
+                raise WorkflowError(f"{self.query}: {e}") from None
+            finally:
+                provider.finder.forget()
+            if run is not None:
+                provider.runs.forget(run)
 
-    def _upstream(self, own: str) -> list[str]:
-        """Experiments the job storing this output read through this plugin.
-
-        Snakemake does not tell a storage object which job it belongs to; the job is a
-        local of the coroutine that stores its outputs (``DAG.handle_storage``), so look
-        for it up the stack. Without it (another Snakemake version, or a direct call),
-        fall back to every experiment this process retrieved: a superset of the inputs.
-        """
-        job = _calling_job(self.query)
-        if job is None:
-            names = list(self.provider._retrieved.values())
-        else:
-            names = []
-            for f in job.input:
-                obj = get_storage_object(f)
-                if isinstance(obj, StorageObject) and obj.q is not None:
-                    found = obj.locate()
-                    if found is not None:
-                        names.append(found.name)
-        return [n for n in dict.fromkeys(names) if n[:IDENTITY_LEN] != own[:IDENTITY_LEN]]
+    def touch(self) -> None:
+        q = self._query()
+        provider = self.provider
+        if not q.new or q.is_sources:
+            raise WorkflowError(f"{self.query}: existing experiments are read-only records")
+        with provider.lock:
+            found = self.locate()
+            if found is None:
+                raise WorkflowError(
+                    f"{self.query}: no experiment made from this workflow's inputs holds it; "
+                    "run the rule to make one"
+                )
+            now = time.time()
+            run = provider.runs.by_query.get(self.query)
+            try:
+                if run is not None:
+                    run.outputs[q.path]["mtime"] = now
+                    records.set_mtime(run.folder / q.path, now)
+                    if run.published:
+                        provider.runs.finish(run, provider.inputs_of(run))
+                    return
+                folder = found.folder or provider.finder.ensure_local(found.name)
+                meta = read_meta(folder, with_manifest=False)
+                outs = records.outputs(meta) or {}
+                if q.path not in outs:
+                    raise WorkflowError(f"{self.query}: not an output stored by a job")
+                outs[q.path]["mtime"] = now
+                meta.extra[records.RECORD_KEY]["outputs"] = outs
+                records.set_mtime(folder / q.path, now)
+                write_meta(folder, meta)  # without its manifest: the push seals it anew
+                if provider.use_remote:
+                    publish(provider.project, folder)
+            except ResutilError as e:
+                raise WorkflowError(f"{self.query}: {e}") from None
+            finally:
+                provider.finder.forget()
 
     # -- glob -----------------------------------------------------------------------------
     def list_candidate_matches(self) -> Iterable[str]:
@@ -552,80 +527,40 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob):
                 f"{self.query}: glob_wildcards needs a fixed experiment: "
                 f"{SCHEME}<experiment>/<pattern> or {SCHEME}{NEW}<comment>/<pattern>"
             )
-        provider = self.provider
+        finder = self.provider.finder
         if exp.startswith(NEW):
-            names = provider.candidates(exp[len(NEW):])
-            run = provider._runs.get(exp[len(NEW):])
-            names = ([run] if run else []) + [n for n in names if n != run]
+            comment = exp[len(NEW):]
+            names = [r.name for r in self.provider.runs.by_key.values() if r.comment == comment]
+            names += [n for n in finder.holders(comment) if n not in names]
         else:
-            name = provider.resolve(exp)
+            name = finder.resolve(exp)
             names = [name] if name else []
         seen: set[str] = set()
         for name in names:
-            for rel in _files(provider, name):
+            for rel in finder.files(name):
                 if rel.startswith(path_prefix) and rel not in seen:
                     seen.add(rel)
                     yield f"{SCHEME}{exp}/{rel}"
 
 
-def _files(provider: StorageProvider, name: str) -> Iterator[str]:
-    """The user files of an experiment; from its outputs record when only remote."""
-    meta, folder, _ = provider.head(name)
-    outputs = _outputs(meta)
-    if folder is None and outputs is not None and not any(r.get("dir") for r in outputs.values()):
-        yield from outputs
-        return
-    folder = folder or provider.ensure_local(name)
-    for rel, _ in walk_files(folder):
-        if rel.split("/")[0] == UNCOMMITTED_DIR or rel.rsplit("/", 1)[-1] in INTERNAL_NAMES:
-            continue
-        yield rel
+def _basename(q: Query) -> str:
+    return q.path.rsplit("/", 1)[-1]
 
 
-def get_storage_object(f: Any) -> Any:
-    """The storage object of a Snakemake IOFile, or None."""
-    try:
-        return f.storage_object if getattr(f, "is_storage", False) else None
-    except Exception:  # noqa: BLE001 - a callable or otherwise unusual input
-        return None
-
-
-def _calling_job(query: str, depth: int = 50) -> Any:
-    """The Snakemake job up the call stack that has ``query`` among its outputs, or None."""
-    frame = sys._getframe(2)
-    for _ in range(depth):
-        if frame is None:
-            return None
-        job = frame.f_locals.get("job")
-        if job is not None and hasattr(job, "input") and hasattr(job, "output"):
-            try:
-                outputs = list(job.output)
-            except TypeError:
-                outputs = []
-            if any(getattr(get_storage_object(f), "query", None) == query for f in outputs):
-                return job
-        frame = frame.f_back
-    return None
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
-def _copy(src: Path, dest: Path) -> None:
+def _copy_replacing(src: Path, dest: Path) -> None:
+    """Copy a file or folder to ``dest`` so that a reader never sees half of it."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     if src.is_dir():
-        shutil.copytree(src, dest)
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        elif dest.exists() or dest.is_symlink():
+            dest.unlink()
+        os.rename(tmp, dest)
     else:
-        shutil.copy2(src, dest)
-
-
-def _set_mtime(path: Path, mtime: float) -> None:
-    if path.is_dir():
-        for root, dirs, files in os.walk(path):
-            for n in (*dirs, *files):
-                os.utime(os.path.join(root, n), (mtime, mtime))
-    os.utime(path, (mtime, mtime))
+        shutil.copy2(src, tmp)
+        if dest.is_dir() and not dest.is_symlink():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)

@@ -1,23 +1,32 @@
-"""The resutil storage plugin against a real resutil project on the local backend.
+"""The resutil storage plugin against real resutil projects on the local backend.
 
-Snakemake's own contract suite (``TestStorageBase``) runs for ``new:`` outputs (files and
-folders) and for reading an experiment that is only on the remote; an end-to-end test runs a
-Snakefile through ``python -m snakemake``.
+Snakemake's own contract suite (``TestStorageBase``) runs for every kind of query; the
+plugin's own tests follow: queries, jobs announced by Snakemake's log events, what
+``new:`` names, reruns, touch, remove, identity claims across processes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
 import subprocess
 import sys
-import zipfile
+import textwrap
+import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+import snakemake_storage_plugin_resutil.runs as runs
+from plugin_helpers import (
+    announce,
+    local_meta,
+    make_experiment,
+    make_project,
+    provider_for,
+    remote_meta,
+    remote_names,
+    write_local,
+)
 from snakemake_interface_common.exceptions import WorkflowError
 from snakemake_interface_storage_plugins.registry import StoragePluginRegistry
 from snakemake_interface_storage_plugins.tests import TestStorageBase
@@ -27,78 +36,38 @@ from snakemake_storage_plugin_resutil import (
     parse_query,
 )
 
-from resutil.initialize import InitOptions, init_project
-from resutil.metadata import ExpMeta, read_meta, write_meta
+from resutil.naming import IDENTITY_LEN
 from resutil.project import Project
-from resutil.publish import publish
-
-RESUTIL = [str(Path(sys.executable).with_name("resutil"))]  # the venv's console script
 
 
-# -- helpers ---------------------------------------------------------------------------------
-def make_project(root: Path) -> Path:
-    """A resutil project in ``root`` whose remote is ``root/remote``; returns the config."""
-    root.mkdir(parents=True, exist_ok=True)
-    return init_project(
-        InitOptions(project_name="Proj", storage_type="local", path=str(root / "remote")),
-        root,
-    )
-
-
-def make_remote_experiment(config: Path, comment: str, files: dict[str, str]) -> str:
-    """An experiment (not written by the plugin) pushed and then removed locally."""
-    project = Project.load(config.parent)
-    ws = project.workspace
-    name = ws.create(comment).name
-    folder = ws.path(name)
-    for rel, text in files.items():
-        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
-        (folder / rel).write_text(text)
-    now = datetime.now().astimezone().isoformat(timespec="seconds")
-    write_meta(folder, ExpMeta(name=name, comment=comment, status="finished",
-                               started_at=now, ended_at=now))
-    name = publish(project, folder).name
-    ws.remove(name)
-    return name
-
-
-def read_meta_remote(config: Path, name: str) -> ExpMeta:
-    """An experiment's metadata as the remote has it."""
-    project = Project.load(config.parent)
-    return project.remote.meta(project.remote.require(name))
-
-
-def provider_for(config: Path, tmp_path: Path) -> StorageProvider:
-    return StorageProvider(
-        local_prefix=tmp_path / "local_prefix",
-        logger=logging.getLogger("test"),
-        settings=StorageProviderSettings(config=config),
-    )
-
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    for var in ("RESUTIL_NO_REMOTE", "RESUTIL_CONFIG", "SNAKEMAKE_STORAGE_RESUTIL_CONFIG"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.chdir(tmp_path)  # git capture looks at the working directory
-
-
-# -- Snakemake's contract suite --------------------------------------------------------------
-class TestNewExperiment(TestStorageBase):
-    """Store, exists, mtime, size, inventory, retrieve and remove of a new: output."""
-
-    __test__ = True
-    files_only = False  # also a folder output
-
-    @pytest.fixture(autouse=True)
-    def _project(self, tmp_path):
-        self.config = make_project(tmp_path / "proj")
+# -- Snakemake's contract suite, for every kind of query -------------------------------------
+class _Base(TestStorageBase):
+    """Runs against a fresh project; remembers its objects to check what remove() did."""
 
     def get_storage_provider_cls(self):
         return StorageProvider
 
     def get_storage_provider_settings(self):
-        return StorageProviderSettings(config=self.config)
+        return StorageProviderSettings(config=str(self.config))
+
+    def _get_obj(self, tmp_path, query):
+        obj = super()._get_obj(tmp_path, query)
+        self.objects.append(obj)
+        return obj
+
+
+class TestNewOutput(_Base):
+    """Store, exists, mtime, size, checksum, inventory, touch, retrieve, remove of an
+    output (a file, then a folder); afterwards the output is gone everywhere."""
+
+    __test__ = True
+    files_only = False
+    touch = True
+
+    @pytest.fixture(autouse=True)
+    def _project(self, tmp_path):
+        self.config = make_project(tmp_path / "proj")
+        self.objects = []
 
     def get_query(self, tmp_path) -> str:
         return "resutil://new:plugin test/test.txt"
@@ -106,9 +75,94 @@ class TestNewExperiment(TestStorageBase):
     def get_query_not_existing(self, tmp_path) -> str:
         return "resutil://new:never written/test.txt"
 
+    def test_storage(self, tmp_path):
+        super().test_storage(tmp_path)
+        assert len(self.objects) == 2  # the file pass and the folder pass
+        for obj in self.objects:
+            assert not obj.exists()  # remove() removed it ...
+        assert remote_names(self.config) == []  # ... on the remote too
+        assert not list((self.config.parent / "results").glob("*_plugin test"))
 
-class TestExistingExperiment(TestStorageBase):
-    """Reading a file of an experiment that is only on the remote (it gets pulled)."""
+
+class TestStoreOnly(_Base):
+    __test__ = True
+    store_only = True
+
+    @pytest.fixture(autouse=True)
+    def _project(self, tmp_path):
+        self.config = make_project(tmp_path / "proj")
+        self.objects = []
+
+    def get_query(self, tmp_path) -> str:
+        return "resutil://new:only stored/sub/out.bin"
+
+    def get_query_not_existing(self, tmp_path) -> str:
+        return "resutil://new:only stored/sub/other.bin"
+
+
+class TestRemoteOnlyFolder(_Base):
+    """A folder (and, first, the same query as a file pass) of an experiment that is only
+    on the remote; a missing path inside that experiment does not exist."""
+
+    __test__ = True
+    retrieve_only = True
+    files_only = False
+
+    @pytest.fixture(autouse=True)
+    def _project(self, tmp_path):
+        self.config = make_project(tmp_path / "proj")
+        self.objects = []
+        self.name = make_experiment(self.config, "upstream",
+                                    {"dir/test.txt": "test", "other.txt": "x"})
+
+    def get_query(self, tmp_path) -> str:
+        return f"resutil://{self.name[:IDENTITY_LEN]}/dir"
+
+    def get_query_not_existing(self, tmp_path) -> str:
+        return f"resutil://{self.name[:IDENTITY_LEN]}/missing.txt"
+
+
+class TestRemoteOnlyFile(_Base):
+    __test__ = True
+    retrieve_only = True
+
+    @pytest.fixture(autouse=True)
+    def _project(self, tmp_path):
+        self.config = make_project(tmp_path / "proj")
+        self.objects = []
+        self.name = make_experiment(self.config, "upstream", {"test.txt": "test"})
+
+    def get_query(self, tmp_path) -> str:
+        return f"resutil://{self.name}/test.txt"
+
+    def get_query_not_existing(self, tmp_path) -> str:
+        return f"resutil://{self.name}/test.txt.missing"
+
+    def test_no_archive_is_fetched_to_answer(self, tmp_path):
+        obj = self._get_obj(tmp_path, self.get_query(tmp_path))
+        assert obj.exists() and obj.size() == 4
+        assert not obj.provider.project.workspace.local_name(self.name)
+
+
+class TestLocalExperiment(_Base):
+    __test__ = True
+    retrieve_only = True
+
+    @pytest.fixture(autouse=True)
+    def _project(self, tmp_path):
+        self.config = make_project(tmp_path / "proj")
+        self.objects = []
+        self.name = make_experiment(self.config, "here", {"test.txt": "test"}, keep_local=True)
+
+    def get_query(self, tmp_path) -> str:
+        return f"resutil://{self.name[:IDENTITY_LEN]}/test.txt"
+
+    def get_query_not_existing(self, tmp_path) -> str:
+        return f"resutil://{self.name[:IDENTITY_LEN]}/nothing/test.txt"
+
+
+class TestMissingExperiment(_Base):
+    """A query naming no experiment at all does not exist (and is not an error)."""
 
     __test__ = True
     retrieve_only = True
@@ -116,28 +170,23 @@ class TestExistingExperiment(TestStorageBase):
     @pytest.fixture(autouse=True)
     def _project(self, tmp_path):
         self.config = make_project(tmp_path / "proj")
-        self.name = make_remote_experiment(self.config, "upstream", {"test.txt": "test"})
-
-    def get_storage_provider_cls(self):
-        return StorageProvider
-
-    def get_storage_provider_settings(self):
-        return StorageProviderSettings(config=self.config)
+        self.objects = []
+        self.name = make_experiment(self.config, "up", {"test.txt": "test"})
 
     def get_query(self, tmp_path) -> str:
-        return f"resutil://{self.name[:22]}/test.txt"
+        return f"resutil://{self.name}/test.txt"
 
     def get_query_not_existing(self, tmp_path) -> str:
-        return "resutil://zzzzzz/test.txt"
+        return "resutil://zzzzzz_20991231T235959/test.txt"
 
 
-# -- the plugin's own behaviour --------------------------------------------------------------
+# -- queries ------------------------------------------------------------------------------
 def test_registry_finds_the_plugin():
     registry = StoragePluginRegistry()
     assert "resutil" in registry.get_registered_plugins()
     plugin = registry.get_plugin("resutil")
     assert plugin.storage_provider is StorageProvider  # this package's, not another's
-    assert plugin.is_read_write()  # a method: reads and writes, not read-only
+    assert plugin.is_read_write() is True
 
 
 @pytest.mark.parametrize("query", [
@@ -173,128 +222,346 @@ def test_query_keeps_special_characters():
     assert (q.experiment, q.path, q.new) == ("aapiyl_20240706T064339_a#1?", "sub/d.txt", False)
 
 
+# -- reading ------------------------------------------------------------------------------
 def test_existing_experiments_are_read_only(tmp_path):
     config = make_project(tmp_path / "proj")
-    name = make_remote_experiment(config, "upstream", {"data.txt": "x"})
+    name = make_experiment(config, "upstream", {"data.txt": "x"})
     obj = provider_for(config, tmp_path).object(f"resutil://{name}/out.txt")
-    obj.local_path().parent.mkdir(parents=True)
-    obj.local_path().write_text("y")
-    with pytest.raises(WorkflowError, match="read-only"):
-        obj.store_object()
+    write_local(obj, "y")
+    for call in (obj.store_object, obj.remove, obj.touch):
+        with pytest.raises(WorkflowError, match="read-only"):
+            call()
 
 
-def test_remote_only_stat_needs_no_download_and_glob_lists_files(tmp_path):
+def test_remote_only_facts_come_from_the_sidecar(tmp_path):
     config = make_project(tmp_path / "proj")
-    name = make_remote_experiment(config, "inputs", {"in/a.txt": "a", "in/b.txt": "bb", "x.csv": ""})
+    name = make_experiment(config, "inputs", {"in/a.txt": "a", "in/b.txt": "bb", "x.csv": ""})
     provider = provider_for(config, tmp_path)
-    obj = provider.object(f"resutil://{name[:22]}/in/a.txt")
-    assert obj.exists()
-    ended = read_meta_remote(config, name).ended_at
-    assert obj.mtime() == datetime.fromisoformat(ended).timestamp()
-    assert not (config.parent / "results" / name).exists()  # nothing pulled for that
-    pattern = provider.object(f"resutil://{name[:22]}/in/{{s}}.txt")
+    obj = provider.object(f"resutil://{name[:IDENTITY_LEN]}/in/b.txt")
+    assert obj.exists() and obj.size() == 2  # the file's size, not the experiment's
+    assert obj.mtime() == datetime.fromisoformat(remote_meta(config, name).ended_at).timestamp()
+    assert obj.checksum() is None  # resutil hashes with xxh128, which Snakemake cannot check
+    assert not provider.object(f"resutil://{name}/in/c.txt").exists()
+    assert provider.object(f"resutil://{name}/in").size() == 0  # a folder
+    pattern = provider.object(f"resutil://{name[:IDENTITY_LEN]}/in/{{s}}.txt")
     assert sorted(pattern.list_candidate_matches()) == [
-        f"resutil://{name[:22]}/in/a.txt", f"resutil://{name[:22]}/in/b.txt"]
+        f"resutil://{name[:IDENTITY_LEN]}/in/a.txt", f"resutil://{name[:IDENTITY_LEN]}/in/b.txt"]
+    assert not (config.parent / "results" / name).exists()  # nothing pulled for all that
 
 
-def test_outputs_of_one_comment_share_one_experiment(tmp_path):
+def test_an_archive_without_a_file_list_is_pulled_to_answer(tmp_path):
+    """Pushed before sidecars listed files (or by 0.1.x): the list is only in the archive."""
+    config = make_project(tmp_path / "proj")
+    name = make_experiment(config, "old", {"a.txt": "a"})
+    project = Project.load(config.parent)
+    exp = project.remote.require(name)
+    side = project.remote.sidecar(exp)
+    del side["meta"]["manifest"]["files"]
+    project.remote._write_sidecar_data(exp.identity, side)
+    provider = provider_for(config, tmp_path)
+    assert provider.object(f"resutil://{name}/a.txt").exists()
+    assert not provider.object(f"resutil://{name}/b.txt").exists()
+    assert project.workspace.local_name(name)  # pulled once to know
+
+
+def test_inventory_fills_every_file_of_an_experiment_from_one_listing(tmp_path):
+    import asyncio
+
+    from snakemake.io import IOCache
+
+    config = make_project(tmp_path / "proj")
+    name = make_experiment(config, "many", {f"f{i}.txt": "x" * i for i in range(5)})
+    provider = provider_for(config, tmp_path)
+    cache = IOCache(max_wait_time=10)
+    asyncio.run(provider.object(f"resutil://{name}/f1.txt").inventory(cache))
+    other = provider.object(f"resutil://{name}/f3.txt")
+    assert cache.exists_in_storage[other.cache_key()] is True
+    assert cache.size[other.cache_key()] == 3
+
+
+# -- one experiment per job --------------------------------------------------------------
+def test_a_jobs_outputs_become_one_experiment_published_once(tmp_path, monkeypatch):
     config = make_project(tmp_path / "proj")
     provider = provider_for(config, tmp_path)
-    for rel, text in (("a.txt", "A"), ("sub/b.txt", "B")):
-        obj = provider.object(f"resutil://new:shared/{rel}")
-        obj.local_path().parent.mkdir(parents=True, exist_ok=True)
-        obj.local_path().write_text(text)
+    outs = [f"resutil://new:shared/{rel}" for rel in ("a.txt", "sub/b.txt", "c.txt")]
+    pushes = []
+    real = runs.publish
+    monkeypatch.setattr(runs, "publish", lambda p, f: (pushes.append(f.name), real(p, f))[1])
+    announce(provider, "make", outs, shellcmd="make all")
+    for i, query in enumerate(outs):
+        obj = provider.object(query)
+        write_local(obj, "x" * (i + 1))
         obj.store_object()
-        assert obj.exists() and obj.size() == 1
-    project = Project.load(config.parent)
-    [exp] = project.remote.experiments().values()
-    assert exp.name.endswith("_shared")
-    with project.storage.fetched(project.remote.archive_folder, exp.archive.name) as z:
-        names = zipfile.ZipFile(z).namelist()
-    assert {"a.txt", "sub/b.txt", "resutil-exp.yaml"} <= set(names)
-    meta = read_meta(project.workspace.path(exp.name))
-    assert meta.status == "finished"
-    assert set(meta.extra["snakemake"]["outputs"]) == {"a.txt", "sub/b.txt"}
+        assert obj.exists() and obj.size() == i + 1  # seen at once, before the push
+    assert len(pushes) == 1  # when the last output was in
+    [name] = remote_names(config)
+    meta = remote_meta(config, name)
+    assert name.endswith("_shared") and meta.status == "finished"
+    assert meta.args == "make all"
+    assert meta.extra["snakemake"]["rule"] == "make"
+    assert set(meta.extra["snakemake"]["outputs"]) == {"a.txt", "sub/b.txt", "c.txt"}
     # A fresh provider (the next Snakemake run) finds the outputs without making anything.
     again = provider_for(config, tmp_path).object("resutil://new:shared/sub/b.txt")
     assert again.exists()
     assert again.mtime() == meta.extra["snakemake"]["outputs"]["sub/b.txt"]["mtime"]
+    assert again.checksum().startswith("sha256:")
 
 
-# -- end to end ------------------------------------------------------------------------------
-SNAKEFILE = """
-rule all:
-    input: storage.resutil("resutil://new:tripled/out.txt")
-
-rule double:
-    input: storage.resutil("resutil://" + config["upstream"] + "/data.txt")
-    output: storage.resutil("resutil://new:doubled/out.txt")
-    shell: "cat {input} {input} > {output}"
-
-rule triple:
-    input: storage.resutil("resutil://new:doubled/out.txt")
-    output: storage.resutil("resutil://new:tripled/out.txt")
-    shell: "cat {input} {input} {input} > {output}"
-"""
+def test_two_jobs_with_one_comment_make_two_experiments(tmp_path):
+    config = make_project(tmp_path / "proj")
+    provider = provider_for(config, tmp_path)
+    for s in "ab":
+        query = f"resutil://new:counts/{s}.tsv"
+        announce(provider, "count", [query], wildcards={"s": s})
+        obj = provider.object(query)
+        write_local(obj, s)
+        obj.store_object()
+    names = remote_names(config)
+    assert len(names) == 2 and len({n[:IDENTITY_LEN] for n in names}) == 2
+    wildcards = sorted(remote_meta(config, n).extra["snakemake"]["wildcards"]["s"] for n in names)
+    assert wildcards == ["a", "b"]
 
 
-def snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "SNAKEMAKE_STORAGE_RESUTIL_CONFIG": str(config)}
-    env.pop("RESUTIL_NO_REMOTE", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "1", "--directory", str(workdir), *args],
-        cwd=workdir, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+def test_a_job_is_named_by_its_start_and_records_its_inputs(tmp_path):
+    config = make_project(tmp_path / "proj")
+    up = make_experiment(config, "raw", {"a.txt": "aaa"})
+    provider = provider_for(config, tmp_path)
+    query_in, query_out = f"resutil://{up[:IDENTITY_LEN]}/a.txt", "resutil://new:n/a.tsv"
+    provider.object(query_in)  # the Snakefile declares it
+    started = time.time() - 120
+    announce(provider, "count", [query_out], [query_in], {"s": "a"}, started=started)
+    inp = provider.object(query_in)
+    inp.retrieve_object()
+    out = provider.object(query_out)
+    write_local(out, "3")
+    out.store_object()
+    [name] = [n for n in remote_names(config) if n.endswith("_n")]
+    meta = remote_meta(config, name)
+    assert datetime.fromisoformat(meta.started_at).timestamp() == int(started)
+    assert name[7:IDENTITY_LEN] == datetime.fromtimestamp(started).strftime("%Y%m%dT%H%M%S")
+    assert [(d.name, d.source) for d in meta.dependencies] == [(up, "declared")]
+    assert meta.extra["snakemake"]["inputs"][query_in]["name"] == up
 
 
 @pytest.mark.slow
-def test_snakemake_reads_a_remote_experiment_and_writes_a_new_one(tmp_path):
-    root = tmp_path / "proj"
-    root.mkdir()
-    subprocess.run([*RESUTIL, "init", "--project", "Proj", "--storage", "local",
-                    "--path", str(tmp_path / "remote"), "--yes"], cwd=root, check=True,
-                   capture_output=True)
-    config = root / "resutil-conf.yaml"
-    upstream = make_remote_experiment(config, "upstream", {"data.txt": "hello\n"})
-    assert not (root / "results" / upstream).exists()
-    (root / "Snakefile").write_text(SNAKEFILE)
-
-    first = snakemake(root, config, "--config", f"upstream={upstream[:22]}")
-    assert "Storing in storage: resutil://new:tripled/out.txt" in first.stderr
-
-    rows = resutil_list(root)
-    doubled, tripled = (_one(rows, "_doubled"), _one(rows, "_tripled"))
-    for name in (doubled, tripled):
-        assert rows[name]["remote"] and rows[name]["status"] == "finished"
-    assert rows[upstream]["local"]  # pulled to be read
-
-    project = Project.load(root)
-    exp = project.remote.require(tripled)
-    with project.storage.fetched(project.remote.archive_folder, exp.archive.name) as z:
-        assert zipfile.ZipFile(z).read("out.txt") == b"hello\n" * 6
-    # Lineage: each experiment depends on what its rule read, not on everything the run read.
-    deps = {n: [(d.name, d.source) for d in project.remote.meta(project.remote.require(n)).dependencies]
-            for n in (doubled, tripled)}
-    assert deps == {doubled: [(upstream, "declared")], tripled: [(doubled, "declared")]}
-
-    # The next run finds the outputs on the remote, without the local folders or
-    # Snakemake's own metadata, and makes no new experiment.
-    project.workspace.remove(doubled)
-    project.workspace.remove(tripled)
-    shutil.rmtree(root / ".snakemake")
-    second = snakemake(root, config, "--config", f"upstream={upstream[:22]}")
-    assert "Nothing to be done" in second.stderr
-    assert sorted(resutil_list(root)) == sorted(rows)
+def test_processes_starting_a_job_in_the_same_second_get_distinct_identities(tmp_path):
+    """Cluster nodes without a shared results folder: each job's experiment claims its
+    identity on the storage; a clash moves the later one, and both are kept."""
+    remote = tmp_path / "remote"
+    configs = [make_project(tmp_path / f"node{i}", remote) for i in range(4)]
+    start = tmp_path / "go"
+    started = time.time()
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from plugin_helpers import announce, provider_for, write_local
+        from pathlib import Path
+        node = Path(sys.argv[1])
+        os.chdir(node)
+        provider = provider_for(node / "resutil-conf.yaml", node)
+        query = "resutil://new:counts/" + node.name + ".tsv"
+        announce(provider, "count", [query], wildcards={{"s": node.name}}, started={started})
+        obj = provider.object(query)
+        write_local(obj, node.name)
+        while not Path({str(start)!r}).exists():
+            time.sleep(0.01)
+        obj.store_object()
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(c.parent)]) for c in configs]
+    time.sleep(1.5)  # all four are waiting: store at once
+    start.touch()
+    assert [p.wait(60) for p in procs] == [0, 0, 0, 0]
+    names = remote_names(configs[0])
+    assert len(names) == 4
+    assert len({n[:IDENTITY_LEN] for n in names}) == 4  # no identity held by two runs
+    assert sorted(remote_meta(configs[0], n).extra["snakemake"]["wildcards"]["s"]
+                  for n in names) == ["node0", "node1", "node2", "node3"]
+    assert sum(n[7:IDENTITY_LEN] == datetime.fromtimestamp(started).strftime(
+        "%Y%m%dT%H%M%S") for n in names) == 1  # one got the second, the others moved
 
 
-def resutil_list(root: Path) -> dict[str, dict]:
-    out = subprocess.run([*RESUTIL, "list", "--json"], cwd=root, check=True,
-                         capture_output=True, text=True).stdout
-    return {r["name"]: r for r in json.loads(out)}
+# -- what new: names ---------------------------------------------------------------------
+def _job(provider, query_out, inputs, text, rule="r"):
+    for q in inputs:
+        provider.object(q)  # declared in the Snakefile
+    announce(provider, rule, [query_out], inputs)
+    for q in inputs:
+        provider.object(q).retrieve_object()
+    out = provider.object(query_out)
+    write_local(out, text)
+    out.store_object()
+    return out
 
 
-def _one(rows: dict[str, dict], suffix: str) -> str:
-    [name] = [n for n in rows if n.endswith(suffix)]
-    return name
+def test_new_names_the_experiment_made_from_the_same_inputs(tmp_path):
+    config = make_project(tmp_path / "proj")
+    raw1 = make_experiment(config, "raw", {"d.txt": "1"})
+    raw2 = make_experiment(config, "raw", {"d.txt": "2"})
+    first = provider_for(config, tmp_path)
+    _job(first, "resutil://new:f/x.txt", [f"resutil://{raw1}/d.txt"], "from raw1")
+    _job(first, "resutil://new:g/y.txt", ["resutil://new:f/x.txt"], "from f1")
+
+    # The next run, on raw2 (another config): nothing of raw1's outputs is current.
+    second = provider_for(config, tmp_path)
+    second.object(f"resutil://{raw2}/d.txt")
+    second.object("resutil://new:f/x.txt")
+    assert not second.object("resutil://new:f/x.txt").exists()
+    assert not second.object("resutil://new:g/y.txt").exists()
+    _job(second, "resutil://new:f/x.txt", [f"resutil://{raw2}/d.txt"], "from raw2")
+    assert not second.object("resutil://new:g/y.txt").exists()  # its input changed
+    _job(second, "resutil://new:g/y.txt", ["resutil://new:f/x.txt"], "from f2")
+
+    # Back on raw1: its outputs are current again, and raw2's are not.
+    third = provider_for(config, tmp_path)
+    third.object(f"resutil://{raw1}/d.txt")
+    for q, text in (("resutil://new:f/x.txt", "from raw1"), ("resutil://new:g/y.txt", "from f1")):
+        obj = third.object(q)
+        assert obj.exists()
+        obj.retrieve_object()
+        assert obj.local_path().read_text() == text
+    assert len([n for n in remote_names(config) if n.endswith("_g")]) == 2
+
+
+def test_an_upstream_rerun_makes_downstream_outputs_stale(tmp_path):
+    config = make_project(tmp_path / "proj")
+    provider = provider_for(config, tmp_path)
+    _job(provider, "resutil://new:f/x.txt", [], "one")
+    _job(provider, "resutil://new:g/y.txt", ["resutil://new:f/x.txt"], "from one")
+    fresh = provider_for(config, tmp_path)
+    _job(fresh, "resutil://new:f/x.txt", [], "two")  # the upstream job ran again
+    assert not fresh.object("resutil://new:g/y.txt").exists()
+
+
+def test_a_job_process_trusts_what_its_main_process_decided(tmp_path, monkeypatch):
+    """A cluster job's process never evaluates the input functions of rules it does not
+    run, so it does not see every query of the workflow; it resolves by experiment."""
+    config = make_project(tmp_path / "proj")
+    raw = make_experiment(config, "raw", {"d.txt": "1"})
+    _job(provider_for(config, tmp_path), "resutil://new:f/x.txt", [f"resutil://{raw}/d.txt"], "x")
+    main = provider_for(config, tmp_path)
+    assert not main.object("resutil://new:f/x.txt").exists()  # raw's query is not declared
+    monkeypatch.setattr(sys, "argv", ["snakemake", "--mode", "remote"])
+    job = provider_for(config, tmp_path)
+    assert job.object("resutil://new:f/x.txt").exists()
+
+
+def test_a_cluster_jobs_output_stored_again_by_the_main_process_is_not_duplicated(tmp_path):
+    config = make_project(tmp_path / "proj")
+    query = "resutil://new:c/out.txt"
+    node = provider_for(config, tmp_path)  # the job's own process
+    announce(node, "r", [query], wildcards={"s": "1"})
+    obj = node.object(query)
+    write_local(obj, "result")
+    obj.store_object()
+    main = provider_for(config, tmp_path)  # Snakemake's main process, shared file system
+    announce(main, "r", [query], wildcards={"s": "1"}, local=False, started=time.time() - 5)
+    again = main.object(query)
+    again.local_path().touch()  # the main process touches outputs before it stores them
+    again.store_object()
+    assert len(remote_names(config)) == 1
+    # Another job (other wildcards) writing the same content is another experiment.
+    announce(main, "r", ["resutil://new:c/out.txt"], wildcards={"s": "2"}, local=False)
+    main.object(query).store_object()
+    assert len(remote_names(config)) == 2
+
+
+def test_rerunning_a_job_keeps_the_earlier_experiment(tmp_path):
+    config = make_project(tmp_path / "proj")
+    first = provider_for(config, tmp_path)
+    _job(first, "resutil://new:f/x.txt", [], "one")
+    second = provider_for(config, tmp_path)
+    announce(second, "r", ["resutil://new:f/x.txt"])
+    second.object("resutil://new:f/x.txt").remove()  # Snakemake's cleanup before rerunning
+    assert len(remote_names(config)) == 1
+    out = second.object("resutil://new:f/x.txt")
+    write_local(out, "two")
+    out.store_object()
+    assert len(remote_names(config)) == 2
+
+
+# -- touch, remove -------------------------------------------------------------------------
+def test_touch_marks_an_output_newer_everywhere(tmp_path):
+    config = make_project(tmp_path / "proj")
+    _job(provider_for(config, tmp_path), "resutil://new:f/x.txt", [], "one")
+    provider = provider_for(config, tmp_path)
+    obj = provider.object("resutil://new:f/x.txt")
+    before = obj.mtime()
+    obj.touch()
+    assert obj.mtime() > before
+    [name] = remote_names(config)
+    assert remote_meta(config, name).extra["snakemake"]["outputs"]["x.txt"]["mtime"] > before
+    with pytest.raises(WorkflowError, match="no experiment"):
+        provider.object("resutil://new:f/never.txt").touch()
+
+
+def test_remove_respects_experiments_that_depend_on_it(tmp_path, caplog):
+    config = make_project(tmp_path / "proj")
+    provider = provider_for(config, tmp_path)
+    _job(provider, "resutil://new:f/x.txt", [], "one")
+    _job(provider, "resutil://new:g/y.txt", ["resutil://new:f/x.txt"], "two")
+    fresh = provider_for(config, tmp_path, logging.getLogger("test.remove"))
+    with caplog.at_level(logging.WARNING, "test.remove"):
+        fresh.object("resutil://new:f/x.txt").remove()  # g depends on it: kept
+    assert "is upstream of" in caplog.text
+    assert len(remote_names(config)) == 2
+    fresh.object("resutil://new:g/y.txt").remove()
+    fresh.object("resutil://new:f/x.txt").remove()
+    assert remote_names(config) == []
+
+
+# -- settings -----------------------------------------------------------------------------
+def test_a_tagged_provider_configures_only_itself(tmp_path, monkeypatch):
+    """Snakemake hands a tagged provider's settings to the untagged one too; the untagged
+    one ignores them and uses its own configuration."""
+    mine = make_project(tmp_path / "mine")
+    other = make_project(tmp_path / "other")
+    monkeypatch.setenv("SNAKEMAKE_STORAGE_RESUTIL_CONFIG", str(mine))
+    settings = StorageProviderSettings(config=str(other))
+    log = logging.getLogger("test.tag")
+    tagged = StorageProvider(local_prefix=tmp_path / "s" / "other", logger=log,
+                             settings=settings)
+    untagged = StorageProvider(local_prefix=tmp_path / "s" / "resutil", logger=log,
+                               settings=settings)
+    assert tagged.project.config.path == other
+    assert untagged.project.config.path == mine
+
+
+def test_the_config_can_be_given_inline(tmp_path):
+    remote = tmp_path / "remote"
+    config = make_project(tmp_path / "proj", remote)
+    name = make_experiment(config, "up", {"a.txt": "a"})
+    node = tmp_path / "node"
+    node.mkdir()
+    inline = f"{{project_name: Proj, results_dir: res, storage_type: local, " \
+             f"storage_config: {{path: {remote}}}}}"
+    provider = provider_for(inline, node)
+    obj = provider.object(f"resutil://{name}/a.txt")
+    obj.retrieve_object()
+    assert (Path.cwd() / "res" / name / "a.txt").exists()  # relative to the working folder
+
+
+def test_offline_outputs_stay_local_with_a_manifest(tmp_path, monkeypatch):
+    config = make_project(tmp_path / "proj")
+    monkeypatch.setenv("RESUTIL_NO_REMOTE", "1")
+    provider = provider_for(config, tmp_path)
+    _job(provider, "resutil://new:f/x.txt", [], "one")
+    [name] = Project.load(config.parent).workspace.names().values()
+    assert local_meta(config, name).manifest is not None
+    monkeypatch.delenv("RESUTIL_NO_REMOTE")
+    assert remote_names(config) == []
+
+
+def test_workflow_sources_are_not_an_experiment(tmp_path):
+    config = make_project(tmp_path / "proj")
+    provider = provider_for(config, tmp_path)
+    query = "resutil://new:wf/snakemake-workflow-sources." + "ab" * 32 + ".tar.xz"
+    obj = provider.object(query)
+    write_local(obj, "sources")
+    obj.store_object()
+    assert obj.exists() and obj.size() == 7
+    assert remote_names(config) == []
+    obj.local_path().unlink()
+    obj.retrieve_object()
+    assert obj.local_path().read_text() == "sources"
+    obj.remove()
+    assert not obj.exists()
