@@ -62,19 +62,11 @@ RAW_RATIO = 2.0
 BYTES_TARGET = 1 * MB
 
 
+from bench_many import env, resutil_cmd  # noqa: E402 - one way to run the console script
+
+
 def log(msg: str) -> None:
     print(msg, flush=True)
-
-
-def resutil_cmd() -> list[str]:
-    here = Path(sys.executable).with_name("resutil")
-    return [str(here)] if here.exists() else [sys.executable, "-m", "resutil"]
-
-
-def env() -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("RESUTIL_")}
-    e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
-    return e
 
 
 def run_timed(args: list[str], cwd: Path) -> tuple[float, float, str]:
