@@ -51,11 +51,12 @@ from snakemake_interface_storage_plugins.storage_provider import (
 )
 
 from resutil.config import CONFIG_FILE_NAME, Config, config_from_dict, load_config
-from resutil.errors import ConfigError, DependencyError, ResutilError
+from resutil.errors import ConfigError, DependencyError, ExperimentError, ResutilError
 from resutil.experiments import remove_experiments
 from resutil.metadata import EXP_FILE, UNCOMMITTED_DIR, read_meta, write_meta
 from resutil.naming import identity_of
 from resutil.project import Project
+from resutil.partial import retrieve_file
 from resutil.publish import publish
 from resutil.reproduce import SNAKEMAKE_INPUTS_ENV
 
@@ -386,13 +387,29 @@ class StorageObject(StorageObjectRead, StorageObjectWrite, StorageObjectGlob, St
             sources.retrieve(self.provider.project, _basename(q), dest)
             return
         found = self._found()
-        folder = found.folder or self.provider.finder.ensure_local(found.name)
-        src = folder / q.path
-        if not src.exists():
-            raise WorkflowError(f"experiment {found.name} has no {q.path}")
-        _copy_replacing(src, dest)
+        if found.folder is None and not self._fetch_one(found.name, q.path, dest):
+            folder = self.provider.finder.ensure_local(found.name)  # a folder: pulled whole
+            src = folder / q.path
+            if not src.exists():
+                raise WorkflowError(f"experiment {found.name} has no {q.path}")
+            _copy_replacing(src, dest)
+        elif found.folder is not None:
+            src = found.folder / q.path
+            if not src.exists():
+                raise WorkflowError(f"experiment {found.name} has no {q.path}")
+            _copy_replacing(src, dest)
         records.set_mtime(dest, found.mtime)  # local == storage mtime: no re-retrieval
         self.provider.retrieved[self.query] = found.name
+
+    def _fetch_one(self, name: str, path: str, dest: Path) -> bool:
+        """One file of a remote experiment, read from its archive by ranged requests and
+        checked (no pull); False when ``path`` is not a file there (a folder)."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            retrieve_file(self.provider.project, name, path, dest)
+        except ExperimentError:  # a folder, or nothing of that name: the caller decides
+            return False
+        return True
 
     # -- write ----------------------------------------------------------------------------
     def store_object(self) -> None:

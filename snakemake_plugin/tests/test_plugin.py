@@ -539,7 +539,8 @@ def test_the_config_can_be_given_inline(tmp_path):
     provider = provider_for(inline, node)
     obj = provider.object(f"resutil://{name}/a.txt")
     obj.retrieve_object()
-    assert (Path.cwd() / "res" / name / "a.txt").exists()  # relative to the working folder
+    assert Path(obj.local_path()).read_text() == "a"  # one file, read from the archive
+    assert provider.project.config.results_dir == Path.cwd() / "res"  # relative to the working folder
 
 
 def test_offline_outputs_stay_local_with_a_manifest(tmp_path, monkeypatch):

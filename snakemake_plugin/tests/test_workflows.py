@@ -103,7 +103,7 @@ def test_snakemake_reads_a_remote_experiment_and_writes_new_ones(tmp_path):
     rows = resutil_list(root)
     [doubled] = [n for n in rows if n.endswith("_doubled")]
     [tripled] = [n for n in rows if n.endswith("_tripled")]
-    assert rows[upstream]["local"]  # pulled to be read
+    assert not rows[upstream]["local"]  # its one file read from the archive, not pulled
     project = Project.load(root)
     exp = project.remote.require(tripled)
     with project.storage.fetched(project.remote.archive_folder, exp.archive.name) as z:
