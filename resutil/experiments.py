@@ -16,8 +16,8 @@ from .naming import IDENTITY_LEN, check_comment, parse_name
 from .progress import NO_PROGRESS_FACTORY, CallbackFactory
 from .project import Project
 from .publish import same_run
-from .runs import (  # noqa: F401 - new_experiment, record_start: until every caller imports runs
-    end_dead_run, new_experiment, now_iso, record_start, refuse_live_run, run_liveness,
+from .runs import (
+    new_experiment, record_start, refuse_live_run, run_liveness,
 )
 from .remote import RemoteExperiment
 
