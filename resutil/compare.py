@@ -150,9 +150,13 @@ def numbers_in(path: Path) -> dict[str, float] | None:
     if path.suffix.lower() not in NUMBERS_SUFFIXES:
         return None
     text = _text(path, NUMBERS_BYTES)
-    if text is None:
-        return None
-    suffix = path.suffix.lower()
+    return None if text is None else numbers_of(text, path.suffix)
+
+
+def numbers_of(text: str, suffix: str) -> dict[str, float] | None:
+    """The numbers in the text of a JSON/YAML/CSV/TSV file (by ``suffix``), by key; None
+    when it cannot be parsed as one."""
+    suffix = suffix.lower()
     try:
         if suffix == ".json":
             return _flatten(json.loads(text))

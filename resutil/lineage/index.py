@@ -19,10 +19,9 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any, Iterable
 
-from ..atomic import write_atomic
+from ..atomic import read_cache, write_cache
 from ..naming import IDENTITY_LEN, IDENTITY_RE
 from ..errors import ArchiveError, ExperimentError, ResutilError
 from ..liveness import Owner
@@ -107,7 +106,7 @@ def local_records(ws: Workspace) -> dict[str, Record]:
     metadata file is unchanged since it was indexed (``list`` and ``graph`` read 2,000
     folders in a few stats), else read and indexed."""
     path = ws.cache_dir / LOCAL_INDEX
-    old = _load_index(path)
+    old = read_cache(path, INDEX_VERSION)
     new: dict[str, Any] = {}
     records: dict[str, Record] = {}
     changed = False
@@ -135,7 +134,7 @@ def local_records(ws: Workspace) -> dict[str, Record]:
         meta.set_name(name)  # the folder name is the authority, as in read_meta
         records[ident] = Record(name, meta, local=True)
     if changed or new.keys() != old.keys():
-        _save_index(path, new)
+        write_cache(path, INDEX_VERSION, new)
     return records
 
 
@@ -156,7 +155,7 @@ def _remote_metas(remote: Remote, exps: list[RemoteExperiment]) -> list[ExpMeta 
     shares what it knows."""
     cache_dir = remote.cache_dir
     path = cache_dir / REMOTE_INDEX if cache_dir is not None else None
-    old = _load_index(path) if path is not None else {}
+    old = read_cache(path, INDEX_VERSION) if path is not None else {}
     sigs = [_remote_sig(e) for e in exps]
     packs = [_hit(old.get(e.identity), sig) for e, sig in zip(exps, sigs)]
     cached = [_unpack(p) if p is not None else None for p in packs]
@@ -207,7 +206,7 @@ def _remote_metas(remote: Remote, exps: list[RemoteExperiment]) -> list[ExpMeta 
         meta.set_name(exp.name)
         metas.append(meta)
     if path is not None and (fetched or new.keys() != old.keys()):
-        _save_index(path, new)
+        write_cache(path, INDEX_VERSION, new)
     if len(fetched) >= SHARED_MIN:
         _save_shared(remote, new)
     return metas
@@ -309,21 +308,3 @@ def _unpack(packed: Any, check: bool = False) -> ExpMeta | None:
     return meta
 
 
-def _load_index(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or data.get("version") != INDEX_VERSION:
-        return {}
-    entries = data.get("entries")
-    return entries if isinstance(entries, dict) else {}
-
-
-def _save_index(path: Path, entries: dict[str, Any]) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, json.dumps({"version": INDEX_VERSION, "entries": entries},
-                                      separators=(",", ":"), default=str).encode("utf-8"))
-    except OSError:
-        pass  # an index is an optimisation; a read-only results folder still works
