@@ -12,9 +12,9 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path, PurePath
-from typing import Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TextIO, TypeVar
 
 import yaml
 
@@ -24,6 +24,9 @@ from .lifecycle import Run, RunListener, Terminated, die_by
 from .naming import comment_problem, parse_name
 from .project import Project
 from .runs import ADOPT_ENV
+
+if TYPE_CHECKING:
+    from .progress import CallbackFactory
 
 __all__ = ["ADOPT_ENV", "ExDir", "Params", "Terminated", "experiment", "main"]
 
@@ -129,7 +132,7 @@ class _Terminal(RunListener):
     """What a run reports, said on stderr (rich markup in ``ui.info``; warnings and errors
     as plain text); what it asks, asked at the terminal."""
 
-    def transfers(self):
+    def transfers(self) -> AbstractContextManager[CallbackFactory]:
         return ui.transfers()
 
     def interactive(self) -> bool:
@@ -146,7 +149,7 @@ class _Terminal(RunListener):
                 "RESUTIL_COMMENT to skip the prompt"
             ) from None
 
-    def capturing(self, terminal) -> None:
+    def capturing(self, terminal: TextIO | None) -> None:
         ui.send_messages_to(terminal)  # resutil's words: not into the logs
 
     def debug_mode(self) -> None:

@@ -37,13 +37,12 @@ import signal
 import sys
 import threading
 import traceback
+from contextlib import AbstractContextManager
 from pathlib import Path
 from types import FrameType
-from typing import Any, ContextManager, TextIO
+from typing import Any, TextIO
 
-from .capture import (
-    GitState, OutputCapture, ReadObserver, copy_code, imported_code, untracked_code,
-)
+from .capture import GitState, OutputCapture, ReadObserver, copy_code, imported_code, untracked_code
 from .config import remote_off
 from .errors import ResutilError
 from .liveness import Owner
@@ -62,7 +61,7 @@ class RunListener:
     """What a run tells its front end, and what it asks of it. Here each method says nothing
     and answers the default; a front end overrides what it shows or asks."""
 
-    def transfers(self) -> ContextManager[CallbackFactory]:
+    def transfers(self) -> AbstractContextManager[CallbackFactory]:
         """Progress for the transfers of a block (pulling an upstream, a push)."""
         return contextlib.nullcontext(NO_PROGRESS_FACTORY)
 
@@ -82,7 +81,8 @@ class RunListener:
         """RESUTIL_DEBUG: the results go to a scratch folder, nothing is pushed."""
 
     def started(self, name: str, uncommitted: int) -> None:
-        """The run's start is recorded; ``uncommitted`` changed files were copied."""
+        """The run's folder is made and its start taken down (``uncommitted``: the changed
+        tracked files copied into it)."""
 
     def untracked(self, files: list[str]) -> None:
         """Code the run uses that git does not track was copied into uncommited_files/."""
@@ -332,7 +332,8 @@ class Run:
                 ensure_local(self.project, [name], progress)
             local = ws.local_name(name)
         if local is None:
-            raise ResutilError(f"upstream experiment {name} is not in {ws.root} (and RESUTIL_NO_REMOTE is set)")
+            raise ResutilError(f"upstream experiment {name} is not in {ws.root} "
+                               "(and RESUTIL_NO_REMOTE is set)")
         if self.meta.add_dependency(local, source, **upstream_record(ws.path(local))):
             self.listener.upstream(local, source)
         return ws.path(local)
@@ -429,7 +430,8 @@ class Run:
             except MetaWriteError as e:
                 self._meta_problem(e)
             except OSError as e:
-                self._problem("manifest", f"cannot list the files of {self.folder.name} ({e.strerror or e})")
+                self._problem("manifest", f"cannot list the files of {self.folder.name} "
+                                          f"({e.strerror or e})")
 
     def abandon(self) -> None:
         """Remove the folder of a failed run (only when the user asked for it)."""
@@ -519,8 +521,9 @@ class Run:
                     self.listener.others_unpushed(len(others))
         except (ResutilError, OSError) as e:
             # Offline-first: the run is complete locally and can be pushed later.
-            with contextlib.suppress(ResutilError, OSError):
-                self.meta = read_meta(self.folder, with_manifest=False) if self.folder.exists() else self.meta
+            if self.folder.exists():
+                with contextlib.suppress(ResutilError, OSError):
+                    self.meta = read_meta(self.folder, with_manifest=False)
             what = e if isinstance(e, ResutilError) else (e.strerror or e)
             self.listener.push_failed(name, str(what))
         except KeyboardInterrupt:
