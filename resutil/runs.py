@@ -1,10 +1,13 @@
 """A run's record from its first moment to its end: a new experiment folder with its run
-id and claimed identity, what it records when it starts, and whether a ``running`` one is
-still live, so that no run stays ``running`` forever.
+id and claimed identity, what it records when it starts and when it ends, its manifest when
+it is not pushed, and whether a ``running`` one is still live, so that no run stays
+``running`` forever.
 
-Used by every front end that makes experiments (the decorator, ``add``, the pipeline
-runner, ``reproduce``, the Snakemake plugin) and by the commands that must not disturb a
-live run (``comment``, ``rm``, ``push -A``).
+Used by every front end that makes experiments (the decorator through ``lifecycle``,
+``add``, the pipeline runner, ``reproduce``, the Snakemake plugin) and by the commands that
+must not disturb a live run (``comment``, ``rm``, ``push -A``). Functions of a folder and
+its metadata only: the run lived inside its own process (output, signals, checkpoints) is
+``lifecycle``'s.
 """
 
 from __future__ import annotations
@@ -17,10 +20,14 @@ from typing import Iterable
 from .capture import GitState, copy_changed_files, copy_code, environment, git_state, untracked_code
 from .errors import ExperimentError
 from .liveness import Owner
-from .metadata import NO_REMOTE_KEY, ExpMeta, iter_files, read_meta, write_meta
+from .metadata import NO_REMOTE_KEY, ExpMeta, compute_manifest, iter_files, read_meta, write_meta
 from .naming import new_run_id
 from .project import Project
 from .publish import claim_new
+
+# Set by ``resutil pipeline run`` and ``resutil reproduce`` for the command they run in a
+# folder they made: ``@resutil.main()`` and the Snakemake plugin adopt that folder.
+ADOPT_ENV = "RESUTIL_EXPERIMENT_DIR"
 
 
 def now_iso() -> str:
@@ -44,6 +51,9 @@ def new_experiment(project: Project, comment: str = "", claim: bool = True,
     if project.no_remote:
         meta.extra[NO_REMOTE_KEY] = True
     try:
+        # The run's first write: from its folder's first moment it is on record as
+        # ``status`` with its process, so a run killed while it starts shows as dead and
+        # ``push -A`` leaves a live one alone.
         write_meta(folder, meta)
     except OSError:  # e.g. a full disk: no half-made experiment left behind
         shutil.rmtree(folder, ignore_errors=True)
@@ -93,6 +103,20 @@ def record_start(
     return None
 
 
+def mark_ended(meta: ExpMeta, status: str, when: str | None = None) -> None:
+    """Fill in how a run ended (finished, failed, interrupted) and when (default: now);
+    the caller writes it."""
+    meta.status = status
+    meta.ended_at = when or now_iso()
+
+
+def seal(folder: Path, meta: ExpMeta) -> None:
+    """Write the manifest (every file's size and hash) of a run that ended and is not
+    pushed now; a push seals it while it archives the folder."""
+    meta.manifest = compute_manifest(folder)
+    write_meta(folder, meta)
+
+
 # -- runs that are (or were) going on ---------------------------------------------------------
 def run_liveness(meta: ExpMeta) -> str | None:
     """For a ``running`` experiment: "live", "dead" (its process is gone: killed, crashed,
@@ -123,8 +147,7 @@ def end_dead_run(folder: Path) -> ExpMeta:
     if run_liveness(meta) != "dead":
         return meta
     last = max((st.st_mtime for _, _, st in iter_files(folder)), default=None)
-    meta.status = "interrupted"
-    meta.ended_at = (datetime.fromtimestamp(last).astimezone().isoformat(timespec="seconds")
-                     if last is not None else now_iso())
+    mark_ended(meta, "interrupted", datetime.fromtimestamp(last).astimezone().isoformat(
+        timespec="seconds") if last is not None else None)
     write_meta(folder, meta)
     return meta

@@ -488,3 +488,72 @@ def test_a_terminal_that_closes_ends_the_run_interrupted_and_pushed(proj, termin
     assert (folder / "cleanup.txt").exists()
     assert read_exp(folder)["status"] == "interrupted"
     assert read_exp_in_zip(proj.zip_of(folder.name))["status"] == "interrupted"
+
+
+# -- the lifecycle without its front end ----------------------------------------------------------
+# Runs resutil.lifecycle.Run with a listener that notes what it is told, counting the writes
+# of resutil-exp.yaml (by the status each one records).
+BARE = """
+    import json, sys
+    from pathlib import Path
+    import yaml
+    import resutil.metadata as m
+    from resutil.lifecycle import Run, RunListener
+
+    writes = []
+    _write = m.write_atomic
+
+    def counted(path, data):
+        if Path(path).name == m.EXP_FILE:
+            writes.append(yaml.safe_load(data)["status"])
+        return _write(path, data)
+
+    m.write_atomic = counted
+
+    class Heard(RunListener):
+        def __init__(self):
+            self.heard = []
+
+        def started(self, name, uncommitted):
+            self.heard.append("started")
+
+        def checkpoint(self, name):
+            self.heard.append("checkpoint")
+
+        def pushed(self, name, where):
+            self.heard.append("pushed")
+
+        def done(self, folder):
+            self.heard.append("done")
+
+    listener = Heard()
+    run = Run(listener, comment="bare")
+    run.start()
+    (run.folder / "r.txt").write_text("42")
+    if "checkpoint" in sys.argv:
+        run.checkpoint()
+    assert run.end(None) is False
+    print(json.dumps({"writes": writes, "heard": listener.heard}))
+"""
+
+
+@pytest.mark.parametrize("how", ["pushed", "not pushed", "a checkpoint"])
+def test_the_lifecycle_says_nothing_itself_and_writes_each_record_once(proj, how):
+    write_script(proj, BARE)
+    r = run_script(proj, args=["checkpoint"] if how == "a checkpoint" else [],
+                   env={"RESUTIL_NO_REMOTE": "1"} if how == "not pushed" else None)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""  # only a front end speaks
+    said = json.loads(r.stdout.splitlines()[-1])
+    # The first record (its process), the start, the end, the seal (the manifest); a
+    # checkpoint with nothing new to record adds only its push's seal.
+    expected = {
+        "pushed": (["running", "running", "finished", "finished"], ["started", "pushed", "done"]),
+        "not pushed": (["running", "running", "finished", "finished"], ["started", "done"]),
+        "a checkpoint": (["running", "running", "running", "finished", "finished"],
+                         ["started", "checkpoint", "pushed", "done"]),
+    }[how]
+    assert (said["writes"], said["heard"]) == expected
+    folder = proj.only_exp()
+    assert read_exp(folder)["status"] == "finished" and read_exp(folder)["manifest"]
+    assert proj.remote_zips() == ([] if how == "not pushed" else [f"{folder.name}.zip"])

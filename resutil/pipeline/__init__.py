@@ -32,7 +32,7 @@ if TYPE_CHECKING:
         push_folder, run_pipeline,
     )
 
-# The runner's names load on first use: it imports the run lifecycle (experiments,
+# The runner's names load on first use: it imports the runs' records and publication (runs,
 # publish), which `pipeline status` and `pipeline graph` do not need.
 _RUNNER = ("ADOPT_ENV", "STEP_LOG", "Event", "Outcome", "RunReport", "StepResult", "execute",
            "log_tail", "push_folder", "run_pipeline")

@@ -18,14 +18,13 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..naming import IDENTITY_LEN
 from ..errors import PipelineError, ResutilError
-from ..runs import new_experiment, record_start
-from ..metadata import ExpMeta, compute_manifest, read_meta, upstream_record, write_meta
+from ..runs import ADOPT_ENV, mark_ended, new_experiment, record_start, seal
+from ..metadata import ExpMeta, read_meta, upstream_record, write_meta
 from ..progress import NO_PROGRESS_FACTORY, CallbackFactory
 from ..project import Project
 from ..publish import publish
@@ -34,9 +33,6 @@ from .plan import Planner
 from .spec import Pipeline, Step, expand
 
 STEP_LOG = "resutil-step.log"  # the step's whole output, in its experiment folder
-# The decorator adopts the folder named here (decorator.ADOPT_ENV; not imported: the
-# decorator is a front end, this is the library below it).
-ADOPT_ENV = "RESUTIL_EXPERIMENT_DIR"
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -278,7 +274,7 @@ def execute(
     cfg = project.config
     args = command if isinstance(command, str) else shlex.join(command)
     record_start(project, folder, meta, args, cwd, code_files=code_files)
-    write_meta(folder, meta)
+    write_meta(folder, meta)  # the start record: a step killed from here on is pushed with it
     full_env = {k: v for k, v in os.environ.items()
                 if k not in ("RESUTIL_DEBUG", "RESUTIL_COMMENT")}
     full_env.update(env)
@@ -314,13 +310,11 @@ def execute(
     after = read_meta(folder, with_manifest=False)  # the script may have added to it
     after.pipeline = meta.pipeline
     after.extra = {**meta.extra, **after.extra}
-    after.status = status
-    after.ended_at = datetime.now().astimezone().isoformat(timespec="seconds")
+    mark_ended(after, status)
     after.manifest = None
-    write_meta(folder, after)
+    write_meta(folder, after)  # the end record, before the manifest and the push
     if project.no_remote:
-        after.manifest = compute_manifest(folder)
-        write_meta(folder, after)
+        seal(folder, after)  # no push will seal it
     return Outcome(status, returncode, seconds, sorted({*meta.untracked_files,
                                                          *after.untracked_files}))
 
@@ -334,8 +328,7 @@ def push_folder(project: Project, folder: Path,
     except ResutilError as e:
         meta = read_meta(folder, with_manifest=False)
         if meta.manifest is None:
-            meta.manifest = compute_manifest(folder)
-            write_meta(folder, meta)
+            seal(folder, meta)
         return folder.name, str(e)
 
 

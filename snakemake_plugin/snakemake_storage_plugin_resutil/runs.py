@@ -26,10 +26,10 @@ from typing import Any, Callable
 
 from resutil.capture import copy_changed_files
 from resutil.errors import ResutilError
-from resutil.metadata import ExpMeta, compute_manifest, read_meta, upstream_record, write_meta
+from resutil.metadata import ExpMeta, read_meta, upstream_record, write_meta
 from resutil.project import Project
 from resutil.publish import publish
-from resutil.runs import new_experiment, record_start
+from resutil.runs import ADOPT_ENV, mark_ended, new_experiment, record_start, seal
 
 from . import records, sources
 from .jobs import JobInfo, command_line, reproduce_command, workflow_file
@@ -83,7 +83,7 @@ class Runs:
         self._lock = threading.RLock()
         self.by_key: dict[tuple[str, str], Run] = {}
         self.by_query: dict[str, Run] = {}
-        adopt = os.environ.get("RESUTIL_EXPERIMENT_DIR")  # resutil.pipeline.ADOPT_ENV
+        adopt = os.environ.get(ADOPT_ENV)
         self.adopted = Path(adopt).resolve() if adopt else None
 
     @property
@@ -189,16 +189,14 @@ class Runs:
             meta.add_dependency(local or used["name"], "declared", **upstream)
         if self.adopted is None:
             failed = run.job is not None and run.job.failed
-            meta.status = "failed" if failed else "finished"
-            meta.ended_at = datetime.now().astimezone().isoformat(timespec="seconds")
+            mark_ended(meta, "failed" if failed else "finished")
         meta.manifest = None  # sealed anew by the push (or below)
         write_meta(run.folder, meta)
         run.published = True
         if self.adopted is not None:
             return  # resutil reproduce records the end and publishes
         if not self._use_remote():
-            meta.manifest = compute_manifest(run.folder)
-            write_meta(run.folder, meta)
+            seal(run.folder, meta)
             return
         try:
             published = publish(self.project, run.folder)
