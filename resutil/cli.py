@@ -642,7 +642,7 @@ def report(experiments, output: Path, local_only: bool) -> None:
     for line in done.warnings:
         ui.warn(line)
     ui.info(f"Wrote the report of {done.experiments} experiment(s) in {done.seconds:.1f} s")
-    click.echo(str(done.index))
+    click.echo(str(done.index.resolve()))
 
 
 @cli.command()
