@@ -15,11 +15,12 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 from ..atomic import write_atomic
@@ -120,6 +121,17 @@ def refuse_inside_results(project: Project, out_dir: Path) -> None:
     if inside_results(project, out_dir):
         raise ResutilError(f"{out_dir} is inside the results folder {project.workspace.root}, "
                            "where only experiments belong; choose another folder with -o")
+
+
+def write_changed(path: Path, data: bytes) -> None:
+    """``write_atomic`` unless the file holds these bytes already: a second report rewrites
+    only what changed (a rename costs more than a read, and a synced share sees less)."""
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
+    except OSError:
+        pass
+    write_atomic(path, data)
 
 
 # -- gathering ---------------------------------------------------------------------------------
@@ -225,7 +237,7 @@ class _Context:
                 dest = Path("files", e.identity, *PurePosixPath(rel).parts)
                 target = self.out_dir / dest
                 target.parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(target, data)
+                write_changed(target, data)
                 images.append({"path": rel, "size": size,
                                "src": "../" + quote(dest.as_posix())})
             elif suffix in TEXT_SUFFIXES and size <= TEXT_BYTES and len(texts) < MAX_TEXTS:
@@ -352,5 +364,5 @@ def _graph(chosen: list[Entry], href: Callable[[str], str | None]
 
 
 def _write_page(renderer: Any, out_dir: Path, page: dict[str, Any]) -> int:
-    write_atomic(out_dir / "exp" / f"{page['identity']}.html", renderer.experiment(**page))
+    write_changed(out_dir / "exp" / f"{page['identity']}.html", renderer.experiment(**page))
     return sum(1 for i in page["images"] if i["src"])

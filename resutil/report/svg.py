@@ -49,7 +49,7 @@ def layout(nodes: list[Node], edges: list[tuple[str, str]]
     for col, groups in enumerate(nx.topological_generations(cond)):
         keys = [k for grp in groups for k in sorted(cond.nodes[grp]["members"], key=order.get)]
 
-        def centre(k: str) -> tuple[float, int]:
+        def centre(k: str, col: int = col) -> tuple[float, int]:
             ups = [rows[u] for u in g.predecessors(k) if u in rows and column[u] < col]
             return (sum(ups) / len(ups) if ups else float("inf"), order[k])
 
@@ -70,12 +70,12 @@ def lineage_svg(nodes: list[Node], edges: list[tuple[str, str]]) -> str:
         c, r = pos[key]
         return PAD + c * (NODE_W + GAP_X), PAD + r * (NODE_H + GAP_Y)
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="lineage" width="{width}" '
-           f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
-           f'aria-label="lineage of {len(nodes)} experiments">',
-           '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
-           'markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" '
-           'fill="#777"/></marker></defs>']
+    out = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="lineage" width="{width}" '
+            f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+            f'aria-label="lineage of {len(nodes)} experiments">'),
+           ('<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" '
+            'markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" '
+            'fill="#777"/></marker></defs>')]
     for u, v in edges:
         if u not in pos or v not in pos:
             continue
