@@ -349,3 +349,21 @@ def test_browser_markup_stays_text(browser, tmp_path):
     browser.get(index.as_uri())
     assert XSS in browser.find_element(By.CSS_SELECTOR, "svg.lineage").text
     _shot(browser, "report-markup")
+
+
+def test_a_dependency_cycle_and_a_broken_record_are_reported_not_crashed_on(proj):
+    ws = Workspace(proj.root / "results")
+    a = ws.create("a", datetime(2025, 4, 1, 9, 0)).name
+    b = ws.create("b", datetime(2025, 4, 1, 9, 1)).name
+    broken = ws.create("broken", datetime(2025, 4, 1, 9, 2)).name
+    for name, up in ((a, b), (b, a)):
+        meta = ExpMeta(name=name, comment=name[23:], run_id=new_run_id())
+        meta.add_dependency(up, "manual")
+        write_meta(ws.path(name), meta)
+    (ws.path(broken) / "resutil-exp.yaml").write_text("args: [unclosed\n")
+    r = cli_ok("report", "-o", "rep", "--local")
+    assert "Warning:" in r.stderr and broken in r.stderr
+    html = (proj.root / "rep" / "index.html").read_text()
+    assert html.count('<a class="node"') == 3 and html.count('class="edge cycle"') == 2
+    page = (proj.root / "rep" / "exp" / f"{broken[:22]}.html").read_text()
+    assert "broken" in page and 'class="warn"' in page
