@@ -2,6 +2,7 @@
 # The example pipeline end to end on the local backend: data -> features -> train -> evaluate.
 # Each step becomes an experiment in example_pipeline/results/, pushed to example_pipeline/remote/.
 # Run it again and every step is reused; edit a step's params and only it and what follows rerun.
+# At the end it writes a static HTML report of the experiments (example_pipeline/resutil-report/).
 #
 # Usage: bash example_pipeline/run.sh [extra args for `resutil pipeline run`]
 # It uses this repository's .venv/ (made if missing) and installs into it, nowhere else:
@@ -18,7 +19,7 @@ fi
 # This repository's resutil (not another one on PATH) and numpy, both in .venv.
 if ! "$venv/bin/python" - "$repo" >/dev/null 2>&1 <<'PY'
 import os, sys
-import numpy, resutil.pipeline
+import jinja2, numpy, resutil.pipeline
 sys.exit(not os.path.abspath(resutil.__file__).startswith(os.path.abspath(sys.argv[1]) + os.sep))
 PY
 then
@@ -41,3 +42,6 @@ if [ -n "$latest" ]; then
   cat "$latest/metrics.json"
   echo "Plots: $latest/decision.svg, and loss.svg in the train step's folder"
 fi
+# A static HTML report of every experiment (metrics, lineage, plots): open its index.html.
+index="$("$resutil" report -o resutil-report)"
+echo "Report: $index"

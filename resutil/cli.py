@@ -620,6 +620,32 @@ def graph(experiments, direction, fmt, output, local_only) -> None:
 
 
 @cli.command()
+@click.argument("experiments", nargs=-1, **EXP)
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
+              default="resutil-report", show_default=True,
+              help="Folder to write the report into (not inside the results folder).")
+@click.option("--local", "local_only", is_flag=True, help="Do not contact the remote.")
+def report(experiments, output: Path, local_only: bool) -> None:
+    """Write a static HTML report of experiments (all, or the named ones): open index.html.
+
+    The index is a table of experiments with their metrics (sortable, filterable) and the
+    lineage graph; each experiment has a page with its metadata, arguments, code diff
+    (against the previous run of its step, else its upstream experiment), images and small
+    text results. It needs no server and no network. Remote experiments are read without
+    pulling them. The report's own files in the folder are replaced; others are left alone.
+
+    Example: resutil report -o ~/share/report && xdg-open ~/share/report/index.html
+    """
+    from .report import write_report
+
+    done = write_report(_project(), output, experiments, remote=not local_only)
+    for line in done.warnings:
+        ui.warn(line)
+    ui.info(f"Wrote the report of {done.experiments} experiment(s) in {done.seconds:.1f} s")
+    click.echo(str(done.index.resolve()))
+
+
+@cli.command()
 @click.argument("experiment", **EXP)
 @click.option("-d", "--downstream", is_flag=True,
               help="Show the experiments built from EXP instead of those it was built from.")

@@ -68,6 +68,12 @@ def open_file(project: Project, experiment: str, path: str) -> BinaryIO:
     return _open(project, find_source(project, experiment), clean_path(path))
 
 
+def open_from(project: Project, source: Source, path: str) -> BinaryIO:
+    """``open_file`` for an experiment already found (``find_source``): many files of one
+    experiment without finding it again for each."""
+    return _open(project, source, clean_path(path))
+
+
 def retrieve_file(project: Project, experiment: str, path: str, dest: Path) -> int:
     """Write one file of an experiment to ``dest`` (anywhere but the results folder),
     replacing it only once the whole file arrived and checked out; returns its size.
@@ -166,10 +172,15 @@ def _where(source: Source) -> str:
     return f" (see 'resutil show --files {source.name}')" if source.folder is None else ""
 
 
-def _refuse_results(project: Project, out_dir: Path) -> None:
+def inside_results(project: Project, path: Path) -> bool:
+    """Whether ``path`` is the results folder or inside it (links resolved)."""
     results = os.path.realpath(project.workspace.root)
-    target = os.path.realpath(out_dir)
-    if target == results or target.startswith(results + os.sep):
+    target = os.path.realpath(path)
+    return target == results or target.startswith(results + os.sep)
+
+
+def _refuse_results(project: Project, out_dir: Path) -> None:
+    if inside_results(project, out_dir):
         raise ResutilError(
             f"{out_dir} is inside the results folder {project.workspace.root}, where a partial "
             "copy could pass for a pulled experiment; choose another folder with -o (or "

@@ -2,9 +2,12 @@
 # Create .venv (if needed) and install resutil with every extra plus the test tools into it.
 # Usage: source scripts/bootstrap.sh   (sets PATH to the venv's bin)
 #
-# Everything goes into .venv/ in this repository; nothing is installed elsewhere, with one
-# opt-in exception: RESUTIL_INSTALL_GRAPHVIZ=1 lets it run `apt-get install graphviz` (as
-# root) for Graphviz's `dot`, which only the SVG/PNG tests need (they are skipped without).
+# Everything goes into .venv/ in this repository; nothing is installed elsewhere, with two
+# exceptions, both system packages and both only as root with apt-get (a fresh Debian CI
+# machine): Chromium and its driver (`chromium`, `chromium-driver`), which the browser tests
+# of `resutil report` need, are installed when missing (elsewhere those tests are skipped,
+# saying why); RESUTIL_INSTALL_GRAPHVIZ=1 lets it run `apt-get install graphviz` for
+# Graphviz's `dot`, which only the SVG/PNG tests need (they are skipped without).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="${PYTHON:-python3}"
@@ -22,6 +25,21 @@ if "$here/.venv/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))
   echo "bootstrap: installing into $here/.venv: snakemake, snakemake-storage-plugin-resutil" \
        "(editable) and its test extra (snakemake-executor-plugin-cluster-generic)"
   "$here/.venv/bin/python" -m pip install -q -e "$here[snakemake]" -e "$here/snakemake_plugin[test]"
+fi
+# Headless Chromium and chromedriver run the report's browser tests (Selenium is pointed at
+# /usr/bin/chromium and /usr/bin/chromedriver, so it never downloads a browser or driver).
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "bootstrap: apt-get install chromium chromium-driver (system-wide, as root: the" \
+         "browser tests of resutil report need them)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+       chromium chromium-driver) >/dev/null 2>&1 \
+      || echo "bootstrap: could not install chromium; the browser tests will be skipped"
+  else
+    echo "bootstrap: /usr/bin/chromium or /usr/bin/chromedriver is missing, so the browser" \
+         "tests will be skipped (install chromium and chromium-driver, or run this as root" \
+         "on Debian/Ubuntu)"
+  fi
 fi
 # Graphviz's `dot` renders SVG/PNG graphs: a system package, so only when asked for.
 if ! command -v dot >/dev/null 2>&1; then
