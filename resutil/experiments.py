@@ -340,7 +340,7 @@ class Listing:
 
 
 def list_experiments(project: Project, remote: bool = True, where: ListFilter = ListFilter(),
-                     details: bool = False) -> Listing:
+                     details: bool = False, local: dict[str, Any] | None = None) -> Listing:
     """One row per experiment (by identity), oldest first: name, identity, comment, date
     (its start, local time), local, remote (None when the remote could not be listed),
     status and liveness; with ``details`` also its commit.
@@ -354,7 +354,8 @@ def list_experiments(project: Project, remote: bool = True, where: ListFilter = 
     from .lineage import BROKEN, local_records
 
     ws = project.workspace
-    records = local_records(ws)  # (each head parsed once per change, not once per list)
+    # (each head parsed once per change, not once per list; ``local``: already read)
+    records = local_records(ws) if local is None else local
     local = {ident: rec.name for ident, rec in records.items()}
     warnings: list[str] = []
     remote_exps: dict[str, Any] = {}

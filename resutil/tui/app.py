@@ -33,6 +33,7 @@ from .screens import AskScreen, ConfirmScreen, RemoveScreen, TextScreen
 
 JOBS = 4  # parallel transfers of a push or pull, as the CLI's default -j
 DETAIL_DELAY = 0.1  # s: the detail pane follows the cursor once it rests
+REMOTE_WAIT = 0.2  # s: a remote listed by then is shown with the local experiments at once
 BIG_TABLE = 2000  # rows above which typing in the filter waits for a pause
 HELP = """\
 Keys
@@ -216,22 +217,27 @@ class ResutilApp(App[None]):
     # -- loading --------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="load")
     def load(self, first: bool = False) -> None:
-        """Local experiments first (on the first screen), then the remote's, then metrics."""
+        """Every experiment, then their metrics. The remote is listed from the start, in a
+        thread of its own; when that takes longer than ``REMOTE_WAIT`` (a slow network), the
+        local experiments are shown first."""
         worker = get_current_worker()
         self.loaded.clear()
         try:
-            if first:
-                cat = catalog(self.project, remote=False, metrics=False)
-                self.call_from_thread(self.show_catalog, cat, partial=True)
-            if not self.project.no_remote:
-                self.project = Project(self.project.config)  # a fresh listing of the remote
-                cat = catalog(self.project, remote=True, metrics=False)
-                if worker.is_cancelled:
-                    return
-                self.call_from_thread(self.show_catalog, cat, partial=True)
-            elif not first:
-                cat = catalog(self.project, remote=False, metrics=False)
-            warnings = cat.warnings + read_metrics(self.project, cat.entries,
+            project = Project(self.project.config)  # a fresh listing of the remote
+            self.project = project
+            listed = threading.Event()
+            if not project.no_remote:
+                threading.Thread(target=self._list_remote, args=(project, listed),
+                                 daemon=True).start()
+                if first and not listed.wait(REMOTE_WAIT):
+                    cat = catalog(project, remote=False, metrics=False)
+                    self.call_from_thread(self.show_catalog, cat, partial=True)
+                listed.wait()
+            if worker.is_cancelled:
+                return
+            cat = catalog(project, remote=True, metrics=False)
+            self.call_from_thread(self.show_catalog, cat, partial=True)
+            warnings = cat.warnings + read_metrics(project, cat.entries,
                                                    progress=self._metrics_progress)
             if worker.is_cancelled:
                 return
@@ -240,6 +246,15 @@ class ResutilApp(App[None]):
             self.call_from_thread(self.say_error, str(e))
         finally:
             self.loaded.set()
+
+    @staticmethod
+    def _list_remote(project: Project, listed: threading.Event) -> None:
+        try:
+            project.remote.experiments()
+        except Exception:  # noqa: BLE001 - catalog lists it again and says what is wrong
+            pass
+        finally:
+            listed.set()
 
     def _metrics_progress(self, done: int, total: int) -> None:
         if not self.busy:
