@@ -26,6 +26,7 @@ from textual.worker import get_current_worker
 
 from ..catalog import Catalog, Entry, catalog, read_metrics
 from ..errors import ResutilError
+from ..lineage import local_records
 from ..progress import Callback, CallbackFactory
 from ..project import Project
 from . import rows
@@ -153,8 +154,9 @@ class ExperimentTable(DataTable):
         new = [data[k] for k in new_rows if k in data]
         for column in self.ordered_columns:
             key = column.key
-            widest = max((cell_len(cells[key]) for cells in new
-                          if isinstance(cells.get(key), str)), default=0)
+            values = [cells.get(key) for cells in new]
+            widest = max((len(v) if v.isascii() else cell_len(v) for v in values
+                          if isinstance(v, str)), default=0)
             column.content_width = max(column.content_width, widest)
         header = self.header_height if self.show_header else 0
         self.virtual_size = Size(
@@ -229,13 +231,15 @@ class ResutilApp(App[None]):
             if not project.no_remote:
                 threading.Thread(target=self._list_remote, args=(project, listed),
                                  daemon=True).start()
+            local = local_records(project.workspace)  # while the remote is listed
+            if not project.no_remote:
                 if first and not listed.wait(REMOTE_WAIT):
-                    cat = catalog(project, remote=False, metrics=False)
+                    cat = catalog(project, remote=False, metrics=False, local=local)
                     self.call_from_thread(self.show_catalog, cat, partial=True)
                 listed.wait()
             if worker.is_cancelled:
                 return
-            cat = catalog(project, remote=True, metrics=False)
+            cat = catalog(project, remote=True, metrics=False, local=local)
             self.call_from_thread(self.show_catalog, cat, partial=True)
             warnings = cat.warnings + read_metrics(project, cat.entries,
                                                    progress=self._metrics_progress)
