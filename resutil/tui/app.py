@@ -8,18 +8,20 @@ CLI command runs, in a worker thread, its progress drawn in the bar at the botto
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 import click
+from rich.cells import cell_len
 from textual import work
 from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
-from textual.timer import Timer
-from rich.cells import cell_len
 from textual.geometry import Size
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Header, Input, Label, ProgressBar, Select, Static
 from textual.widgets.data_table import Row, RowKey
 from textual.worker import get_current_worker
@@ -32,6 +34,7 @@ from ..project import Project
 from . import rows
 from .screens import AskScreen, ConfirmScreen, RemoveScreen, TextScreen
 
+log = logging.getLogger(__name__)
 JOBS = 4  # parallel transfers of a push or pull, as the CLI's default -j
 DETAIL_DELAY = 0.1  # s: the detail pane follows the cursor once it rests
 REMOTE_WAIT = 0.2  # s: a remote listed by then is shown with the local experiments at once
@@ -110,7 +113,7 @@ class _Transfer(Callback):
 class ExperimentTable(DataTable):
     """The table; its keys are the app's actions (so they never fire under a dialog)."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "app.focus_filter", "Filter"),
         Binding("s", "app.focus_status", "Status", show=False),
         Binding("space", "app.mark", "Mark"),
@@ -169,7 +172,7 @@ class ResutilApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "resutil"
-    BINDINGS = [Binding("escape", "focus_table", "Table", show=False)]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "focus_table", "Table", show=False)]
     launcher: Callable[[str], Any] = staticmethod(click.launch)  # tests record the call
 
     def __init__(self, project: Project) -> None:
@@ -255,8 +258,8 @@ class ResutilApp(App[None]):
     def _list_remote(project: Project, listed: threading.Event) -> None:
         try:
             project.remote.experiments()
-        except Exception:  # noqa: BLE001 - catalog lists it again and says what is wrong
-            pass
+        except Exception as e:  # noqa: BLE001 - catalog lists it again and says what is wrong
+            log.debug("listing the remote ahead failed: %s", e)
         finally:
             listed.set()
 

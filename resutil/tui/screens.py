@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Input, Label, Static
@@ -12,7 +14,7 @@ from textual.widgets import Input, Label, Static
 class AskScreen(ModalScreen["str | None"]):
     """A question with a one-line answer (Enter: the answer; Esc: None)."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, question: str, default: str = "", note: str = "") -> None:
         super().__init__()
@@ -37,7 +39,7 @@ class AskScreen(ModalScreen["str | None"]):
 class ConfirmScreen(ModalScreen[bool]):
     """Lines to read, then a yes/no question; only ``y`` says yes."""
 
-    BINDINGS = [Binding("y", "answer(True)", "Yes"),
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("y", "answer(True)", "Yes"),
                 Binding("n,escape", "answer(False)", "No")]
 
     def __init__(self, title: str, lines: list[str], question: str) -> None:
@@ -57,7 +59,7 @@ class ConfirmScreen(ModalScreen[bool]):
 class RemoveScreen(ModalScreen["str | None"]):
     """Where to remove from: "local", "remote" or "both" (only those that apply)."""
 
-    BINDINGS = [Binding("l", "choose('local')", "Local only"),
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("l", "choose('local')", "Local only"),
                 Binding("r", "choose('remote')", "Remote only"),
                 Binding("b", "choose('both')", "Both"),
                 Binding("escape,n", "choose('')", "Cancel")]
@@ -91,7 +93,7 @@ class RemoveScreen(ModalScreen["str | None"]):
 class TextScreen(ModalScreen[None]):
     """A long text to read and scroll (a diff, the help); Esc or q closes it."""
 
-    BINDINGS = [Binding("escape,q", "close", "Close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q", "close", "Close")]
 
     def __init__(self, title: str, text: str) -> None:
         super().__init__()
