@@ -102,13 +102,17 @@ class Catalog:
 
 
 def catalog(project: Project, remote: bool = True, metrics: bool = True,
-            names: Iterable[str] | None = None) -> Catalog:
+            names: Iterable[str] | None = None, local: dict[str, Any] | None = None) -> Catalog:
     """Every experiment (or those ``names`` resolve to) with its metadata, lineage and,
-    with ``metrics``, its metrics (``read_metrics``)."""
-    from .lineage import collect, unreadable
+    with ``metrics``, its metrics (``read_metrics``). ``local``: the local experiments'
+    records (``lineage.local_records``) when the caller has them already (the UI reads
+    them while the remote is being listed)."""
+    from .lineage import collect, local_records, unreadable
 
-    listing = list_experiments(project, remote=remote)
-    records = collect(project, remote=listing.remote == "listed")
+    if local is None:
+        local = local_records(project.workspace)  # read once for both
+    listing = list_experiments(project, remote=remote, local=local)
+    records = collect(project, remote=listing.remote == "listed", local=local)
     warnings = list(dict.fromkeys([*listing.warnings, *unreadable(records)]))
     entries: dict[str, Entry] = {}
     for row in listing.rows:

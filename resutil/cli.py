@@ -75,17 +75,55 @@ def complete_experiments(ctx: click.Context, param: click.Parameter, incomplete:
 EXP = {"shell_complete": complete_experiments, "metavar": "EXP"}
 
 
-@click.group(cls=ResutilGroup, context_settings=CONTEXT)
+@click.group(cls=ResutilGroup, context_settings=CONTEXT, invoke_without_command=True)
 @click.version_option(package_name="resutil")
 @click.option("-v", "--verbose", count=True,
               help="Show what resutil does: -v listings, transfers and decisions; -vv "
                    "everything (also RESUTIL_LOG=info|debug).")
-def cli(verbose: int) -> None:
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
     """Experiment folders that describe themselves and sync to your team's storage.
+
+    With no command at a terminal it opens the terminal UI (resutil ui); elsewhere it
+    prints this help.
 
     Example: resutil -v push -A
     """
     ui.setup_logging(verbose)
+    if ctx.invoked_subcommand is None:
+        if _at_terminal():
+            _open_ui()
+        else:
+            click.echo(ctx.get_help())
+
+
+def _at_terminal() -> bool:
+    import sys
+
+    return sys.stdin.isatty() and sys.stdout.isatty()
+
+
+def _open_ui() -> None:
+    import logging
+
+    from .tui import run
+
+    project = _project()
+    logging.getLogger("resutil").handlers.clear()  # lines on stderr would tear the screen
+    run(project)
+
+
+@cli.command("ui")
+def ui_() -> None:
+    """Open the terminal UI: every experiment, local and remote, with filters, details
+    and the actions of add, comment, push, pull, rm, reproduce and diff (? lists the keys).
+
+    Example: resutil ui
+    """
+    if not _at_terminal():
+        raise ResutilError("resutil ui needs a terminal (its input and output); "
+                           "use 'resutil list' in scripts")
+    _open_ui()
 
 
 # -- init ---------------------------------------------------------------------------------------
@@ -713,42 +751,9 @@ def _emit(data: str | bytes, output: Path | None) -> bool:
 
 
 def _render_show(info: dict[str, Any]) -> None:
-    """Plain lines on stdout: a list one item a line, nothing cut short."""
-    from .experiments import human_size
+    from .experiments import show_lines
 
-    lines = [f"{info['name']}  ({info['where']})"]
-    keys = ("status", "comment", "started_at", "ended_at", "args", "commit", "uncommitted",
-            "python", "host", "files", "size", "pipeline")
-    width = max(map(len, keys)) + 2
-
-    def add(key: str, value: Any) -> None:
-        if isinstance(value, dict):
-            items = [f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}"
-                     for k, v in value.items()]
-        elif isinstance(value, (list, tuple)):
-            items = [str(v) for v in value]
-        else:
-            items = [str(value)]
-        for i, item in enumerate(items or [""]):
-            lines.append(f"  {(key if i == 0 else '').ljust(width)}{item}")
-
-    for key in keys:
-        if info.get(key) not in (None, "", [], {}):
-            add(key, info[key])
-    upstream = [f"{d['name']}  ({d['source']})" for d in info["upstream"]]
-    for title, entries in (("upstream", upstream), ("downstream", info["downstream"])):
-        if entries:
-            lines.append(title)
-            lines += [f"  {e}" for e in entries]
-    if "file_list" in info:
-        lines.append("files")
-        if info["file_list"] is None:
-            lines.append(f"  ({info['files_note']})")
-        else:
-            sizes = [human_size(size) for _, size in info["file_list"]]
-            w = max(map(len, sizes), default=0)
-            lines += [f"  {s.rjust(w)}  {rel}" for (rel, _), s in zip(info["file_list"], sizes)]
-    for line in lines:
+    for line in show_lines(info):
         click.echo(line)
 
 
@@ -918,13 +923,13 @@ def reproduce_(experiment: str, dry_run: bool, at_head: bool, ignore: tuple[str,
     from rich.markup import escape
 
     from .compare import REPRODUCE_WORDS, file_lines
-    from .reproduce import plan_reproduce, reproduce
+    from .reproduce import plan_reproduce, plan_rows, reproduce
 
     project = _project()
     plan = plan_reproduce(project, experiment, at_head)
     for warning in plan.warnings:
         ui.warn(warning)
-    _columns(_reproduce_rows(project, plan))
+    _columns(plan_rows(project, plan))
     if plan.problem:
         raise ResutilError(plan.problem)
     if dry_run:
@@ -950,25 +955,6 @@ def reproduce_(experiment: str, dry_run: bool, at_head: bool, ignore: tuple[str,
         raise SystemExit(1)
     ui.info(f"[green]Reproduced[/green] {ui.esc(plan.original)} bit for bit: "
             f"{files.count('same')} file(s) identical")
-
-
-def _reproduce_rows(project: Any, plan: Any) -> list[tuple[str, str]]:
-    from .reproduce import display
-
-    if plan.checkout:
-        code = f"commit {plan.commit[:10]} in a temporary git worktree"
-        if plan.overlay:
-            code += f", with {len(plan.overlay)} uncommitted file(s) laid over it"
-    else:
-        code = f"the work tree as it is (HEAD {(plan.head or '-')[:10]})"
-    rows = [("reproduces", plan.original), ("code", code),
-            ("command", display(plan.command(project))),
-            ("in", (str(Path("<checkout>") / plan.workdir) if plan.checkout else str(plan.cwd)))]
-    for up in plan.upstreams:
-        if up.renamed:
-            rows.append(("upstream", f"{up.name} (recorded as {up.recorded})"))
-    rows += [("pull", name) for name in plan.pulls]
-    return rows
 
 
 @cli.command("diff")

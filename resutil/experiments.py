@@ -245,6 +245,46 @@ def describe_experiment(project: Project, query: str, files: bool = False) -> di
     }
 
 
+def show_lines(info: dict[str, Any]) -> list[str]:
+    """``describe_experiment``'s data as the plain lines ``resutil show`` prints (and the
+    terminal UI's detail pane shows): a list one item a line, nothing cut short."""
+    import json
+
+    lines = [f"{info['name']}  ({info['where']})"]
+    keys = ("status", "comment", "started_at", "ended_at", "args", "commit", "uncommitted",
+            "python", "host", "files", "size", "pipeline")
+    width = max(map(len, keys)) + 2
+
+    def add(key: str, value: Any) -> None:
+        if isinstance(value, dict):
+            items = [f"{k}: {json.dumps(v) if isinstance(v, (dict, list)) else v}"
+                     for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            items = [str(v) for v in value]
+        else:
+            items = [str(value)]
+        for i, item in enumerate(items or [""]):
+            lines.append(f"  {(key if i == 0 else '').ljust(width)}{item}")
+
+    for key in keys:
+        if info.get(key) not in (None, "", [], {}):
+            add(key, info[key])
+    upstream = [f"{d['name']}  ({d['source']})" for d in info["upstream"]]
+    for title, entries in (("upstream", upstream), ("downstream", info["downstream"])):
+        if entries:
+            lines.append(title)
+            lines += [f"  {e}" for e in entries]
+    if "file_list" in info:
+        lines.append("files")
+        if info["file_list"] is None:
+            lines.append(f"  ({info['files_note']})")
+        else:
+            sizes = [human_size(size) for _, size in info["file_list"]]
+            w = max(map(len, sizes), default=0)
+            lines += [f"  {s.rjust(w)}  {rel}" for (rel, _), s in zip(info["file_list"], sizes)]
+    return lines
+
+
 def _file_list(folder: Path) -> list[list[Any]]:
     """[path, size] of the files an experiment folder holds (its metadata file left out)."""
     from .metadata import EXP_FILE
@@ -300,7 +340,7 @@ class Listing:
 
 
 def list_experiments(project: Project, remote: bool = True, where: ListFilter = ListFilter(),
-                     details: bool = False) -> Listing:
+                     details: bool = False, local: dict[str, Any] | None = None) -> Listing:
     """One row per experiment (by identity), oldest first: name, identity, comment, date
     (its start, local time), local, remote (None when the remote could not be listed),
     status and liveness; with ``details`` also its commit.
@@ -314,7 +354,8 @@ def list_experiments(project: Project, remote: bool = True, where: ListFilter = 
     from .lineage import BROKEN, local_records
 
     ws = project.workspace
-    records = local_records(ws)  # (each head parsed once per change, not once per list)
+    # (each head parsed once per change, not once per list; ``local``: already read)
+    records = local_records(ws) if local is None else local
     local = {ident: rec.name for ident, rec in records.items()}
     warnings: list[str] = []
     remote_exps: dict[str, Any] = {}

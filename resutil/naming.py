@@ -90,7 +90,9 @@ class ExpName:
 
     @property
     def time(self) -> datetime:
-        return datetime.strptime(self.timestamp, TIME_FORMAT)
+        t = self.timestamp  # YYYYmmddTHHMMSS, checked by NAME_RE (strptime: 10x slower)
+        return datetime(int(t[0:4]), int(t[4:6]), int(t[6:8]), int(t[9:11]), int(t[11:13]),
+                        int(t[13:15]))
 
     def with_comment(self, comment: str) -> ExpName:
         return ExpName(self.prefix, self.timestamp, check_comment(comment))

@@ -499,6 +499,25 @@ def _manifest(folder: Path) -> Any:
     return meta.manifest if meta.manifest is not None else compute_manifest(folder)
 
 
+def plan_rows(project: Project, plan: ReproducePlan) -> list[tuple[str, str]]:
+    """What a rerun will do, as (what, value) rows: ``reproduce --dry-run`` prints them and
+    the terminal UI asks with them."""
+    if plan.checkout:
+        code = f"commit {(plan.commit or '')[:10]} in a temporary git worktree"
+        if plan.overlay:
+            code += f", with {len(plan.overlay)} uncommitted file(s) laid over it"
+    else:
+        code = f"the work tree as it is (HEAD {(plan.head or '-')[:10]})"
+    rows = [("reproduces", plan.original), ("code", code),
+            ("command", display(plan.command(project))),
+            ("in", (str(Path("<checkout>") / plan.workdir) if plan.checkout else str(plan.cwd)))]
+    for up in plan.upstreams:
+        if up.renamed:
+            rows.append(("upstream", f"{up.name} (recorded as {up.recorded})"))
+    rows += [("pull", name) for name in plan.pulls]
+    return rows
+
+
 def display(command: str | list[str]) -> str:
     """A command as one line."""
     import shlex

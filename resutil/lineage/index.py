@@ -18,7 +18,7 @@ import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Iterable
 
 from ..atomic import read_cache, write_cache
@@ -80,14 +80,19 @@ def dependents(records: dict[str, Record], identity: str, exclude: Iterable[str]
                   and any(d.identity == identity for d in rec.meta.dependencies))
 
 
-def collect(project: Project, remote: bool = True) -> dict[str, Record]:
+def collect(project: Project, remote: bool = True,
+            local: dict[str, Record] | None = None) -> dict[str, Record]:
     """identity -> Record for every experiment, local metadata first, then the remote's.
 
     A record's metadata has no manifest and, for local experiments, no ``environment``.
     An experiment whose metadata cannot be used is a record with a ``problem`` (see
-    ``unreadable``), so one broken folder or sidecar affects only itself.
+    ``unreadable``), so one broken folder or sidecar affects only itself. ``local``: the
+    ``local_records`` already read (by the caller, for another use).
     """
-    records = local_records(project.workspace)
+    if local is None:
+        records = local_records(project.workspace)
+    else:  # (marked remote below: copies, so the caller's records stay as they were)
+        records = {i: replace(r) for i, r in local.items()}
     if remote and not project.no_remote:
         exps = project.remote.experiments()
         missing = [e for i, e in exps.items() if i not in records]
