@@ -3,9 +3,9 @@
 A folder of many small files costs per-file work (open, read, checksum, hash, deflate,
 header) that threads cannot share out: the GIL serialises the Python between the C calls,
 and on two cores two threads packed 20,000 files slower than one. So a helper process
-(``python -m resutil.packer``) packs one share of the files into a segment file while this
-process packs the rest. Local headers hold no absolute offsets, so the archive writer
-appends the segment as it is and adopts its entries (``ZipStreamWriter.adopt``).
+(``python -m resutil.archive.packer``) packs one share of the files into a segment file
+while this process packs the rest. Local headers hold no absolute offsets, so the archive
+writer appends the segment as it is and adopts its entries (``ZipStreamWriter.adopt``).
 
 If the helper cannot start or fails for any reason but an unreadable or changing file, its
 share is packed in this process: the archive is the same, only slower. The helper dies with
@@ -13,31 +13,31 @@ the process that started it (and removes its segment), so a killed push leaves n
 behind; the segment's name carries its owner's tag (``liveness``) for the next command to
 remove it if both were killed at once.
 
-Every file is checked against what the scan saw of it (size, mtime, ctime, inode) after it
-was read: a file that changed meanwhile fails the archive (``FileChanged``) instead of
-being stored torn, with a CRC and hash of bytes that were never all on disk at once.
+Every file is checked as ``unchanged`` describes: one that changed while it was read fails
+the archive instead of being stored torn.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import pickle
 import signal
 import sys
-from typing import Callable
+from collections.abc import Callable
 
-from .hashing import hexdigest
-from .zipstream import DEFLATED, STORED, Entry, crc32, deflate_raw, dos_stamp, member_bytes
-
-SAMPLE = 64 << 10
-TRIAL = 16 << 10
-# Content that is compressed already: deflating it costs time and gains nothing.
-STORED_SUFFIXES = frozenset(
-    ".zip .gz .tgz .bz2 .xz .zst .lz4 .7z .rar .png .jpg .jpeg .gif .webp .avif .heic .mp3 "
-    ".mp4 .m4a .mkv .mov .avi .webm .ogg .flac .pt .pth .ckpt .safetensors .npz .parquet "
-    ".feather .arrow .orc .h5 .hdf5 .jar .whl .pdf .docx .xlsx .pptx".split()
+from ..hashing import hexdigest
+from .deflate import (
+    DEFLATED,
+    STORED,
+    STORED_SUFFIXES,
+    TRIAL,
+    choose_compression,
+    crc32,
+    deflate_raw,
 )
+from .unchanged import Facts, FileChanged, check_unchanged, open_checked
+from .writer import Entry, dos_stamp, member_bytes
+
 FLUSH = 1 << 20  # bytes of packed members gathered per write
 # A helper pays ~40 ms to start; below this much work one process is as fast.
 HELPER_MIN_FILES = 2000
@@ -45,75 +45,11 @@ HELPER_MIN_BYTES = 24 << 20
 PER_FILE_COST = 4096  # the per-file work, in bytes of content that cost as much to pack
 SEGMENT = ".resutil-segment"  # how a segment file's name begins
 
-# What the scan saw of a file: (size, mtime_ns, ctime_ns, inode, device)
-Facts = tuple[int, int, int, int, int]
 # (relative path, path, mode, facts, append-only) of one file to pack; an append-only file
 # (resutil's own output logs) may grow while it is read: its first ``size`` bytes are taken.
 Item = tuple[str, str, int, Facts, bool]
 # (relative path, size, content hash) of one packed file
 Hashed = tuple[str, int, str]
-
-
-# No link is followed (the scan resolved links already: one now is a file swapped since), and
-# a file swapped for a FIFO must not block the open.
-OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-              | getattr(os, "O_CLOEXEC", 0))
-
-
-class FileChanged(Exception):
-    """A file changed between the scan and the end of its reading."""
-
-    def __init__(self, rel: str) -> None:
-        super().__init__(rel)
-        self.rel = rel
-
-
-def facts_of(st: os.stat_result) -> Facts:
-    return st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev
-
-
-def open_checked(rel: str, path: str) -> int:
-    """Open a scanned file for reading without following a link (FileChanged if it is
-    one now)."""
-    try:
-        return os.open(path, OPEN_FLAGS)
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise FileChanged(rel) from None
-        raise
-
-
-def check_unchanged(rel: str, facts: Facts, after: os.stat_result, nread: int,
-                    append_only: bool) -> None:
-    """FileChanged unless the file whose ``fstat`` after reading ``nread`` bytes of it is
-    ``after`` is the one the scan saw, as it was then (an append-only file may have grown)."""
-    if append_only:
-        same = (after.st_ino, after.st_dev) == facts[3:] and after.st_size >= facts[0]
-    else:
-        same = facts_of(after) == facts
-    if not same or nread != facts[0]:
-        raise FileChanged(rel)
-
-
-def choose_compression(path: str, size: int, deflate_limit: int | None,
-                       head: bytes | None = None) -> int:
-    """STORED or DEFLATED for one file, whichever costs less.
-
-    ``head`` is the file's first bytes when the caller has read them already.
-    """
-    if size < 256 or os.path.splitext(path)[1].lower() in STORED_SUFFIXES:
-        return STORED
-    if deflate_limit is not None and size > deflate_limit:
-        return STORED
-    if head is None:
-        with open(path, "rb") as f:
-            head = f.read(SAMPLE)
-    if head[:4096].isascii():  # text (CSV, JSON, logs) deflates well; skip the trial
-        return DEFLATED
-    if len(set(head[:512])) > 200:  # near-uniform bytes: random, encrypted, compressed
-        return STORED
-    trial = head[:TRIAL]
-    return STORED if len(deflate_raw(trial)) > 0.9 * len(trial) else DEFLATED
 
 
 def _encode(rel: str, data: bytes, deflate_limit: int | None) -> tuple[int, bytes]:
@@ -229,7 +165,7 @@ class Helper:
         self.proc: subprocess.Popen | None = None
         if not sys.executable:
             return
-        from .liveness import scratch_prefix
+        from ..liveness import scratch_prefix
 
         try:
             if scratch_dir is not None:
@@ -238,7 +174,7 @@ class Helper:
                                                 dir=scratch_dir)
             os.close(fd)
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "resutil.packer", str(os.getpid()), self.segment],
+                [sys.executable, "-m", "resutil.archive.packer", str(os.getpid()), self.segment],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 env=_helper_env(),
             )
@@ -303,7 +239,7 @@ class Helper:
 def _helper_env() -> dict[str, str]:
     """The environment for the helper: this resutil's folder first on the path, so the
     helper runs this very code whatever the installation."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
     return env

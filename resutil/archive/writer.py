@@ -4,7 +4,8 @@ Why not ``zipfile``: it compresses in the writing thread and cannot take data th
 compressed elsewhere, so a folder of many small files could use only one core. This
 writer takes finished members, members that another process wrote (``adopt``: see
 ``packer``) and streamed members (large files, with a data descriptor), and never seeks,
-so its output can be hashed as it is written. Reading stays with ``zipfile``.
+so its output can be hashed as it is written. Reading a whole archive stays with
+``zipfile`` (``extract``); members of a remote one are read by ``read``.
 """
 
 from __future__ import annotations
@@ -12,44 +13,15 @@ from __future__ import annotations
 import functools
 import struct
 import time
-import zlib
-from typing import BinaryIO, Iterable
+from collections.abc import Iterable
+from typing import BinaryIO
 
-try:  # ISA-L's deflate: the same format, ~3x faster than zlib at level 1, GIL released
-    from isal import isal_zlib as _deflate
-except ImportError:  # pragma: no cover - platforms without an isal wheel
-    _deflate = zlib  # type: ignore[assignment]
+from .deflate import DEFLATED, crc32, deflater
 
-STORED = 0
-DEFLATED = 8
 _U32 = 0xFFFFFFFF
 _U16 = 0xFFFF
 _UTF8 = 0x0800
 DESCRIPTOR = 0x0008  # flag bit 3: sizes and CRC follow the data
-
-
-crc32 = _deflate.crc32  # ISA-L's is ~9x faster than zlib's here; the same values
-InflateError = _deflate.error  # what inflating a damaged stream raises
-
-
-def inflate_raw(data: bytes) -> bytes:
-    """Inverse of ``deflate_raw`` (ISA-L inflates small members ~1.5x faster than zlib)."""
-    return _deflate.decompress(data, -15)
-
-
-def inflater():
-    """A streaming raw-deflate decompressor (``decompress``/``flush``/``eof``)."""
-    return _deflate.decompressobj(-15)
-
-
-def deflate_raw(data: bytes, level: int = 1) -> bytes:
-    """Raw deflate (no zlib header), as zip stores it."""
-    return _deflate.compress(data, level, -15)
-
-
-def deflater(level: int = 1):
-    """A streaming raw-deflate compressor (``compress``/``flush``)."""
-    return _deflate.compressobj(level, zlib.DEFLATED, -15)
 
 
 @functools.lru_cache(maxsize=4096)
