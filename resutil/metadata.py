@@ -81,22 +81,26 @@ class Manifest:
     @property
     def digest(self) -> str:
         """One hash over all entries: the content identity of the experiment."""
-        text = "".join(f"{p}\0{s}\0{d}\n" for p, (s, d) in sorted(self.files.items()))
-        return new_hasher(text.encode()).hexdigest()
+        return _digest(sorted(self.files.items()))
 
     def to_text(self) -> str:
         """The YAML block for the manifest (flow entries, one line per file)."""
+        entries = sorted(self.files.items())
         lines = [
             "manifest:",
             f"  algorithm: {self.algorithm}",
-            f"  digest: '{self.digest}'",
+            f"  digest: '{_digest(entries)}'",
             f"  count: {len(self.files)}",
             f"  total_size: {self.total_size}",
             "  files:" + ("" if self.files else " {}"),
         ]
-        for path, (size, digest) in sorted(self.files.items()):
-            key = f'"{path}"' if _PLAIN_PATH.fullmatch(path) else json.dumps(path, ensure_ascii=False)
-            lines.append(f"    {key}: [{size}, '{digest}']")
+        # One search over all paths (joined by a plain "/"): usually none needs escaping.
+        if _PLAIN_PATH.fullmatch("/".join(p for p, _ in entries)):
+            lines += [f'    "{path}": [{size}, \'{digest}\']' for path, (size, digest) in entries]
+        else:
+            for path, (size, digest) in entries:
+                key = f'"{path}"' if _PLAIN_PATH.fullmatch(path) else json.dumps(path, ensure_ascii=False)
+                lines.append(f"    {key}: [{size}, '{digest}']")
         return "\n".join(lines) + "\n"
 
     @classmethod
@@ -119,6 +123,12 @@ class Manifest:
         if not isinstance(algorithm, str):
             raise _Unusable("'manifest.algorithm' must be a string")
         return cls(files, algorithm)
+
+
+def _digest(entries: list[tuple[str, tuple[int, str]]]) -> str:
+    """``Manifest.digest`` of its sorted entries."""
+    text = "".join(f"{p}\0{s}\0{d}\n" for p, (s, d) in entries)
+    return new_hasher(text.encode()).hexdigest()
 
 
 def compute_manifest(folder: Path, exclude: Iterable[str] = (EXP_FILE,)) -> Manifest:
