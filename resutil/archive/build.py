@@ -15,6 +15,7 @@ with SIGBUS.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -32,7 +33,7 @@ from .deflate import DEFLATED, SAMPLE, STORED, choose_compression, crc32, deflat
 from .fileio import CHUNK, copy_with_crc
 from .packer import Helper, Item, pack, split, worth_a_helper
 from .unchanged import FileChanged, check_unchanged, facts_of, open_checked
-from .writer import DESCRIPTOR, ZipStreamWriter, data_offset, stamp_of
+from .writer import ZipStreamWriter, stamp_of
 
 # resutil's own output logs, written in append mode by the run that may push a checkpoint
 # while it prints: their first bytes (as much as the scan saw) are a consistent copy.
@@ -93,7 +94,8 @@ def build_archive(
     while it was archived; ``folder`` itself may not be a link.
     """
     try:
-        return _build(folder, out, finish_meta, callback, deflate_limit, scratch_dir)
+        with _gc_paused():
+            return _build(folder, out, finish_meta, callback, deflate_limit, scratch_dir)
     except FileChanged as e:
         raise ArchiveError(
             f"{e.rel} in {folder.name} changed while it was being archived; nothing was "
@@ -111,6 +113,21 @@ def build_archive(
             f"cannot read {rel} in {folder.name}: {e.strerror or e}; nothing was stored "
             "- fix the file (or remove it) and try again"
         ) from None
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused: a build makes a few objects per file that live
+    until it ends, and the collector, started every 700 new objects, would go through all
+    of them again and again (30 ms of a 0.5 s push of 20,000 files). A build makes no
+    reference cycles. (Mercurial's ``util.nogc`` does the same for its large indexes.)"""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes] | None,
@@ -179,10 +196,7 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
                len(meta_bytes), deflate_raw(meta_bytes))
     zw.close()
     writer.flush()
-    described = {e[7]: e[5] for e in zw.entries if e[9] & DESCRIPTOR}
-    members = [[e[0].decode("utf-8"), data_offset(e), e[5], e[6], e[1], e[4]]
-               for e in zw.entries]
-    return ArchiveInfo(man, writer.size, writer.hash.hexdigest(), described, members)
+    return ArchiveInfo(man, writer.size, writer.hash.hexdigest(), zw.described(), zw.index())
 
 
 def _add_large(zw: ZipStreamWriter, writer: _HashingWriter, out: BinaryIO, rel: str, path: str,
