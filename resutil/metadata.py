@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import errno
 import json
+import operator
 import os
 import pickle
 import re
@@ -195,10 +196,12 @@ def iter_files(folder: Path, refuse: Callable[[str, str], None] | None = None
     while stack:
         d, prefix, real, chain = stack.pop()
         with os.scandir(d) as it:
-            entries = sorted(it, key=lambda e: e.name)
+            entries = sorted(it, key=_NAME)
         subfolders = []
         for e in entries:
-            if e.is_symlink():
+            if e.is_file(follow_symlinks=False):  # most entries: tested first
+                yield prefix + e.name, e.path, e.stat(follow_symlinks=False)
+            elif e.is_symlink():
                 found = _follow(e.path, root, chain)
                 if isinstance(found, str):
                     if refuse is not None:
@@ -212,9 +215,10 @@ def iter_files(folder: Path, refuse: Callable[[str, str], None] | None = None
             elif e.is_dir(follow_symlinks=False):
                 sub = real + os.sep + e.name
                 subfolders.append((e.path, prefix + e.name + "/", sub, chain + (sub,)))
-            elif e.is_file(follow_symlinks=False):
-                yield prefix + e.name, e.path, e.stat(follow_symlinks=False)
         stack.extend(reversed(subfolders))
+
+
+_NAME = operator.attrgetter("name")
 
 
 def _follow(link: str, root: str, chain: tuple[str, ...]) -> tuple[str, os.stat_result] | str | None:

@@ -181,21 +181,23 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
             base = zw.pos
             with open(helper.segment, "rb") as seg:  # type: ignore[union-attr]
                 size = os.fstat(seg.fileno()).st_size
-                _, copied = _copy_in(seg.fileno(), size, out, writer, (), NO_PROGRESS)
+                _, copied = _copy_in(seg.fileno(), size, out, writer, (), NO_PROGRESS, False)
+            # Removed while the rest is built (the file system takes a while to free it).
+            helper.discard()  # type: ignore[union-attr]
             zw.appended(copied)
             zw.adopt(entries, base)
             _record(manifest, hashed, callback)
         elif theirs:  # no helper after all: pack its share here
             _pack_here(zw, theirs, deflate_limit, manifest, callback)
-    for rel, path, st in large:
-        manifest[rel] = _add_large(zw, writer, out, rel, path, st, deflate_limit, callback)
-    man = Manifest(manifest)
-    meta_bytes = finish_meta(man) if finish_meta else _existing(folder / EXP_FILE)
-    if meta_bytes is not None:
-        zw.add(EXP_FILE, stamp_of(None), 0o100644, DEFLATED, crc32(meta_bytes),
-               len(meta_bytes), deflate_raw(meta_bytes))
-    zw.close()
-    writer.flush()
+        for rel, path, st in large:
+            manifest[rel] = _add_large(zw, writer, out, rel, path, st, deflate_limit, callback)
+        man = Manifest(manifest)
+        meta_bytes = finish_meta(man) if finish_meta else _existing(folder / EXP_FILE)
+        if meta_bytes is not None:
+            zw.add(EXP_FILE, stamp_of(None), 0o100644, DEFLATED, crc32(meta_bytes),
+                   len(meta_bytes), deflate_raw(meta_bytes))
+        zw.close()
+        writer.flush()
     return ArchiveInfo(man, writer.size, writer.hash.hexdigest(), zw.described(), zw.index())
 
 
@@ -249,29 +251,30 @@ def _has_fd(out: BinaryIO) -> bool:
 
 
 def _copy_in(src_fd: int, size: int, out: BinaryIO, writer: _HashingWriter,
-             updates: tuple, callback: Callback) -> tuple[int, int]:
+             updates: tuple, callback: Callback, crc: bool = True) -> tuple[int, int]:
     """Append up to ``size`` bytes of ``src_fd`` (from offset 0) to the archive, also
     through the archive hash and ``updates``; returns (CRC, bytes appended), fewer only if
-    the file ended early."""
+    the file ended early (``crc=False``: no CRC, 0)."""
     if not _has_fd(out):  # an in-memory archive: copy by hand
-        crc = done = 0
+        value = done = 0
         while done < size:
             chunk = os.pread(src_fd, min(CHUNK, size - done), done)
             if not chunk:
                 break
-            crc = crc32(chunk, crc)
+            if crc:
+                value = crc32(chunk, value)
             for update in updates:
                 update(chunk)
             writer.write(chunk)
             callback.advance(len(chunk))
             done += len(chunk)
-        return crc, done
+        return value, done
     out.flush()
-    crc, done = copy_with_crc(src_fd, 0, size, out.fileno(), (writer.hash.update, *updates),
-                              callback)
+    value, done = copy_with_crc(src_fd, 0, size, out.fileno(), (writer.hash.update, *updates),
+                                callback, crc)
     out.seek(0, os.SEEK_END)
     writer.size += done
-    return crc, done
+    return value, done
 
 
 

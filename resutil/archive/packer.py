@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import gc
 import os
-import pickle
+import marshal
 import signal
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..hashing import hexdigest
 from .deflate import (
@@ -39,11 +40,18 @@ from .deflate import (
 from .unchanged import OPEN_FLAGS, Facts, FileChanged, check_unchanged, open_checked
 from .writer import LOCAL_HEADER, LOCAL_SIGNATURE, LOCAL_SIZE, UTF8, Entry, dos_stamp
 
+if TYPE_CHECKING:  # the helper process imports only what packing needs
+    import subprocess
+    import threading
+
 FLUSH = 1 << 20  # bytes of packed members gathered per write
 # A helper pays ~40 ms to start; below this much work one process is as fast.
 HELPER_MIN_FILES = 2000
 HELPER_MIN_BYTES = 24 << 20
 PER_FILE_COST = 4096  # the per-file work, in bytes of content that cost as much to pack
+# The helper's part of that work, a little less than half: it also reads its share, writes
+# a segment and sends its reply (an even split left this process waiting ~10 ms for it).
+HELPER_SHARE = 0.49
 SEGMENT = ".resutil-segment"  # how a segment file's name begins
 
 # (relative path, path, mode, facts, append-only) of one file to pack; an append-only file
@@ -162,10 +170,10 @@ def split(items: list[Item]) -> tuple[list[Item], list[Item]]:
     if not worth_a_helper(len(items), total):
         return items, []
     cost = total + PER_FILE_COST * len(items)
-    half, done = cost / 2, 0
+    mine, done = cost * (1 - HELPER_SHARE), 0
     for k, item in enumerate(items):
         done += item[3][0] + PER_FILE_COST
-        if done >= half:
+        if done >= mine:
             return items[:k + 1], items[k + 1:]
     return items, []
 
@@ -188,6 +196,7 @@ class Helper:
         self.segment = ""
         self._reply: tuple | None = None
         self._thread = None
+        self._remover: threading.Thread | None = None
         self.proc: subprocess.Popen | None = None
         if not sys.executable:
             return
@@ -214,7 +223,9 @@ class Helper:
         self.items = items
         if self.proc is None:
             return
-        job = pickle.dumps((self.deflate_limit, items), pickle.HIGHEST_PROTOCOL)
+        # marshal, not pickle: the same interpreter on both sides, and only tuples, strings
+        # and numbers to send, 3x faster (4 ms of a share of 10,000 files).
+        job = marshal.dumps((self.deflate_limit, items))
         self._thread = threading.Thread(target=self._talk, args=(job,), daemon=True)
         self._thread.start()
 
@@ -222,7 +233,7 @@ class Helper:
         assert self.proc is not None
         try:
             out, _ = self.proc.communicate(job)
-            self._reply = pickle.loads(out)
+            self._reply = marshal.loads(out)
         except Exception:  # noqa: BLE001 - any failure means: pack the share here
             self._reply = None
 
@@ -247,6 +258,15 @@ class Helper:
     def __enter__(self) -> Helper:
         return self
 
+    def discard(self) -> None:
+        """Start removing the segment, copied by now: another thread waits for the file
+        system to free it (7 ms for 28 MB here) while the caller finishes the archive."""
+        import threading
+
+        if self.segment and self._remover is None:
+            self._remover = threading.Thread(target=_remove, args=(self.segment,), daemon=True)
+            self._remover.start()
+
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
             if self.proc.poll() is None:
@@ -255,11 +275,17 @@ class Helper:
                 self._thread.join()
             else:
                 self.proc.communicate()
-        if self.segment:
-            try:
-                os.unlink(self.segment)
-            except OSError:
-                pass
+        if self._remover is not None:
+            self._remover.join()
+        elif self.segment:
+            _remove(self.segment)
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _helper_env() -> dict[str, str]:
@@ -303,7 +329,7 @@ def _helper_main() -> None:
         _die_with_parent()
         if os.getppid() != parent:
             raise _Orphaned
-        deflate_limit, items = pickle.load(sys.stdin.buffer)
+        deflate_limit, items = marshal.loads(sys.stdin.buffer.read())  # (EOFError if none)
         try:
             with open(segment, "wb") as f:
 
@@ -318,7 +344,7 @@ def _helper_main() -> None:
             reply = ("changed", e.rel)
         except OSError as e:
             reply = ("oserror", e.errno, e.strerror, e.filename)
-        sys.stdout.buffer.write(pickle.dumps(reply, pickle.HIGHEST_PROTOCOL))
+        sys.stdout.buffer.write(marshal.dumps(reply))
         sys.stdout.buffer.flush()
     except (_Orphaned, EOFError, BrokenPipeError):
         if os.path.basename(segment).startswith(SEGMENT):  # never anything else
