@@ -578,7 +578,7 @@ class Remote:
             head["manifest"]["files"] = {p: list(v) for p, v in sorted(info.manifest.files.items())}
         # Where each member lies, so one file is read with one ranged request (larger
         # archives are read through their central directory).
-        members = info.members if len(info.members) <= SIDECAR_FILES + 1 else None
+        members = info.members if len(info.entries) <= SIDECAR_FILES + 1 else None
         data = {
             "format": SIDECAR_FORMAT,
             "name": archive_name[: -len(ARCHIVE_SUFFIX)],

@@ -20,6 +20,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
 
@@ -33,7 +34,7 @@ from .deflate import DEFLATED, SAMPLE, STORED, choose_compression, crc32, deflat
 from .fileio import CHUNK, copy_with_crc
 from .packer import Helper, Item, pack, split, worth_a_helper
 from .unchanged import FileChanged, check_unchanged, facts_of, open_checked
-from .writer import ZipStreamWriter, stamp_of
+from .writer import Entry, ZipStreamWriter, member_rows, stamp_of
 
 # resutil's own output logs, written in append mode by the run that may push a checkpoint
 # while it prints: their first bytes (as much as the scan saw) are a consistent copy.
@@ -51,9 +52,15 @@ class ArchiveInfo:
     hash: str
     # header offset -> compressed size of each member whose sizes follow its data
     described: dict[int, int] = field(default_factory=dict)
-    # [name, data offset, compressed size, size, method, CRC] of every member, in order:
-    # where a reader of one member finds it (see read.Member)
-    members: list[list] = field(default_factory=list)
+    # the central-directory entries of the members, in order (ZipStreamWriter.entries)
+    entries: list[Entry] = field(default_factory=list, repr=False)
+
+    @cached_property
+    def members(self) -> list[list]:
+        """[name, data offset, compressed size, size, method, CRC] of every member, in
+        order: where a reader of one member finds it (see read.Member). Made when asked
+        for: a sidecar records them only for archives of up to 10,000 files."""
+        return member_rows(self.entries)
 
 
 class _HashingWriter:
@@ -198,7 +205,7 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
                    len(meta_bytes), deflate_raw(meta_bytes))
         zw.close()
         writer.flush()
-    return ArchiveInfo(man, writer.size, writer.hash.hexdigest(), zw.described(), zw.index())
+    return ArchiveInfo(man, writer.size, writer.hash.hexdigest(), zw.described(), zw.entries)
 
 
 def _add_large(zw: ZipStreamWriter, writer: _HashingWriter, out: BinaryIO, rel: str, path: str,

@@ -56,6 +56,16 @@ def member_bytes(name: bytes, method: int, stamp: tuple[int, int], crc: int, usi
 _STREAM_EXTRA = 20  # begin_stream's zip64 extra field: tag, size, two 8-byte sizes
 
 
+def member_rows(entries: list[Entry]) -> list[list]:
+    """[name, data offset, compressed size, size, method, CRC] of each member written here
+    (``ZipStreamWriter.entries``), in order: where a reader of one member finds its data
+    (after its local header, its name and, for a streamed member, its zip64 extra field)."""
+    return [[name.decode("utf-8"),
+             offset + LOCAL_SIZE + len(name) + (_STREAM_EXTRA if flags & DESCRIPTOR else 0),
+             csize, usize, method, crc]
+            for name, method, _, _, crc, csize, usize, offset, _, flags in entries]
+
+
 class ZipStreamWriter:
     """Append members to ``out`` (only ``write`` is used), then ``close()``."""
 
@@ -132,15 +142,6 @@ class ZipStreamWriter:
             csize += len(tail)
         self.end_stream(e, crc, csize, usize)
         return usize, crc
-
-    def index(self) -> list[list]:
-        """[name, data offset, compressed size, size, method, CRC] of every member, in
-        order: where a reader of one member finds its data (after its local header, its
-        name and, for a streamed member, its zip64 extra field)."""
-        return [[name.decode("utf-8"),
-                 offset + 30 + len(name) + (_STREAM_EXTRA if flags & DESCRIPTOR else 0),
-                 csize, usize, method, crc]
-                for name, method, _, _, crc, csize, usize, offset, _, flags in self.entries]
 
     def described(self) -> dict[int, int]:
         """Header offset -> compressed size of each member whose sizes follow its data."""
