@@ -37,7 +37,7 @@ from .deflate import (
     crc32,
     deflate_raw,
 )
-from .unchanged import OPEN_FLAGS, Facts, FileChanged, check_unchanged, open_checked
+from .unchanged import Facts, FileChanged, check_unchanged, open_checked
 from .writer import LOCAL_HEADER, LOCAL_SIGNATURE, LOCAL_SIZE, UTF8, Entry, dos_stamp
 
 if TYPE_CHECKING:  # the helper process imports only what packing needs
@@ -87,9 +87,9 @@ def pack(items: list[Item], write: Callable[[bytes], object], deflate_limit: int
     Returns the central-directory entries (offsets count from the first byte written) and
     the size and content hash of every file, for the manifest.
 
-    This loop runs 20,000 times in a second: the checks of ``open_checked``,
-    ``check_unchanged`` (the common case), ``_encode`` (files up to TRIAL bytes) and
-    ``member_bytes`` are written out here, the full versions deciding the rare cases.
+    This loop runs 20,000 times in a second: ``check_unchanged`` (its common case),
+    ``_encode`` (for files up to TRIAL bytes) and ``member_bytes`` are written out here;
+    the full check decides when anything differs.
     """
     entries: list[Entry] = []
     hashed: list[Hashed] = []
@@ -99,10 +99,7 @@ def pack(items: list[Item], write: Callable[[bytes], object], deflate_limit: int
     compress, digest = deflate_raw, hexdigest
     for rel, path, mode, facts, append_only in items:
         size = facts[0]
-        try:
-            fd = os.open(path, OPEN_FLAGS)
-        except OSError:
-            fd = open_checked(rel, path)  # raises what the open raised, or FileChanged
+        fd = open_checked(rel, path)
         try:
             data = read(fd, size + 1)  # one byte more: a file that grew shows
             while len(data) < size:  # a short read (or it shrank: then the check fails)
