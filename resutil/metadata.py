@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import errno
 import json
+import operator
 import os
 import pickle
 import re
@@ -81,22 +82,26 @@ class Manifest:
     @property
     def digest(self) -> str:
         """One hash over all entries: the content identity of the experiment."""
-        text = "".join(f"{p}\0{s}\0{d}\n" for p, (s, d) in sorted(self.files.items()))
-        return new_hasher(text.encode()).hexdigest()
+        return _digest(sorted(self.files.items()))
 
     def to_text(self) -> str:
         """The YAML block for the manifest (flow entries, one line per file)."""
+        entries = sorted(self.files.items())
         lines = [
             "manifest:",
             f"  algorithm: {self.algorithm}",
-            f"  digest: '{self.digest}'",
+            f"  digest: '{_digest(entries)}'",
             f"  count: {len(self.files)}",
             f"  total_size: {self.total_size}",
             "  files:" + ("" if self.files else " {}"),
         ]
-        for path, (size, digest) in sorted(self.files.items()):
-            key = f'"{path}"' if _PLAIN_PATH.fullmatch(path) else json.dumps(path, ensure_ascii=False)
-            lines.append(f"    {key}: [{size}, '{digest}']")
+        # One search over all paths (joined by a plain "/"): usually none needs escaping.
+        if _PLAIN_PATH.fullmatch("/".join(p for p, _ in entries)):
+            lines += [f'    "{path}": [{size}, \'{digest}\']' for path, (size, digest) in entries]
+        else:
+            for path, (size, digest) in entries:
+                key = f'"{path}"' if _PLAIN_PATH.fullmatch(path) else json.dumps(path, ensure_ascii=False)
+                lines.append(f"    {key}: [{size}, '{digest}']")
         return "\n".join(lines) + "\n"
 
     @classmethod
@@ -119,6 +124,12 @@ class Manifest:
         if not isinstance(algorithm, str):
             raise _Unusable("'manifest.algorithm' must be a string")
         return cls(files, algorithm)
+
+
+def _digest(entries: list[tuple[str, tuple[int, str]]]) -> str:
+    """``Manifest.digest`` of its sorted entries."""
+    text = "".join(f"{p}\0{s}\0{d}\n" for p, (s, d) in entries)
+    return new_hasher(text.encode()).hexdigest()
 
 
 def compute_manifest(folder: Path, exclude: Iterable[str] = (EXP_FILE,)) -> Manifest:
@@ -185,10 +196,12 @@ def iter_files(folder: Path, refuse: Callable[[str, str], None] | None = None
     while stack:
         d, prefix, real, chain = stack.pop()
         with os.scandir(d) as it:
-            entries = sorted(it, key=lambda e: e.name)
+            entries = sorted(it, key=_NAME)
         subfolders = []
         for e in entries:
-            if e.is_symlink():
+            if e.is_file(follow_symlinks=False):  # most entries: tested first
+                yield prefix + e.name, e.path, e.stat(follow_symlinks=False)
+            elif e.is_symlink():
                 found = _follow(e.path, root, chain)
                 if isinstance(found, str):
                     if refuse is not None:
@@ -202,9 +215,10 @@ def iter_files(folder: Path, refuse: Callable[[str, str], None] | None = None
             elif e.is_dir(follow_symlinks=False):
                 sub = real + os.sep + e.name
                 subfolders.append((e.path, prefix + e.name + "/", sub, chain + (sub,)))
-            elif e.is_file(follow_symlinks=False):
-                yield prefix + e.name, e.path, e.stat(follow_symlinks=False)
         stack.extend(reversed(subfolders))
+
+
+_NAME = operator.attrgetter("name")
 
 
 def _follow(link: str, root: str, chain: tuple[str, ...]) -> tuple[str, os.stat_result] | str | None:

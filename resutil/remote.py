@@ -31,7 +31,10 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .atomic import write_atomic
-from .archive import DEFAULT_DEFLATE_LIMIT, ArchiveInfo, build_archive, meta_head_of
+from .archive import (
+    DEFAULT_DEFLATE_LIMIT, ArchiveInfo, Member, MemberReader, build_archive, meta_head_of,
+    read_central_directory,
+)
 from .errors import ArchiveError, ExperimentError, ExperimentNotFound, StorageNotFound
 from .hashing import HASH_ALGORITHM
 from .liveness import this_host
@@ -39,7 +42,6 @@ from .metadata import EXP_FILE, STATUSES, ExpMeta, Manifest, parse_meta, read_me
 from .naming import IDENTITY_LEN, IDENTITY_RE, NAME_RE, parse_name
 from .progress import NO_PROGRESS, Callback
 from .storage.base import ObjectInfo, Storage
-from .zipread import Member, MemberReader, read_central_directory
 
 log = logging.getLogger(__name__)
 
@@ -576,7 +578,7 @@ class Remote:
             head["manifest"]["files"] = {p: list(v) for p, v in sorted(info.manifest.files.items())}
         # Where each member lies, so one file is read with one ranged request (larger
         # archives are read through their central directory).
-        members = info.members if len(info.members) <= SIDECAR_FILES + 1 else None
+        members = info.members if len(info.entries) <= SIDECAR_FILES + 1 else None
         data = {
             "format": SIDECAR_FORMAT,
             "name": archive_name[: -len(ARCHIVE_SUFFIX)],

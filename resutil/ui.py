@@ -18,14 +18,6 @@ from typing import Iterable, Iterator, Sequence, TextIO
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from .progress import Callback, CallbackFactory
 
@@ -305,6 +297,15 @@ class RichProgress(CallbackFactory):
     one line each that fits the terminal's width: a long name is cut short with "…"."""
 
     def __init__(self) -> None:
+        # Only a terminal shows bars: a push to a pipe or a log does not load them (~6 ms).
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
         from rich.table import Column
 
         rest = _BAR + _BYTES + _RATE + _ETA + 4  # and a space between columns

@@ -464,7 +464,7 @@ def test_a_range_answered_whole_is_refused(box_fake, box_settings):
 def test_a_member_damaged_in_transit_is_refused(box_fake, box_settings, tmp_path):
     """Box keeps the file's SHA-1 (its version), so the sidecar still pairs: the member's
     recorded CRC and hash catch a byte damaged on the way."""
-    from resutil.archive import ArchiveError
+    from resutil.errors import ArchiveError
     from resutil.partial import open_file
     from resutil.project import Project
     from tests.helpers import cli_ok, make_exp, make_project

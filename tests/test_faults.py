@@ -530,7 +530,7 @@ def _packers_of(pid: int) -> list[int]:
             cmd = (d / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat[stat.rfind(b")") + 2:].split()[1]) == pid and b"resutil.packer" in cmd:
+        if int(stat[stat.rfind(b")") + 2:].split()[1]) == pid and b"resutil.archive.packer" in cmd:
             found.append(int(d.name))
     return found
 

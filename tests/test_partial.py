@@ -127,7 +127,7 @@ def test_large_members_through_the_central_directory(tmp_path, monkeypatch):
                                          "big.csv": TEXT * 80})
     for p in b.remote.joinpath("Proj.resutil").iterdir():
         p.unlink()  # as if pushed without a sidecar
-    monkeypatch.setattr("resutil.zipread.WINDOW", 1 << 20)
+    monkeypatch.setattr("resutil.archive.read.WINDOW", 1 << 20)
     project = Project.load(b.root)
     with resutil.open(name, "big.bin", project=project) as f:
         assert f.read() == random.Random(3).randbytes(3 << 20)

@@ -18,19 +18,23 @@ import io
 import stat
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, BinaryIO
 
-from .archive import INFLATE_STEP, MAX_RATIO, check_declared
-from .errors import ArchiveError
-from .hashing import new_hasher
-from .zipstream import DEFLATED, STORED, InflateError, crc32, inflater
+from ..errors import ArchiveError
+from ..hashing import new_hasher
+from ..metadata import _MANIFEST_MARK as MANIFEST_MARK
+from ..metadata import EXP_FILE, MAX_HEAD_BYTES
+from .checks import INFLATE_STEP, check_declared
+from .deflate import DEFLATED, STORED, InflateError, crc32, inflater
 
 Fetch = Callable[[int, int], bytes]  # (start, length) -> exactly those bytes of the archive
 
 WINDOW = 16 << 20  # most archive bytes one ranged read asks for
 TAIL = (64 << 10) + 22 + 20  # the end record with the longest comment, and a zip64 locator
 MAX_DIRECTORY = 64 << 20  # a central directory larger than this is not read (~500,000 members)
+META_LIMIT = MAX_HEAD_BYTES  # of resutil-exp.yaml before its manifest, as for local files
 HEAD_SLACK = 1024  # local extra fields longer than their central copies, read in one request
 _U16, _U32 = 0xFFFF, 0xFFFFFFFF
 _EOCD = struct.Struct("<4sHHHHIIH")
@@ -314,4 +318,27 @@ class MemberReader(io.RawIOBase):
             raise self._damaged("its content hash is not the recorded one")
 
 
-__all__ = ["MAX_RATIO", "Member", "MemberReader", "WINDOW", "read_central_directory"]
+def meta_head_of(f: BinaryIO, label: str) -> str:
+    """The text of an archive's ``resutil-exp.yaml`` (``f``: a reader of that member) up to
+    its manifest, which a reader of the rest skips. At most META_LIMIT bytes are read: a
+    larger head raises ArchiveError, so a hostile archive cannot make a reader hold
+    gigabytes."""
+    mark = MANIFEST_MARK.encode()
+    data = bytearray()
+    while len(data) <= META_LIMIT:
+        chunk = f.read(1 << 20)
+        if not chunk:
+            break
+        data += chunk
+        cut = data.find(mark, max(0, len(data) - len(chunk) - len(mark)))
+        if cut >= 0:
+            del data[cut + 1:]
+            break
+    else:
+        raise ArchiveError(
+            f"{label}: its {EXP_FILE} is larger than {META_LIMIT >> 20} MiB before its "
+            "manifest, more than resutil reads; the archive is damaged or not an experiment"
+        )
+    return data.decode("utf-8")
+
+

@@ -4,7 +4,8 @@ Why not ``zipfile``: it compresses in the writing thread and cannot take data th
 compressed elsewhere, so a folder of many small files could use only one core. This
 writer takes finished members, members that another process wrote (``adopt``: see
 ``packer``) and streamed members (large files, with a data descriptor), and never seeks,
-so its output can be hashed as it is written. Reading stays with ``zipfile``.
+so its output can be hashed as it is written. Reading a whole archive stays with
+``zipfile`` (``extract``); members of a remote one are read by ``read``.
 """
 
 from __future__ import annotations
@@ -12,44 +13,18 @@ from __future__ import annotations
 import functools
 import struct
 import time
-import zlib
-from typing import BinaryIO, Iterable
+from collections.abc import Iterable
+from typing import BinaryIO
 
-try:  # ISA-L's deflate: the same format, ~3x faster than zlib at level 1, GIL released
-    from isal import isal_zlib as _deflate
-except ImportError:  # pragma: no cover - platforms without an isal wheel
-    _deflate = zlib  # type: ignore[assignment]
+from .deflate import DEFLATED, crc32, deflater
 
-STORED = 0
-DEFLATED = 8
 _U32 = 0xFFFFFFFF
 _U16 = 0xFFFF
-_UTF8 = 0x0800
+UTF8 = 0x0800  # flag bit 11: the name is UTF-8
 DESCRIPTOR = 0x0008  # flag bit 3: sizes and CRC follow the data
-
-
-crc32 = _deflate.crc32  # ISA-L's is ~9x faster than zlib's here; the same values
-InflateError = _deflate.error  # what inflating a damaged stream raises
-
-
-def inflate_raw(data: bytes) -> bytes:
-    """Inverse of ``deflate_raw`` (ISA-L inflates small members ~1.5x faster than zlib)."""
-    return _deflate.decompress(data, -15)
-
-
-def inflater():
-    """A streaming raw-deflate decompressor (``decompress``/``flush``/``eof``)."""
-    return _deflate.decompressobj(-15)
-
-
-def deflate_raw(data: bytes, level: int = 1) -> bytes:
-    """Raw deflate (no zlib header), as zip stores it."""
-    return _deflate.compress(data, level, -15)
-
-
-def deflater(level: int = 1):
-    """A streaming raw-deflate compressor (``compress``/``flush``)."""
-    return _deflate.compressobj(level, zlib.DEFLATED, -15)
+LOCAL_SIGNATURE = 0x04034B50
+LOCAL_HEADER = struct.Struct("<IHHHHHIIIHH")  # then the name (and any extra field)
+LOCAL_SIZE = LOCAL_HEADER.size
 
 
 @functools.lru_cache(maxsize=4096)
@@ -74,18 +49,21 @@ Entry = tuple
 def member_bytes(name: bytes, method: int, stamp: tuple[int, int], crc: int, usize: int,
                  payload: bytes) -> bytes:
     """Local header + payload of a complete member smaller than 4 GiB (no zip64 needed)."""
-    return b"".join((_LOCAL.pack(0x04034B50, 20, _UTF8, method, stamp[0], stamp[1], crc,
-                                 len(payload), usize, len(name), 0), name, payload))
+    return b"".join((LOCAL_HEADER.pack(LOCAL_SIGNATURE, 20, UTF8, method, stamp[0], stamp[1],
+                                       crc, len(payload), usize, len(name), 0), name, payload))
 
 
-_LOCAL = struct.Struct("<IHHHHHIIIHH")
 _STREAM_EXTRA = 20  # begin_stream's zip64 extra field: tag, size, two 8-byte sizes
 
 
-def data_offset(e: Entry) -> int:
-    """Where the data of a member written here (or by ``member_bytes``) starts: after its
-    local header, its name and, for a streamed member, its zip64 extra field."""
-    return e[7] + 30 + len(e[0]) + (_STREAM_EXTRA if e[9] & DESCRIPTOR else 0)
+def member_rows(entries: list[Entry]) -> list[list]:
+    """[name, data offset, compressed size, size, method, CRC] of each member written here
+    (``ZipStreamWriter.entries``), in order: where a reader of one member finds its data
+    (after its local header, its name and, for a streamed member, its zip64 extra field)."""
+    return [[name.decode("utf-8"),
+             offset + LOCAL_SIZE + len(name) + (_STREAM_EXTRA if flags & DESCRIPTOR else 0),
+             csize, usize, method, crc]
+            for name, method, _, _, crc, csize, usize, offset, _, flags in entries]
 
 
 class ZipStreamWriter:
@@ -111,7 +89,7 @@ class ZipStreamWriter:
             return
         raw = name.encode("utf-8")
         self.entries.append((raw, method, stamp[0], stamp[1], crc, len(payload), usize,
-                             self.pos, mode, _UTF8))
+                             self.pos, mode, UTF8))
         self.write(member_bytes(raw, method, stamp, crc, usize, payload))
 
     def adopt(self, entries: list[Entry], base: int) -> None:
@@ -120,15 +98,17 @@ class ZipStreamWriter:
         if base == 0:
             self.entries.extend(entries)
         else:
-            self.entries.extend(e[:7] + (e[7] + base,) + e[8:] for e in entries)
+            self.entries.extend((name, method, tm, dt, crc, csize, usize, offset + base, mode, flags)
+                                for name, method, tm, dt, crc, csize, usize, offset, mode, flags
+                                in entries)
 
     def begin_stream(self, name: str, stamp: tuple[int, int], mode: int, method: int) -> Entry:
         """Write the local header of a member whose sizes follow in a data descriptor."""
         raw = name.encode("utf-8")
-        e = (raw, method, stamp[0], stamp[1], 0, 0, 0, self.pos, mode, _UTF8 | DESCRIPTOR)
+        e = (raw, method, stamp[0], stamp[1], 0, 0, 0, self.pos, mode, UTF8 | DESCRIPTOR)
         extra = struct.pack("<HHQQ", 1, 16, 0, 0)  # _STREAM_EXTRA bytes
-        self.write(_LOCAL.pack(0x04034B50, 45, e[9], method, stamp[0], stamp[1], 0, _U32, _U32,
-                                len(raw), len(extra)) + raw + extra)
+        self.write(LOCAL_HEADER.pack(LOCAL_SIGNATURE, 45, e[9], method, stamp[0], stamp[1], 0,
+                                     _U32, _U32, len(raw), len(extra)) + raw + extra)
         return e
 
     def appended(self, n: int) -> None:
@@ -163,6 +143,10 @@ class ZipStreamWriter:
         self.end_stream(e, crc, csize, usize)
         return usize, crc
 
+    def described(self) -> dict[int, int]:
+        """Header offset -> compressed size of each member whose sizes follow its data."""
+        return {e[7]: e[5] for e in self.entries if e[9] & DESCRIPTOR}
+
     def close(self) -> None:
         """Write the central directory and end records."""
         start = self.pos
@@ -170,6 +154,11 @@ class ZipStreamWriter:
         parts = []
         for name, method, tm, dt, crc, csize, usize, offset, mode, flags in self.entries:
             described = flags & DESCRIPTOR
+            if not described and csize < _U32 and usize < _U32 and offset < _U32:
+                parts += (central(0x02014B50, (3 << 8) | 45, 20, flags, method, tm, dt, crc,
+                                  csize, usize, len(name), 0, 0, 0, 0, (mode & 0xFFFF) << 16,
+                                  offset), name)  # the common case: no zip64 field
+                continue
             fields = []
             if usize >= _U32 or described:
                 fields.append(usize)
