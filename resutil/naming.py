@@ -6,6 +6,7 @@ names sort by time. ``<prefix>_<timestamp>`` is the identity; the comment is a l
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -106,6 +107,9 @@ def make_name(when: datetime, comment: str = "") -> ExpName:
     return ExpName(prefix_for(when), when.strftime(TIME_FORMAT), check_comment(comment))
 
 
+# Listing 10,000 experiments parses each name several times (folder, row, metadata):
+# names are immutable, so are their parses.
+@functools.lru_cache(maxsize=1 << 16)
 def parse_name(name: str) -> ExpName | None:
     """Parse an experiment name; None if it is not one."""
     m = NAME_RE.match(name)
@@ -114,6 +118,7 @@ def parse_name(name: str) -> ExpName | None:
     return ExpName(m.group(1), m.group(2), m.group(3) or "")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def identity_of(name: str) -> str:
     """The identity part of a name (or of a 0.1.x dependency entry like ``results/<name>``)."""
     found = NAME_IN_TEXT_RE.search(name)
