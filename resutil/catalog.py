@@ -30,6 +30,7 @@ from .atomic import read_cache, write_cache
 from .compare import numbers_of
 from .errors import ResutilError
 from .experiments import list_experiments, shown_status
+from .gcpause import gc_paused
 from .metadata import ExpMeta
 from .naming import identity_of
 from .project import Project
@@ -107,6 +108,12 @@ def catalog(project: Project, remote: bool = True, metrics: bool = True,
     with ``metrics``, its metrics (``read_metrics``). ``local``: the local experiments'
     records (``lineage.local_records``) when the caller has them already (the UI reads
     them while the remote is being listed)."""
+    with gc_paused():  # 10,000 records, rows and entries, with no cycles among them
+        return _catalog(project, remote, metrics, names, local)
+
+
+def _catalog(project: Project, remote: bool, metrics: bool, names: Iterable[str] | None,
+             local: dict[str, Any] | None) -> Catalog:
     from .lineage import collect, local_records, unreadable
 
     if local is None:

@@ -320,7 +320,7 @@ def _helper_main() -> None:
     # Linux (SIGTERM on the parent's death), elsewhere at its next write (the parent pid
     # changed) or when the job or the reply pipe is found closed.
     parent, segment = int(sys.argv[1]), sys.argv[2]
-    gc.disable()  # what it makes lives until it exits (see build._gc_paused)
+    gc.disable()  # what it makes lives until it exits (see gcpause)
     signal.signal(signal.SIGTERM, _orphaned)
     try:
         _die_with_parent()

@@ -21,7 +21,7 @@ from .index import (
 # commands that only need the index (list, rm, show) do without it.
 _LAZY = {
     "DIRECTIONS": "graph", "LineageView": "graph", "Problems": "graph", "build_graph": "graph",
-    "decorate": "graph", "find_problems": "graph", "gc_paused": "graph",
+    "decorate": "graph", "find_problems": "graph",
     "lineage_view": "graph", "mark_cycles": "graph", "resolve_nodes": "graph",
     "select": "graph", "TreeNode": "tree", "lineage_tree": "tree",
 }
@@ -38,6 +38,6 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BROKEN", "DIRECTIONS", "INDEX_VERSION", "LOCAL_INDEX", "REMOTE_INDEX", "LineageView",
     "Problems", "Record", "TreeNode", "build_graph", "collect", "decorate", "dependents",
-    "find_problems", "gc_paused", "lineage_tree", "lineage_view", "local_records", "mark_cycles",
+    "find_problems", "lineage_tree", "lineage_view", "local_records", "mark_cycles",
     "resolve_nodes", "select", "unreadable",
 ]

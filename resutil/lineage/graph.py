@@ -5,40 +5,17 @@ references to experiments found nowhere, experiments whose metadata cannot be us
 
 from __future__ import annotations
 
-import gc
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import networkx as nx
 
 from ..naming import IDENTITY_LEN
 from ..errors import ExperimentError, LineageError
+from ..gcpause import gc_paused
 from ..project import Project
 from .index import (  # noqa: F401 (dependents: re-exported)
     Record, collect, dependents, unreadable,
 )
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cycle collector while building many small objects.
-
-    Each automatic collection walks every live object; building 10,000 records and two
-    graphs triggers several, which cost a third of ``resutil graph``'s time.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            if gc.get_freeze_count() == 0:  # (someone else's freeze must not be undone)
-                # Move everything built straight to the oldest generation; else the first
-                # collection after enabling walks all of it at once.
-                gc.freeze()
-                gc.unfreeze()
-            gc.enable()
 
 
 def build_graph(records: dict[str, Record]) -> nx.DiGraph:

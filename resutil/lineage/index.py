@@ -24,6 +24,7 @@ from typing import Any, Iterable
 from ..atomic import read_cache, write_cache
 from ..naming import IDENTITY_LEN, IDENTITY_RE
 from ..errors import ArchiveError, ExperimentError, ResutilError
+from ..gcpause import gc_paused
 from ..liveness import Owner
 from ..metadata import EXP_FILE, Dependency, ExpMeta, read_head
 from ..project import Project
@@ -110,6 +111,11 @@ def local_records(ws: Workspace) -> dict[str, Record]:
     """identity -> Record of every local experiment, its head from the index when its
     metadata file is unchanged since it was indexed (``list`` and ``graph`` read 2,000
     folders in a few stats), else read and indexed."""
+    with gc_paused():  # thousands of records that live on, with no cycles among them
+        return _local_records(ws)
+
+
+def _local_records(ws: Workspace) -> dict[str, Record]:
     path = ws.cache_dir / LOCAL_INDEX
     old = read_cache(path, INDEX_VERSION)
     new: dict[str, Any] = {}
