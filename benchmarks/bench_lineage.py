@@ -147,17 +147,16 @@ def run(project: Path, fmt: str) -> tuple[float, float, int]:
     return elapsed, cpu, len(proc.stdout)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_project_args(ap: argparse.ArgumentParser, work: Path) -> None:
+    """The options of a benchmark on a generated project: its size, folder, regeneration."""
     ap.add_argument("--n", type=int, default=10_000, help="experiments")
     ap.add_argument("--edges", type=int, default=20_000, help="dependency edges")
-    ap.add_argument("--runs", type=int, default=3, help="warm runs per format (median)")
-    ap.add_argument("--target", type=float, default=1.0, help="seconds")
-    ap.add_argument("--work", type=Path, default=HERE / "work" / "lineage")
+    ap.add_argument("--work", type=Path, default=work)
     ap.add_argument("--regen", action="store_true", help="regenerate the project")
-    args = ap.parse_args()
 
-    project = args.work / "project"
+
+def generated_project(args: argparse.Namespace) -> Path:
+    """The project ``generate`` made under ``args.work`` (made now if missing, or asked)."""
     stamp = args.work / f".generated-{args.n}-{args.edges}-{SEED}"
     if args.regen or not stamp.exists():
         t0 = time.perf_counter()
@@ -165,6 +164,17 @@ def main() -> None:
         stamp.touch()
         print(f"generated {args.n} experiments, {args.edges} edges in "
               f"{time.perf_counter() - t0:.1f} s under {args.work}")
+    return args.work / "project"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_project_args(ap, HERE / "work" / "lineage")
+    ap.add_argument("--runs", type=int, default=3, help="warm runs per format (median)")
+    ap.add_argument("--target", type=float, default=1.0, help="seconds")
+    args = ap.parse_args()
+
+    project = generated_project(args)
     cache = project / "results" / ".resutil" / "cache"
     shutil.rmtree(cache, ignore_errors=True)
 

@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from bench_lineage import SEED, generate, resutil_command  # noqa: E402
+from bench_lineage import add_project_args, generated_project, resutil_command  # noqa: E402
 
 CHILD = r"""
 import time
@@ -92,22 +92,12 @@ def list_time(project: Path) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n", type=int, default=10_000, help="experiments")
-    ap.add_argument("--edges", type=int, default=20_000, help="dependency edges")
+    add_project_args(ap, HERE / "work" / "tui")
     ap.add_argument("--runs", type=int, default=3, help="warm runs (median)")
     ap.add_argument("--target", type=float, default=1.0, help="seconds until all rows show")
-    ap.add_argument("--work", type=Path, default=HERE / "work" / "tui")
-    ap.add_argument("--regen", action="store_true", help="regenerate the project")
     args = ap.parse_args()
 
-    project = args.work / "project"
-    stamp = args.work / f".generated-{args.n}-{args.edges}-{SEED}"
-    if args.regen or not stamp.exists():
-        t0 = time.perf_counter()
-        generate(args.work, args.n, args.edges)
-        stamp.touch()
-        print(f"generated {args.n} experiments, {args.edges} edges in "
-              f"{time.perf_counter() - t0:.1f} s under {args.work}")
+    project = generated_project(args)
     cache = project / "results" / ".resutil" / "cache"
     subprocess.run(["rm", "-rf", str(cache)], check=True)
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
