@@ -19,6 +19,7 @@ second look costs one directory scan per local experiment and nothing per remote
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -212,7 +213,7 @@ def metrics_from(files: dict[str, str]) -> dict[str, float]:
             continue
         prefix = "" if p.stem == "metrics" else f"{p.stem}."
         for key, value in numbers.items():
-            if value == value and abs(value) != float("inf"):  # JSON cannot cache NaN/inf
+            if math.isfinite(value):  # (JSON caches no NaN or infinity)
                 out[prefix + key] = value
     return out
 
