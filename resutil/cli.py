@@ -73,6 +73,7 @@ def complete_experiments(ctx: click.Context, param: click.Parameter, incomplete:
 
 
 EXP = {"shell_complete": complete_experiments, "metavar": "EXP"}
+EXPS = {"shell_complete": complete_experiments, "metavar": "[EXP]..."}  # (nargs=-1)
 
 
 @click.group(cls=ResutilGroup, context_settings=CONTEXT, invoke_without_command=True)
@@ -299,7 +300,7 @@ def _sync_options(f):
     f = click.option("--dry-run", "-n", is_flag=True, help="Show what would move; move nothing.")(f)
     f = click.option("--no-dependency", is_flag=True, help="Do not include upstream experiments.")(f)
     f = click.option("-A", "--all", "all_", is_flag=True, help="All experiments the other side lacks.")(f)
-    return click.argument("experiments", nargs=-1, **EXP)(f)
+    return click.argument("experiments", nargs=-1, **EXPS)(f)
 
 
 def _do_sync(direction: str, experiments, all_, no_dependency, dry_run, jobs, force=False) -> None:
@@ -517,7 +518,7 @@ def show(experiment: str, as_json: bool, files: bool) -> None:
 
 
 @cli.command()
-@click.argument("experiments", nargs=-1, **EXP)
+@click.argument("experiments", nargs=-1, **EXPS)
 @click.option("--local", "local_only", is_flag=True, help="Check only local folders.")
 @click.option("--remote", "remote_only", is_flag=True, help="Check only remote archives.")
 def verify(experiments, local_only, remote_only) -> None:
@@ -621,7 +622,7 @@ def completion(shell: str) -> None:
 
 # -- graph / lineage ----------------------------------------------------------------------------
 @cli.command()
-@click.argument("experiments", nargs=-1, **EXP)
+@click.argument("experiments", nargs=-1, **EXPS)
 @click.option("--ancestors", "direction", flag_value="ancestors",
               help="Only the named experiments and their upstream experiments.")
 @click.option("--descendants", "direction", flag_value="descendants",
@@ -658,7 +659,7 @@ def graph(experiments, direction, fmt, output, local_only) -> None:
 
 
 @cli.command()
-@click.argument("experiments", nargs=-1, **EXP)
+@click.argument("experiments", nargs=-1, **EXPS)
 @click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path),
               default="resutil-report", show_default=True,
               help="Folder to write the report into (not inside the results folder).")
