@@ -218,6 +218,40 @@ def iter_files(folder: Path, refuse: Callable[[str, str], None] | None = None
         stack.extend(reversed(subfolders))
 
 
+def list_files(folder: Path, refuse: Callable[[str, str], None] | None = None
+               ) -> Iterator[tuple[str, str, os.stat_result | None]]:
+    """``iter_files`` without a stat of each regular file: (rel, path, None) for one (the
+    directory entry's type says what it is), (rel, real path, stat) for a link's target.
+
+    The archive's packers take a file's facts where they open it (see ``archive.build``).
+    """
+    root = os.path.realpath(folder)
+    stack = [(str(folder), "", root, (root,))]
+    while stack:
+        d, prefix, real, chain = stack.pop()
+        with os.scandir(d) as it:
+            entries = sorted(it, key=_NAME)
+        subfolders = []
+        for e in entries:
+            if e.is_file(follow_symlinks=False):
+                yield prefix + e.name, e.path, None
+            elif e.is_symlink():
+                found = _follow(e.path, root, chain)
+                if isinstance(found, str):
+                    if refuse is not None:
+                        refuse(prefix + e.name, found)
+                elif found is not None:
+                    target, st = found
+                    if stat.S_ISDIR(st.st_mode):
+                        subfolders.append((target, prefix + e.name + "/", target, chain + (target,)))
+                    else:
+                        yield prefix + e.name, target, st
+            elif e.is_dir(follow_symlinks=False):
+                sub = real + os.sep + e.name
+                subfolders.append((e.path, prefix + e.name + "/", sub, chain + (sub,)))
+        stack.extend(reversed(subfolders))
+
+
 _NAME = operator.attrgetter("name")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,19 +29,19 @@ from ..errors import ArchiveError
 from ..gcpause import gc_paused
 from ..hashing import new_hasher
 from ..liveness import remove_dead_scratch
-from ..metadata import EXP_FILE, Manifest, iter_files
+from ..metadata import EXP_FILE, Manifest, list_files
 from ..progress import NO_PROGRESS, Callback
 from .deflate import DEFLATED, SAMPLE, STORED, choose_compression, crc32, deflate_raw
 from .fileio import CHUNK, copy_with_crc
-from .packer import Helper, Item, pack, split, worth_a_helper
-from .unchanged import FileChanged, check_unchanged, facts_of, open_checked
+from . import packer
+from .packer import SMALL_FILE, Helper, Item, pack, split, worth_a_helper
+from .unchanged import Facts, FileChanged, check_unchanged, open_checked
 from .writer import Entry, ZipStreamWriter, member_rows, stamp_of
 
 # resutil's own output logs, written in append mode by the run that may push a checkpoint
 # while it prints: their first bytes (as much as the scan saw) are a consistent copy.
 APPEND_ONLY = frozenset({STDOUT_LOG, STDERR_LOG})
 DEFAULT_DEFLATE_LIMIT = 64 << 20
-SMALL_FILE = 1 << 20  # files up to this size are packed whole (packer), larger ones streamed
 
 
 @dataclass(frozen=True)
@@ -140,24 +141,43 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
 
     if scratch_dir is not None:
         remove_dead_scratch(scratch_dir)  # segments of killed pushes on this host
-    small: list[Item] = []
-    large: list[tuple[str, str, os.stat_result]] = []
-    total = small_size = 0
+    # Listed first, without a stat of each file (its directory entry's type says it is a
+    # regular file): for many files, the packers take each one's facts where they open it
+    # (see packer.pack), on both cores, instead of this process in one stat a file here.
+    since = time.time_ns()
+    listed = []
     helper: Helper | None = None
     scratch = None if scratch_dir is None else str(scratch_dir)
-    for rel, path, st in iter_files(folder, refuse):
-        if rel == EXP_FILE:
+    for found in list_files(folder, refuse):
+        if found[0] == EXP_FILE:
             continue
+        listed.append(found)
+        if helper is None and len(listed) >= packer.HELPER_MIN_FILES:
+            helper = Helper(deflate_limit, scratch)  # it loads while the scan goes on
+    many = helper is not None
+    small: list[Item] = []
+    large: list[tuple[str, str, int, Facts]] = []
+    total = small_size = 0
+    for rel, path, st in listed:
+        if st is None:
+            if many:
+                small.append((rel, path, 0, None, rel in APPEND_ONLY))  # type: ignore[arg-type]
+                continue
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
+                raise FileChanged(rel)
+        facts = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+        mode = stat.S_IMODE(st.st_mode) | stat.S_IFREG
         total += st.st_size
         if st.st_size > SMALL_FILE:
-            large.append((rel, path, st))
+            large.append((rel, path, mode, facts))
             continue
-        small.append((rel, path, stat.S_IMODE(st.st_mode) | stat.S_IFREG,
-                      (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev),
-                      rel in APPEND_ONLY))  # facts_of(st), inline: once per file
+        small.append((rel, path, mode, facts, rel in APPEND_ONLY))
         small_size += st.st_size
         if helper is None and worth_a_helper(len(small), small_size):
-            helper = Helper(deflate_limit, scratch)  # it loads while the scan goes on
+            helper = Helper(deflate_limit, scratch)
+    if many:
+        total = None  # type: ignore[assignment]  # known once the packers took the facts
     callback.set_total(total)
     writer = _HashingWriter(out)
     zw = ZipStreamWriter(writer)  # type: ignore[arg-type]
@@ -165,8 +185,9 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
     mine, theirs = split(small)
     with helper if helper is not None else contextlib.nullcontext():
         if helper is not None:
-            helper.send(theirs)
-        _pack_here(zw, mine, deflate_limit, manifest, callback)
+            helper.send(theirs, since)
+        deferred: list = []
+        _pack_here(zw, mine, deflate_limit, manifest, callback, since, deferred)
         done = helper.result() if helper is not None else None
         if done is not None:
             entries, hashed = done
@@ -179,10 +200,15 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
             zw.appended(copied)
             zw.adopt(entries, base)
             _record(manifest, hashed, callback)
+            deferred += helper.deferred  # type: ignore[union-attr]
         elif theirs:  # no helper after all: pack its share here
-            _pack_here(zw, theirs, deflate_limit, manifest, callback)
-        for rel, path, st in large:
-            manifest[rel] = _add_large(zw, writer, out, rel, path, st, deflate_limit, callback)
+            _pack_here(zw, theirs, deflate_limit, manifest, callback, since, deferred)
+        if deferred:  # large files the packers found: streamed in the scan's order
+            order = {found[0]: k for k, found in enumerate(listed)}
+            large = sorted(large + deferred, key=lambda f: order[f[0]])
+        for rel, path, mode, facts in large:
+            manifest[rel] = _add_large(zw, writer, out, rel, path, mode, facts, deflate_limit,
+                                       callback)
         man = Manifest(manifest)
         meta_bytes = finish_meta(man) if finish_meta else _existing(folder / EXP_FILE)
         if meta_bytes is not None:
@@ -194,24 +220,26 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
 
 
 def _add_large(zw: ZipStreamWriter, writer: _HashingWriter, out: BinaryIO, rel: str, path: str,
-               st: os.stat_result, deflate_limit: int | None, callback: Callback
+               mode: int, facts: Facts, deflate_limit: int | None, callback: Callback
                ) -> tuple[int, str]:
     """Stream one large file into the archive; (size, content hash) for the manifest."""
-    facts, append_only = facts_of(st), rel in APPEND_ONLY
-    size = st.st_size
+    append_only = rel in APPEND_ONLY
+    size = facts[0]
+    sec, ns = divmod(facts[1], 1_000_000_000)
+    stamp = stamp_of(sec + ns * 1e-9)  # as os.stat_result.st_mtime has it
     h = new_hasher()
     fd = open_checked(rel, path)
     try:
         method = choose_compression(rel, size, deflate_limit, os.pread(fd, SAMPLE, 0))
         if method == STORED and _has_fd(out):
-            e = zw.begin_stream(rel, stamp_of(st.st_mtime), _mode(st), STORED)
+            e = zw.begin_stream(rel, stamp, mode, STORED)
             crc, n = _copy_in(fd, size, out, writer, (h.update,), callback)
             zw.appended(n)
             check_unchanged(rel, facts, os.fstat(fd), n, append_only)
             zw.end_stream(e, crc, n, n)
         else:
             chunks = _read_chunks(fd, size, h, callback)
-            n, _ = zw.add_stream(rel, stamp_of(st.st_mtime), _mode(st), method, chunks)
+            n, _ = zw.add_stream(rel, stamp, mode, method, chunks)
             check_unchanged(rel, facts, os.fstat(fd), n, append_only)
     finally:
         os.close(fd)
@@ -219,9 +247,10 @@ def _add_large(zw: ZipStreamWriter, writer: _HashingWriter, out: BinaryIO, rel: 
 
 
 def _pack_here(zw: ZipStreamWriter, items: list, deflate_limit: int | None,
-               manifest: dict, callback: Callback) -> None:
+               manifest: dict, callback: Callback, since: int | None = None,
+               deferred: list | None = None) -> None:
     base = zw.pos
-    entries, hashed = pack(items, zw.write, deflate_limit)
+    entries, hashed = pack(items, zw.write, deflate_limit, since, deferred)
     zw.adopt(entries, base)
     _record(manifest, hashed, callback)
 
@@ -268,10 +297,6 @@ def _copy_in(src_fd: int, size: int, out: BinaryIO, writer: _HashingWriter,
     writer.size += done
     return value, done
 
-
-
-def _mode(st: os.stat_result) -> int:
-    return stat.S_IMODE(st.st_mode) | stat.S_IFREG
 
 
 def _read_chunks(fd: int, size: int, h, callback: Callback) -> Iterator[bytes]:
