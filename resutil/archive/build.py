@@ -188,6 +188,8 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
             helper.send(theirs, since)
         deferred: list = []
         _pack_here(zw, mine, deflate_limit, manifest, callback, since, deferred)
+        if helper is not None:
+            zw.prepare_central()  # while the helper finishes its share
         done = helper.result() if helper is not None else None
         if done is not None:
             entries, hashed = done
