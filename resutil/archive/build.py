@@ -3,7 +3,7 @@
 Writing never holds an archive in memory: small files are packed whole (``packer``), large
 ones streamed with data descriptors, all through a hashing writer, so the archive hash and
 every file's manifest hash come out of one pass. Incompressible files are stored,
-compressible ones deflated at level 1.
+compressible ones deflated at level 1 (small files packed whole at ``packed_level``).
 
 Writing takes nothing from outside the experiment folder (links are followed only inside
 it, see ``metadata.iter_files``) and stores no file torn: each one must still be the file
@@ -31,9 +31,9 @@ from ..hashing import new_hasher
 from ..liveness import remove_dead_scratch
 from ..metadata import EXP_FILE, Manifest, list_files
 from ..progress import NO_PROGRESS, Callback
+from . import packer
 from .deflate import DEFLATED, SAMPLE, STORED, choose_compression, crc32, deflate_raw
 from .fileio import CHUNK, copy_with_crc
-from . import packer
 from .packer import SMALL_FILE, Helper, Item, pack, split, worth_a_helper
 from .unchanged import Facts, FileChanged, check_unchanged, open_checked
 from .writer import Entry, ZipStreamWriter, member_rows, stamp_of
@@ -90,12 +90,14 @@ def build_archive(
     callback: Callback = NO_PROGRESS,
     deflate_limit: int | None = DEFAULT_DEFLATE_LIMIT,
     scratch_dir: Path | None = None,
+    packed_level: int = 1,
 ) -> ArchiveInfo:
     """Zip ``folder`` into ``out``; ``finish_meta(manifest)`` supplies the metadata file.
 
     Small files are packed whole, one share by this thread and, when there are many, one
     by a helper process (see ``packer``) into a segment file in ``scratch_dir`` (default:
-    the system's temporary folder) that is appended after. Large files are streamed. The
+    the system's temporary folder) that is appended after, deflated at ``packed_level``
+    (``deflate.FAST_LEVEL`` trades bytes for CPU). Large files are streamed. The
     metadata file is written last so that it can carry the manifest of every other file,
     computed in the same pass. ArchiveError, naming the file, for a file that cannot be
     read, a link out of the folder (see ``metadata.iter_files``) and a file that changed
@@ -103,7 +105,8 @@ def build_archive(
     """
     try:
         with gc_paused():
-            return _build(folder, out, finish_meta, callback, deflate_limit, scratch_dir)
+            return _build(folder, out, finish_meta, callback, deflate_limit, scratch_dir,
+                          packed_level)
     except FileChanged as e:
         raise ArchiveError(
             f"{e.rel} in {folder.name} changed while it was being archived; nothing was "
@@ -124,8 +127,8 @@ def build_archive(
 
 
 def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes] | None,
-           callback: Callback, deflate_limit: int | None, scratch_dir: Path | None
-           ) -> ArchiveInfo:
+           callback: Callback, deflate_limit: int | None, scratch_dir: Path | None,
+           level: int) -> ArchiveInfo:
     if os.path.islink(folder):
         raise ArchiveError(
             f"{folder} is a symbolic link (to {os.path.realpath(folder)}); resutil archives "
@@ -153,7 +156,7 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
             continue
         listed.append(found)
         if helper is None and len(listed) >= packer.HELPER_MIN_FILES:
-            helper = Helper(deflate_limit, scratch)  # it loads while the scan goes on
+            helper = Helper(deflate_limit, scratch, level)  # it loads while the scan goes on
     many = helper is not None
     small: list[Item] = []
     large: list[tuple[str, str, int, Facts]] = []
@@ -175,7 +178,7 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
         small.append((rel, path, mode, facts, rel in APPEND_ONLY))
         small_size += st.st_size
         if helper is None and worth_a_helper(len(small), small_size):
-            helper = Helper(deflate_limit, scratch)
+            helper = Helper(deflate_limit, scratch, level)
     if many:
         total = None  # type: ignore[assignment]  # known once the packers took the facts
     callback.set_total(total)
@@ -187,7 +190,7 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
         if helper is not None:
             helper.send(theirs, since)
         deferred: list = []
-        _pack_here(zw, mine, deflate_limit, manifest, callback, since, deferred)
+        _pack_here(zw, mine, deflate_limit, manifest, callback, since, deferred, level)
         if helper is not None:
             zw.prepare_central()  # while the helper finishes its share
         done = helper.result() if helper is not None else None
@@ -204,7 +207,7 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
             _record(manifest, hashed, callback)
             deferred += helper.deferred  # type: ignore[union-attr]
         elif theirs:  # no helper after all: pack its share here
-            _pack_here(zw, theirs, deflate_limit, manifest, callback, since, deferred)
+            _pack_here(zw, theirs, deflate_limit, manifest, callback, since, deferred, level)
         if deferred:  # large files the packers found: streamed in the scan's order
             order = {found[0]: k for k, found in enumerate(listed)}
             large = sorted(large + deferred, key=lambda f: order[f[0]])
@@ -278,9 +281,9 @@ def _add_large(zw: ZipStreamWriter, writer: _HashingWriter, out: BinaryIO, rel: 
 
 def _pack_here(zw: ZipStreamWriter, items: list, deflate_limit: int | None,
                manifest: dict, callback: Callback, since: int | None = None,
-               deferred: list | None = None) -> None:
+               deferred: list | None = None, level: int = 1) -> None:
     base = zw.pos
-    entries, hashed = pack(items, zw.write, deflate_limit, since, deferred)
+    entries, hashed = pack(items, zw.write, deflate_limit, since, deferred, level)
     zw.adopt(entries, base)
     _record(manifest, hashed, callback)
 

@@ -63,7 +63,8 @@ Item = tuple[str, str, int, Facts, bool]
 Hashed = tuple[str, int, str]
 
 
-def _encode(rel: str, data: bytes, deflate_limit: int | None) -> tuple[int, bytes]:
+def _encode(rel: str, data: bytes, deflate_limit: int | None, level: int = 1
+            ) -> tuple[int, bytes]:
     """(method, payload) for a file read whole; a small file is its own deflate trial."""
     n = len(data)
     if n > TRIAL:
@@ -78,12 +79,12 @@ def _encode(rel: str, data: bytes, deflate_limit: int | None) -> tuple[int, byte
             return STORED, data
     if _stored_suffix(rel):
         return STORED, data
-    payload = deflate_raw(data)
+    payload = deflate_raw(data, level)
     return (STORED, data) if len(payload) > 0.9 * n else (DEFLATED, payload)
 
 
 def pack(items: list[Item], write: Callable[[bytes], object], deflate_limit: int | None,
-         since: int | None = None, deferred: list | None = None
+         since: int | None = None, deferred: list | None = None, level: int = 1
          ) -> tuple[list[Entry], list[Hashed]]:
     """Write each file as a complete member through ``write``, one after another.
 
@@ -95,7 +96,7 @@ def pack(items: list[Item], write: Callable[[bytes], object], deflate_limit: int
     the scan began (ns, wall clock): a file changed after it (``st_ctime_ns``) fails as
     if the scan had seen it before. One that is no longer a regular file fails too, and
     one larger than ``SMALL_FILE`` is not packed but added to ``deferred`` as (rel, path,
-    mode, facts), for the caller to stream.
+    mode, facts), for the caller to stream. ``level``: the deflate level.
 
     This loop runs 20,000 times in a second: ``check_unchanged`` (its common case),
     ``_encode`` (for files up to TRIAL bytes) and ``member_bytes`` are written out here;
@@ -134,14 +135,14 @@ def pack(items: list[Item], write: Callable[[bytes], object], deflate_limit: int
         n = len(data)
         crc = crc32(data)
         if n > TRIAL:
-            method, payload = _encode(rel, data, deflate_limit)
+            method, payload = _encode(rel, data, deflate_limit, level)
         elif n < 256 or (deflate_limit is not None and n > deflate_limit) or (
                 # 128 random bytes hold ~101 distinct values (sd ~5), text and numbers far
                 # fewer; deflating incompressible bytes is the slowest case: caught first.
                 not data.isascii() and len(set(data[:128])) > 85) or _stored_suffix(rel):
             method, payload = STORED, data
         else:
-            payload = compress(data)
+            payload = compress(data, level)
             method = DEFLATED
             if len(payload) > 0.9 * n:
                 method, payload = STORED, data
@@ -201,11 +202,13 @@ class Helper:
     helper is told to die with that thread (PR_SET_PDEATHSIG).
     """
 
-    def __init__(self, deflate_limit: int | None, scratch_dir: str | None) -> None:
+    def __init__(self, deflate_limit: int | None, scratch_dir: str | None, level: int = 1
+                 ) -> None:
         import subprocess
         import tempfile
 
         self.deflate_limit = deflate_limit
+        self.level = level
         self.items: list[Item] = []
         self.deferred: list = []  # its share's files too large to pack (see ``pack``)
         self.segment = ""
@@ -241,7 +244,7 @@ class Helper:
             return
         # marshal, not pickle: the same interpreter on both sides, and only tuples, strings
         # and numbers to send, 3x faster (4 ms of a share of 10,000 files).
-        job = marshal.dumps((self.deflate_limit, items, since))
+        job = marshal.dumps((self.deflate_limit, items, since, self.level))
         self._thread = threading.Thread(target=self._talk, args=(job,), daemon=True)
         self._thread.start()
 
@@ -346,7 +349,7 @@ def _helper_main() -> None:
         _die_with_parent()
         if os.getppid() != parent:
             raise _Orphaned
-        deflate_limit, items, since = marshal.loads(sys.stdin.buffer.read())  # (EOFError if none)
+        deflate_limit, items, since, level = marshal.loads(sys.stdin.buffer.read())  # (EOFError if none)
         deferred: list = []
         try:
             with open(segment, "wb") as f:
@@ -356,7 +359,7 @@ def _helper_main() -> None:
                         raise _Orphaned
                     f.write(data)
 
-                entries, hashed = pack(items, write, deflate_limit, since, deferred)
+                entries, hashed = pack(items, write, deflate_limit, since, deferred, level)
             reply: tuple = ("ok", entries, hashed, deferred)
         except FileChanged as e:
             reply = ("changed", e.rel)
