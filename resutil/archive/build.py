@@ -41,6 +41,9 @@ from .writer import Entry, ZipStreamWriter, member_rows, stamp_of
 # resutil's own output logs, written in append mode by the run that may push a checkpoint
 # while it prints: their first bytes (as much as the scan saw) are a consistent copy.
 APPEND_ONLY = frozenset({STDOUT_LOG, STDERR_LOG})
+# A file system's clock this far from this host's (a file server's) is taken as its own;
+# nearer, the difference is its coarse timestamps (a few ms) and this host's clock counts.
+CLOCK_SLACK = 50_000_000  # ns
 DEFAULT_DEFLATE_LIMIT = 64 << 20
 
 
@@ -158,6 +161,10 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
         if helper is None and len(listed) >= packer.HELPER_MIN_FILES:
             helper = Helper(deflate_limit, scratch, level)  # it loads while the scan goes on
     many = helper is not None
+    if many and scratch is not None and abs(helper.clock_skew) > CLOCK_SLACK:  # type: ignore[union-attr]
+        # The scratch folder is on the results' disk: a file server whose clock is off
+        # stamps changes with its own time, so "changed since the scan began" uses it.
+        since += helper.clock_skew  # type: ignore[union-attr]
     small: list[Item] = []
     large: list[tuple[str, str, int, Facts]] = []
     total = small_size = 0

@@ -24,6 +24,7 @@ import os
 import marshal
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -211,6 +212,9 @@ class Helper:
         self.level = level
         self.items: list[Item] = []
         self.deferred: list = []  # its share's files too large to pack (see ``pack``)
+        # How far the clock of the scratch folder's file system (a file server's, for a
+        # network file system) is ahead of this host's: its new segment's ctime - now.
+        self.clock_skew = 0
         self.segment = ""
         self._reply: tuple | None = None
         self._thread = None
@@ -223,9 +227,13 @@ class Helper:
         try:
             if scratch_dir is not None:
                 os.makedirs(scratch_dir, exist_ok=True)
+            before = time.time_ns()
             fd, self.segment = tempfile.mkstemp(prefix=scratch_prefix(SEGMENT),
                                                 dir=scratch_dir)
-            os.close(fd)
+            try:
+                self.clock_skew = os.fstat(fd).st_ctime_ns - before
+            finally:
+                os.close(fd)
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "resutil.archive.packer", str(os.getpid()), self.segment],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
