@@ -8,8 +8,9 @@ compressible ones deflated at level 1 (small files packed whole at ``packed_leve
 Writing takes nothing from outside the experiment folder (links are followed only inside
 it, see ``metadata.iter_files``) and stores no file torn: each one must still be the file
 the scan saw (size, times, inode) once it is read, else the build fails naming it
-(``unchanged``). No file is memory-mapped: a writer truncating it would kill the process
-with SIGBUS.
+(``unchanged``). For many files the scan only lists them and each packer takes a file's
+facts where it opens it; a file changed since the scan began (by its ctime) fails as well.
+No file is memory-mapped: a writer truncating it would kill the process with SIGBUS.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -165,6 +167,8 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
         # The scratch folder is on the results' disk: a file server whose clock is off
         # stamps changes with its own time, so "changed since the scan began" uses it.
         since += helper.clock_skew  # type: ignore[union-attr]
+    elif many:
+        _coarse_clock_past(since)
     small: list[Item] = []
     large: list[tuple[str, str, int, Facts]] = []
     total = small_size = 0
@@ -229,6 +233,23 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
         zw.close()
         writer.flush()
     return ArchiveInfo(man, writer.size, writer.hash.hexdigest(), zw.described(), zw.entries)
+
+
+def _coarse_clock_past(since: int) -> None:
+    """Wait until the clock that stamps file changes (Linux: the coarse real-time clock,
+    4 ms steps here) has reached ``since``: a change from then on has a ctime of at least
+    ``since``, one before it less (see ``unchanged.open_facts``). Listing thousands of
+    files takes longer than a step: a push of many files hardly ever waits."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        while time.clock_gettime_ns(_CLOCK_REALTIME_COARSE) < since:
+            time.sleep(0.0005)
+    except OSError:
+        pass
+
+
+_CLOCK_REALTIME_COARSE = 5  # <linux/time.h>; Python's time module does not name it
 
 
 def _deflate_beside(data: bytes, work: Callable[[], object]) -> tuple[int, bytes]:

@@ -64,8 +64,7 @@ Item = tuple[str, str, int, Facts, bool]
 Hashed = tuple[str, int, str]
 
 
-def _encode(rel: str, data: bytes, deflate_limit: int | None, level: int = 1
-            ) -> tuple[int, bytes]:
+def _encode(rel: str, data: bytes, deflate_limit: int | None) -> tuple[int, bytes]:
     """(method, payload) for a file read whole; a small file is its own deflate trial."""
     n = len(data)
     if n > TRIAL:
@@ -80,7 +79,7 @@ def _encode(rel: str, data: bytes, deflate_limit: int | None, level: int = 1
             return STORED, data
     if _stored_suffix(rel):
         return STORED, data
-    payload = deflate_raw(data, level)
+    payload = deflate_raw(data)
     return (STORED, data) if len(payload) > 0.9 * n else (DEFLATED, payload)
 
 
@@ -97,7 +96,8 @@ def pack(items: list[Item], write: Callable[[bytes], object], deflate_limit: int
     the scan began (ns, wall clock): a file changed after it (``st_ctime_ns``) fails as
     if the scan had seen it before. One that is no longer a regular file fails too, and
     one larger than ``SMALL_FILE`` is not packed but added to ``deferred`` as (rel, path,
-    mode, facts), for the caller to stream. ``level``: the deflate level.
+    mode, facts), for the caller to stream. ``level``: the deflate level of files up to TRIAL bytes
+    (larger ones are deflated at level 1).
 
     This loop runs 20,000 times in a second: ``check_unchanged`` (its common case),
     ``_encode`` (for files up to TRIAL bytes) and ``member_bytes`` are written out here;
@@ -136,7 +136,7 @@ def pack(items: list[Item], write: Callable[[bytes], object], deflate_limit: int
         n = len(data)
         crc = crc32(data)
         if n > TRIAL:
-            method, payload = _encode(rel, data, deflate_limit, level)
+            method, payload = _encode(rel, data, deflate_limit)
         elif n < 256 or (deflate_limit is not None and n > deflate_limit) or (
                 # 128 random bytes hold ~101 distinct values (sd ~5), text and numbers far
                 # fewer; deflating incompressible bytes is the slowest case: caught first.

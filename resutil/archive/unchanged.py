@@ -2,7 +2,9 @@
 
 Every file is checked against what the scan saw of it (size, mtime, ctime, inode) after it
 was read: a file that changed meanwhile fails the archive (``FileChanged``) instead of
-being stored torn, with a CRC and hash of bytes that were never all on disk at once.
+being stored torn, with a CRC and hash of bytes that were never all on disk at once. A file
+the scan only listed (many files: see ``archive.build``) is seen by ``fstat`` once open,
+and fails too when its ctime says it changed after the scan began (``open_facts``).
 """
 
 from __future__ import annotations
