@@ -46,6 +46,7 @@ APPEND_ONLY = frozenset({STDOUT_LOG, STDERR_LOG})
 # A file system's clock this far from this host's (a file server's) is taken as its own;
 # nearer, the difference is its coarse timestamps (a few ms) and this host's clock counts.
 CLOCK_SLACK = 50_000_000  # ns
+CLOCK_STEP = 10_000_000  # ns: the longest step of a kernel's coarse clock (HZ=100)
 DEFAULT_DEFLATE_LIMIT = 64 << 20
 
 
@@ -165,8 +166,9 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
     many = helper is not None
     if many and scratch is not None and abs(helper.clock_skew) > CLOCK_SLACK:  # type: ignore[union-attr]
         # The scratch folder is on the results' disk: a file server whose clock is off
-        # stamps changes with its own time, so "changed since the scan began" uses it.
-        since += helper.clock_skew  # type: ignore[union-attr]
+        # stamps changes with its own time, so "changed since the scan began" uses it
+        # (one coarse step later: the segment's ctime may lag its creation by one).
+        since += helper.clock_skew + CLOCK_STEP  # type: ignore[union-attr]
     elif many:
         _coarse_clock_past(since)
     small: list[Item] = []
