@@ -451,6 +451,27 @@ def test_a_file_swapped_for_a_link_after_the_scan_is_not_followed(tmp_path, secr
     assert list((tmp_path / "scratch").iterdir()) == []
 
 
+def test_files_only_listed_make_the_same_archive_as_files_stated(tmp_path, monkeypatch):
+    """Past HELPER_MIN_FILES the scan only lists files and the packers stat them: large ones
+    are handed back and streamed, links followed inside the folder; the archive holds the
+    same members, in the same order, as the one of a scan that stats every file."""
+    src = tmp_path / "exp"
+    for d in ("a", "b", "a-b", "c"):
+        (src / d).mkdir(parents=True)
+        for i in range(8):
+            (src / d / f"f{i}.csv").write_text(f"{i},{d}\n" * (i * 50))
+    (src / "a" / "zbig.bin").write_bytes(os.urandom(2 << 20))
+    (src / "b" / "abig.log").write_bytes(b"epoch ok\n" * 300_000)
+    (src / "c" / "link_to_big").symlink_to("../a/zbig.bin")
+    (src / "c" / "link_to_small").symlink_to("../b/f3.csv")
+    stated = _build(src, tmp_path / "stated.zip")
+    monkeypatch.setattr(packer, "HELPER_MIN_FILES", 5)
+    listed = _build(src, tmp_path / "listed.zip")
+    assert _members(tmp_path / "listed.zip") == _members(tmp_path / "stated.zip")
+    assert listed.manifest.files == stated.manifest.files == compute_manifest(src).files
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
 @pytest.mark.parametrize("host_ahead_s", [-10, 10])
 def test_a_file_servers_clock_is_used_for_changed_since_the_scan(tmp_path, monkeypatch, host_ahead_s):
     """Many files are stat'ed where they are opened, and one changed since the scan began

@@ -224,6 +224,9 @@ def _build(folder: Path, out: BinaryIO, finish_meta: Callable[[Manifest], bytes]
         if deferred:  # large files the packers found: streamed in the scan's order
             order = {found[0]: k for k, found in enumerate(listed)}
             large = sorted(large + deferred, key=lambda f: order[f[0]])
+        if many and callback is not NO_PROGRESS:  # the total is known now
+            callback.set_total(sum(size for size, _ in manifest.values())
+                               + sum(facts[0] for _, _, _, facts in large))
         for rel, path, mode, facts in large:
             manifest[rel] = _add_large(zw, writer, out, rel, path, mode, facts, deflate_limit,
                                        callback)
