@@ -255,7 +255,8 @@ def list_files(folder: Path, refuse: Callable[[str, str], None] | None = None
                 elif found is not None:
                     target, st = found
                     if stat.S_ISDIR(st.st_mode):
-                        subfolders.append((target, prefix + e.name + "/", target, chain + (target,)))
+                        subfolders.append((target, prefix + e.name + "/", target,
+                                           chain + (target,)))
                     else:
                         yield prefix + e.name, target, st
             elif e.is_dir(follow_symlinks=False):

@@ -473,7 +473,8 @@ def test_files_only_listed_make_the_same_archive_as_files_stated(tmp_path, monke
 
 
 @pytest.mark.parametrize("host_ahead_s", [-10, 10])
-def test_a_file_servers_clock_is_used_for_changed_since_the_scan(tmp_path, monkeypatch, host_ahead_s):
+def test_a_file_servers_clock_is_used_for_changed_since_the_scan(tmp_path, monkeypatch,
+                                                                 host_ahead_s):
     """Many files are stat'ed where they are opened, and one changed since the scan began
     (by its ctime) fails. With this host's clock 10 s off the file system's (a file
     server's), a file written just before the push still goes in, and one changed after

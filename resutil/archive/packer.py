@@ -357,7 +357,8 @@ def _helper_main() -> None:
         _die_with_parent()
         if os.getppid() != parent:
             raise _Orphaned
-        deflate_limit, items, since, level = marshal.loads(sys.stdin.buffer.read())  # (EOFError if none)
+        # (EOFError if there is no job)
+        deflate_limit, items, since, level = marshal.loads(sys.stdin.buffer.read())
         deferred: list = []
         try:
             with open(segment, "wb") as f:
