@@ -81,8 +81,20 @@ class Manifest:
 
     @property
     def digest(self) -> str:
-        """One hash over all entries: the content identity of the experiment."""
-        return _digest(sorted(self.files.items()))
+        """One hash over all entries: the content identity of the experiment.
+
+        Kept once taken (a push takes it for the metadata file and again for the sidecar:
+        a sort and a hash of 20,000 entries), for as long as ``files`` is the same mapping
+        of as many entries: nothing changes a manifest's entries in place."""
+        return self._digest_of(None)
+
+    def _digest_of(self, entries: list | None) -> str:
+        kept = self.__dict__.get("_kept_digest")
+        if kept is not None and kept[0] is self.files and kept[1] == len(self.files):
+            return kept[2]
+        value = _digest(sorted(self.files.items()) if entries is None else entries)
+        self.__dict__["_kept_digest"] = (self.files, len(self.files), value)
+        return value
 
     def to_text(self) -> str:
         """The YAML block for the manifest (flow entries, one line per file)."""
@@ -90,7 +102,7 @@ class Manifest:
         lines = [
             "manifest:",
             f"  algorithm: {self.algorithm}",
-            f"  digest: '{_digest(entries)}'",
+            f"  digest: '{self._digest_of(entries)}'",
             f"  count: {len(self.files)}",
             f"  total_size: {self.total_size}",
             "  files:" + ("" if self.files else " {}"),
@@ -210,6 +222,41 @@ def iter_files(folder: Path, refuse: Callable[[str, str], None] | None = None
                     target, st = found
                     if stat.S_ISDIR(st.st_mode):
                         subfolders.append((target, prefix + e.name + "/", target, chain + (target,)))
+                    else:
+                        yield prefix + e.name, target, st
+            elif e.is_dir(follow_symlinks=False):
+                sub = real + os.sep + e.name
+                subfolders.append((e.path, prefix + e.name + "/", sub, chain + (sub,)))
+        stack.extend(reversed(subfolders))
+
+
+def list_files(folder: Path, refuse: Callable[[str, str], None] | None = None
+               ) -> Iterator[tuple[str, str, os.stat_result | None]]:
+    """``iter_files`` without a stat of each regular file: (rel, path, None) for one (the
+    directory entry's type says what it is), (rel, real path, stat) for a link's target.
+
+    The archive's packers take a file's facts where they open it (see ``archive.build``).
+    """
+    root = os.path.realpath(folder)
+    stack = [(str(folder), "", root, (root,))]
+    while stack:
+        d, prefix, real, chain = stack.pop()
+        with os.scandir(d) as it:
+            entries = sorted(it, key=_NAME)
+        subfolders = []
+        for e in entries:
+            if e.is_file(follow_symlinks=False):
+                yield prefix + e.name, e.path, None
+            elif e.is_symlink():
+                found = _follow(e.path, root, chain)
+                if isinstance(found, str):
+                    if refuse is not None:
+                        refuse(prefix + e.name, found)
+                elif found is not None:
+                    target, st = found
+                    if stat.S_ISDIR(st.st_mode):
+                        subfolders.append((target, prefix + e.name + "/", target,
+                                           chain + (target,)))
                     else:
                         yield prefix + e.name, target, st
             elif e.is_dir(follow_symlinks=False):

@@ -499,12 +499,16 @@ class Remote:
 
         The archive goes first and appears all at once; the sidecar follows and names the
         archive's version. The local metadata gets the manifest computed while archiving.
-        Large compressible files are deflated only for remote storage: a local folder or
-        NAS has disk to spare and no bandwidth to save, so there CPU time is what counts.
+        Large compressible files are deflated only for remote storage, and small ones at
+        level 1 (else ``deflate.FAST_LEVEL``): a local folder or NAS has disk to spare and
+        no bandwidth to save, so there CPU time is what counts.
         ``replaces``: the remote copy of this run (its archive, when under another label,
         and its sidecars of another status are removed after).
         """
         deflate_limit = DEFAULT_DEFLATE_LIMIT if self.storage.writes_in_place else None
+        from .archive.deflate import FAST_LEVEL
+
+        level = FAST_LEVEL if self.storage.writes_in_place else 1  # small files packed whole
         name = folder.name
         meta = read_meta(folder, with_manifest=False)
 
@@ -521,7 +525,7 @@ class Remote:
                 # No fsync: the rename makes the archive appear whole to every process; after
                 # a power cut a torn archive fails its recorded hash on pull and verify.
                 info = build_archive(folder, out, finish, build_cb, deflate_limit,
-                                     self.storage.settings.scratch_dir)
+                                     self.storage.settings.scratch_dir, level)
         stored = staged.stored
         log.info("stored %s (%d bytes, version %s)", archive_name, info.size,
                  stored.version if stored else "unknown")

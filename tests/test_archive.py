@@ -451,6 +451,60 @@ def test_a_file_swapped_for_a_link_after_the_scan_is_not_followed(tmp_path, secr
     assert list((tmp_path / "scratch").iterdir()) == []
 
 
+def test_files_only_listed_make_the_same_archive_as_files_stated(tmp_path, monkeypatch):
+    """Past HELPER_MIN_FILES the scan only lists files and the packers stat them: large ones
+    are handed back and streamed, links followed inside the folder; the archive holds the
+    same members, in the same order, as the one of a scan that stats every file."""
+    src = tmp_path / "exp"
+    for d in ("a", "b", "a-b", "c"):
+        (src / d).mkdir(parents=True)
+        for i in range(8):
+            (src / d / f"f{i}.csv").write_text(f"{i},{d}\n" * (i * 50))
+    (src / "a" / "zbig.bin").write_bytes(os.urandom(2 << 20))
+    (src / "b" / "abig.log").write_bytes(b"epoch ok\n" * 300_000)
+    (src / "c" / "link_to_big").symlink_to("../a/zbig.bin")
+    (src / "c" / "link_to_small").symlink_to("../b/f3.csv")
+    stated = _build(src, tmp_path / "stated.zip")
+    monkeypatch.setattr(packer, "HELPER_MIN_FILES", 5)
+    listed = _build(src, tmp_path / "listed.zip")
+    assert _members(tmp_path / "listed.zip") == _members(tmp_path / "stated.zip")
+    assert listed.manifest.files == stated.manifest.files == compute_manifest(src).files
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
+@pytest.mark.parametrize("host_ahead_s", [-10, 10])
+def test_a_file_servers_clock_is_used_for_changed_since_the_scan(tmp_path, monkeypatch,
+                                                                 host_ahead_s):
+    """Many files are stat'ed where they are opened, and one changed since the scan began
+    (by its ctime) fails. With this host's clock 10 s off the file system's (a file
+    server's), a file written just before the push still goes in, and one changed after
+    the scan began still fails."""
+    import time
+
+    src = tmp_path / "exp"
+    files = _many_files(src)
+    monkeypatch.setattr(packer, "HELPER_MIN_FILES", 10)
+    real = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real() + host_ahead_s * 1_000_000_000)
+    got = _build(src, tmp_path / "ok.zip")
+    assert got.manifest.files == compute_manifest(src).files
+    with zipfile.ZipFile(tmp_path / "ok.zip") as zf:
+        assert {n: zf.read(n) for n in zf.namelist()} == files
+
+    real_split = packer.split
+
+    def split_then_touch(items):
+        parts = real_split(items)
+        time.sleep(0.06)  # past the file system's coarse timestamps
+        os.utime(parts[1][-1][1])  # a new ctime, the same content and size
+        return parts
+
+    monkeypatch.setattr(archive, "split", split_then_touch)
+    with pytest.raises(ArchiveError, match="changed while it was being archived"):
+        _build(src, tmp_path / "touched.zip")
+    assert list((tmp_path / "scratch").iterdir()) == []
+
+
 # -- files that change while they are archived --------------------------------------------------
 class _Writer:
     """A real writer thread that keeps changing one file (appending, or rewriting it in

@@ -15,6 +15,11 @@ try:  # ISA-L's deflate: the same format, ~3x faster than zlib at level 1, GIL r
 except ImportError:  # pragma: no cover - platforms without an isal wheel
     _deflate = zlib  # type: ignore[assignment]
 
+# The fastest level that still compresses: ISA-L's level 0 (zlib's stores). For a few KB of
+# text it takes ~2/3 of level 1's time, its output ~40 % larger. Pushes to a local folder or
+# NAS pack small files at this level (see ``remote.store``: CPU counts there, not bytes).
+FAST_LEVEL = 0 if _deflate is not zlib else 1
+
 STORED = 0
 DEFLATED = 8
 SAMPLE = 64 << 10  # the first bytes of a large file that decide its compression

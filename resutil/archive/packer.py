@@ -24,6 +24,7 @@ import os
 import marshal
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,7 @@ from .deflate import (
     crc32,
     deflate_raw,
 )
-from .unchanged import Facts, FileChanged, check_unchanged, open_checked
+from .unchanged import Facts, FileChanged, check_unchanged, open_checked, open_facts
 from .writer import LOCAL_HEADER, LOCAL_SIGNATURE, LOCAL_SIZE, UTF8, Entry, dos_stamp
 
 if TYPE_CHECKING:  # the helper process imports only what packing needs
@@ -49,10 +50,13 @@ FLUSH = 1 << 20  # bytes of packed members gathered per write
 HELPER_MIN_FILES = 2000
 HELPER_MIN_BYTES = 24 << 20
 PER_FILE_COST = 4096  # the per-file work, in bytes of content that cost as much to pack
-# The helper's part of that work, a little less than half: it also reads its share, writes
-# a segment and sends its reply (an even split left this process waiting ~10 ms for it).
-HELPER_SHARE = 0.49
+# The helper's part of that work: half. It also writes a segment and sends its reply, but
+# this process makes its central-directory records while it waits (A, in-process: 0.47
+# left the helper done ~15 ms first, 260-272 ms in all; 0.49-0.51 258-265 ms).
+HELPER_SHARE = 0.5
 SEGMENT = ".resutil-segment"  # how a segment file's name begins
+LISTED_SIZE = 4096  # what ``split`` counts for a file whose size is not known yet
+SMALL_FILE = 1 << 20  # files up to this size are packed whole, larger ones streamed
 
 # (relative path, path, mode, facts, append-only) of one file to pack; an append-only file
 # (resutil's own output logs) may grow while it is read: its first ``size`` bytes are taken.
@@ -80,12 +84,21 @@ def _encode(rel: str, data: bytes, deflate_limit: int | None) -> tuple[int, byte
     return (STORED, data) if len(payload) > 0.9 * n else (DEFLATED, payload)
 
 
-def pack(items: list[Item], write: Callable[[bytes], object], deflate_limit: int | None
+def pack(items: list[Item], write: Callable[[bytes], object], deflate_limit: int | None,
+         since: int | None = None, deferred: list | None = None, level: int = 1
          ) -> tuple[list[Entry], list[Hashed]]:
     """Write each file as a complete member through ``write``, one after another.
 
     Returns the central-directory entries (offsets count from the first byte written) and
     the size and content hash of every file, for the manifest.
+
+    An item without facts (mode 0, facts None: the scan only listed it) is a file whose
+    facts are taken here, by ``fstat`` once it is open (``open_facts``); ``since`` is when
+    the scan began (ns, wall clock): a file changed after it (``st_ctime_ns``) fails as
+    if the scan had seen it before. One that is no longer a regular file fails too, and
+    one larger than ``SMALL_FILE`` is not packed but added to ``deferred`` as (rel, path,
+    mode, facts), for the caller to stream. ``level``: the deflate level of files up to TRIAL bytes
+    (larger ones are deflated at level 1).
 
     This loop runs 20,000 times in a second: ``check_unchanged`` (its common case),
     ``_encode`` (for files up to TRIAL bytes) and ``member_bytes`` are written out here;
@@ -98,9 +111,14 @@ def pack(items: list[Item], write: Callable[[bytes], object], deflate_limit: int
     read, fstat, close, header = os.read, os.fstat, os.close, LOCAL_HEADER.pack
     compress, digest = deflate_raw, hexdigest
     for rel, path, mode, facts, append_only in items:
-        size = facts[0]
         fd = open_checked(rel, path)
         try:
+            if facts is None:
+                mode, facts = open_facts(rel, fd, since, append_only)  # type: ignore[arg-type]
+                if facts[0] > SMALL_FILE:
+                    deferred.append((rel, path, mode, facts))  # type: ignore[union-attr]
+                    continue
+            size = facts[0]
             data = read(fd, size + 1)  # one byte more: a file that grew shows
             while len(data) < size:  # a short read (or it shrank: then the check fails)
                 more = read(fd, size + 1 - len(data))
@@ -126,7 +144,7 @@ def pack(items: list[Item], write: Callable[[bytes], object], deflate_limit: int
                 not data.isascii() and len(set(data[:128])) > 85) or _stored_suffix(rel):
             method, payload = STORED, data
         else:
-            payload = compress(data)
+            payload = compress(data, level)
             method = DEFLATED
             if len(payload) > 0.9 * n:
                 method, payload = STORED, data
@@ -162,14 +180,16 @@ def worth_a_helper(count: int, size: int) -> bool:
 
 def split(items: list[Item]) -> tuple[list[Item], list[Item]]:
     """(this process's share, the helper's share), or (items, []) when a helper would not
-    pay for itself. Shares are contiguous, so the archive keeps the items' order."""
-    total = sum(item[3][0] for item in items)
+    pay for itself. Shares are contiguous, so the archive keeps the items' order. A file
+    the scan only listed counts as ``LISTED_SIZE`` bytes."""
+    sizes = [LISTED_SIZE if item[3] is None else item[3][0] for item in items]
+    total = sum(sizes)
     if not worth_a_helper(len(items), total):
         return items, []
     cost = total + PER_FILE_COST * len(items)
     mine, done = cost * (1 - HELPER_SHARE), 0
-    for k, item in enumerate(items):
-        done += item[3][0] + PER_FILE_COST
+    for k, size in enumerate(sizes):
+        done += size + PER_FILE_COST
         if done >= mine:
             return items[:k + 1], items[k + 1:]
     return items, []
@@ -184,12 +204,18 @@ class Helper:
     helper is told to die with that thread (PR_SET_PDEATHSIG).
     """
 
-    def __init__(self, deflate_limit: int | None, scratch_dir: str | None) -> None:
+    def __init__(self, deflate_limit: int | None, scratch_dir: str | None, level: int = 1
+                 ) -> None:
         import subprocess
         import tempfile
 
         self.deflate_limit = deflate_limit
+        self.level = level
         self.items: list[Item] = []
+        self.deferred: list = []  # its share's files too large to pack (see ``pack``)
+        # How far the clock of the scratch folder's file system (a file server's, for a
+        # network file system) is ahead of this host's: its new segment's ctime - now.
+        self.clock_skew = 0
         self.segment = ""
         self._reply: tuple | None = None
         self._thread = None
@@ -202,9 +228,13 @@ class Helper:
         try:
             if scratch_dir is not None:
                 os.makedirs(scratch_dir, exist_ok=True)
+            before = time.time_ns()
             fd, self.segment = tempfile.mkstemp(prefix=scratch_prefix(SEGMENT),
                                                 dir=scratch_dir)
-            os.close(fd)
+            try:
+                self.clock_skew = os.fstat(fd).st_ctime_ns - before
+            finally:
+                os.close(fd)
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "resutil.archive.packer", str(os.getpid()), self.segment],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -213,8 +243,9 @@ class Helper:
         except OSError:
             self.proc = None
 
-    def send(self, items: list[Item]) -> None:
-        """Give the helper its share; it packs while the caller packs the rest."""
+    def send(self, items: list[Item], since: int | None = None) -> None:
+        """Give the helper its share; it packs while the caller packs the rest (``since``:
+        see ``pack``)."""
         import threading
 
         self.items = items
@@ -222,7 +253,7 @@ class Helper:
             return
         # marshal, not pickle: the same interpreter on both sides, and only tuples, strings
         # and numbers to send, 3x faster (4 ms of a share of 10,000 files).
-        job = marshal.dumps((self.deflate_limit, items))
+        job = marshal.dumps((self.deflate_limit, items, since, self.level))
         self._thread = threading.Thread(target=self._talk, args=(job,), daemon=True)
         self._thread.start()
 
@@ -247,6 +278,7 @@ class Helper:
         if reply is not None and reply[0] == "changed":
             raise FileChanged(reply[1])
         if reply is not None and reply[0] == "ok" and self.proc.returncode == 0:
+            self.deferred = reply[3]
             return reply[1], reply[2]
         if self.proc.returncode == -signal.SIGINT:
             raise KeyboardInterrupt
@@ -326,7 +358,9 @@ def _helper_main() -> None:
         _die_with_parent()
         if os.getppid() != parent:
             raise _Orphaned
-        deflate_limit, items = marshal.loads(sys.stdin.buffer.read())  # (EOFError if none)
+        # (EOFError if there is no job)
+        deflate_limit, items, since, level = marshal.loads(sys.stdin.buffer.read())
+        deferred: list = []
         try:
             with open(segment, "wb") as f:
 
@@ -335,8 +369,8 @@ def _helper_main() -> None:
                         raise _Orphaned
                     f.write(data)
 
-                entries, hashed = pack(items, write, deflate_limit)
-            reply: tuple = ("ok", entries, hashed)
+                entries, hashed = pack(items, write, deflate_limit, since, deferred, level)
+            reply: tuple = ("ok", entries, hashed, deferred)
         except FileChanged as e:
             reply = ("changed", e.rel)
         except OSError as e:

@@ -73,6 +73,7 @@ class ZipStreamWriter:
         self.out = out
         self.pos = 0
         self.entries: list[Entry] = []
+        self._central: tuple[int, list[bytes]] = (0, [])  # see prepare_central
 
     def write(self, data: bytes | memoryview) -> None:
         """Raw bytes into the archive (members packed by the caller)."""
@@ -147,36 +148,18 @@ class ZipStreamWriter:
         """Header offset -> compressed size of each member whose sizes follow its data."""
         return {e[7]: e[5] for e in self.entries if e[9] & DESCRIPTOR}
 
+    def prepare_central(self) -> None:
+        """Make the central-directory records of the members so far now (while waiting for
+        something else), for ``close`` to write."""
+        done, made = self._central
+        more = b"".join(_central_records(self.entries[done:]))
+        self._central = (len(self.entries), [*made, more])
+
     def close(self) -> None:
         """Write the central directory and end records."""
         start = self.pos
-        central = _CENTRAL.pack
-        parts = []
-        for name, method, tm, dt, crc, csize, usize, offset, mode, flags in self.entries:
-            described = flags & DESCRIPTOR
-            if not described and csize < _U32 and usize < _U32 and offset < _U32:
-                parts += (central(0x02014B50, (3 << 8) | 45, 20, flags, method, tm, dt, crc,
-                                  csize, usize, len(name), 0, 0, 0, 0, (mode & 0xFFFF) << 16,
-                                  offset), name)  # the common case: no zip64 field
-                continue
-            fields = []
-            if usize >= _U32 or described:
-                fields.append(usize)
-            if csize >= _U32 or described:
-                fields.append(csize)
-            if offset >= _U32:
-                fields.append(offset)
-            extra = struct.pack(f"<HH{len(fields)}Q", 1, 8 * len(fields), *fields) if fields else b""
-            parts.append(central(
-                0x02014B50, (3 << 8) | 45, 45 if fields else 20, flags, method, tm, dt, crc,
-                _U32 if (csize >= _U32 or described) else csize,
-                _U32 if (usize >= _U32 or described) else usize,
-                len(name), len(extra), 0, 0, 0, (mode & 0xFFFF) << 16,
-                _U32 if offset >= _U32 else offset,
-            ))
-            parts.append(name)
-            parts.append(extra)
-        self.write(b"".join(parts))
+        done, made = self._central
+        self.write(b"".join([*made, *_central_records(self.entries[done:])]))
         size = self.pos - start
         count = len(self.entries)
         if count >= _U16 or start >= _U32 or size >= _U32:
@@ -188,6 +171,37 @@ class ZipStreamWriter:
             "<IHHHHIIH", 0x06054B50, 0, 0, min(count, _U16), min(count, _U16),
             min(size, _U32), min(start, _U32), 0,
         ))
+
+
+def _central_records(entries: list[Entry]) -> list[bytes]:
+    """The central-directory records of ``entries`` (parts to join)."""
+    central = _CENTRAL.pack
+    parts: list[bytes] = []
+    for name, method, tm, dt, crc, csize, usize, offset, mode, flags in entries:
+        described = flags & DESCRIPTOR
+        if not described and csize < _U32 and usize < _U32 and offset < _U32:
+            parts += (central(0x02014B50, (3 << 8) | 45, 20, flags, method, tm, dt, crc,
+                              csize, usize, len(name), 0, 0, 0, 0, (mode & 0xFFFF) << 16,
+                              offset), name)  # the common case: no zip64 field
+            continue
+        fields = []
+        if usize >= _U32 or described:
+            fields.append(usize)
+        if csize >= _U32 or described:
+            fields.append(csize)
+        if offset >= _U32:
+            fields.append(offset)
+        extra = struct.pack(f"<HH{len(fields)}Q", 1, 8 * len(fields), *fields) if fields else b""
+        parts.append(central(
+            0x02014B50, (3 << 8) | 45, 45 if fields else 20, flags, method, tm, dt, crc,
+            _U32 if (csize >= _U32 or described) else csize,
+            _U32 if (usize >= _U32 or described) else usize,
+            len(name), len(extra), 0, 0, 0, (mode & 0xFFFF) << 16,
+            _U32 if offset >= _U32 else offset,
+        ))
+        parts.append(name)
+        parts.append(extra)
+    return parts
 
 
 _CENTRAL = struct.Struct("<IHHHHHHIIIHHHHHII")
