@@ -14,9 +14,10 @@ import socket
 import stat
 import sys
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, TextIO
 
 from . import git
 from .metadata import UNCOMMITTED_DIR

@@ -420,9 +420,9 @@ def add(comment: str, deps: tuple[str, ...]) -> None:
 
     Example: resutil add raw-data -d aapiyl aanohv
     """
-    from .experiments import add_experiment
-
     import shlex
+
+    from .experiments import add_experiment
 
     folder = add_experiment(_project(), comment, list(deps))
     rel = ui.relative(folder)

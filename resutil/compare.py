@@ -17,9 +17,10 @@ import fnmatch
 import io
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from . import git
 from .metadata import UNCOMMITTED_DIR, ExpMeta, Manifest, compute_manifest

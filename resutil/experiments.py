@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import DependencyError, ExperimentError, ExperimentNotFound
 from .metadata import (
-    STATUSES, iter_files, read_meta, upstream_record, write_meta,
+    STATUSES,
+    iter_files,
+    read_meta,
+    upstream_record,
+    write_meta,
 )
 from .naming import IDENTITY_LEN, check_comment, parse_name
 from .progress import NO_PROGRESS_FACTORY, CallbackFactory
 from .project import Project
 from .publish import same_run
-from .runs import (
-    new_experiment, record_start, refuse_live_run, run_liveness,
-)
 from .remote import RemoteExperiment
+from .runs import (
+    new_experiment,
+    record_start,
+    refuse_live_run,
+    run_liveness,
+)
 
 
 def add_experiment(project: Project, comment: str, deps: list[str]) -> Path:

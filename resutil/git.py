@@ -11,8 +11,8 @@ answer" (a run outside a repository records no commit; it never fails because of
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 TIMEOUT = 60.0
 

@@ -9,17 +9,21 @@ writes the config and the .gitignore entries (``write_config``). It never prompt
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import os
-import re
-from typing import Mapping
-
 from .config import (
-    CONFIG_FILE_NAME, ENV_OVERRIDES, STORAGE_ALIASES, UNSUPPORTED_STORAGE, Config,
-    config_from_dict, save_config,
+    CONFIG_FILE_NAME,
+    ENV_OVERRIDES,
+    STORAGE_ALIASES,
+    UNSUPPORTED_STORAGE,
+    Config,
+    config_from_dict,
+    save_config,
 )
 from .errors import ConfigError, ResutilError
 from .storage import BACKENDS, open_storage

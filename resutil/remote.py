@@ -30,11 +30,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from .atomic import write_atomic
 from .archive import (
-    DEFAULT_DEFLATE_LIMIT, ArchiveInfo, Member, MemberReader, build_archive, meta_head_of,
+    DEFAULT_DEFLATE_LIMIT,
+    ArchiveInfo,
+    Member,
+    MemberReader,
+    build_archive,
+    meta_head_of,
     read_central_directory,
 )
+from .atomic import write_atomic
 from .errors import ArchiveError, ExperimentError, ExperimentNotFound, StorageNotFound
 from .hashing import HASH_ALGORITHM
 from .liveness import this_host

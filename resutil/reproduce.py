@@ -29,16 +29,22 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from . import git
 from .capture import git_state
 from .compare import RUN_LOGS, FileComparison, argv_of, compare_files
 from .errors import ResutilError
 from .metadata import (
-    UNCOMMITTED_DIR, Dependency, ExpMeta, compute_manifest, read_meta, upstream_record,
+    UNCOMMITTED_DIR,
+    Dependency,
+    ExpMeta,
+    compute_manifest,
+    read_meta,
+    upstream_record,
 )
 from .naming import MAX_COMMENT_LEN, identity_of, parse_name
 from .progress import NO_PROGRESS_FACTORY, CallbackFactory
@@ -355,8 +361,8 @@ def reproduce(
     recorded commit unless ``plan.at_head``), publish it and compare its files with the
     original's; ``ignore`` globs name files known to vary; ``progress`` reports the pulls
     and the push."""
-    from .runs import new_experiment
     from .pipeline import STEP_LOG, execute, push_folder
+    from .runs import new_experiment
     from .sync import ensure_local
 
     ws = project.workspace

@@ -13,9 +13,9 @@ its metadata only: the run lived inside its own process (output, signals, checkp
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable
 
 from .capture import GitState, copy_changed_files, copy_code, environment, git_state, untracked_code
 from .errors import ExperimentError

@@ -6,19 +6,23 @@ import errno
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .archive import (
-    LocalWriteError, NotStreamable, StreamExtractor, extract_archive, hash_mismatch,
+    LocalWriteError,
+    NotStreamable,
+    StreamExtractor,
+    extract_archive,
+    hash_mismatch,
 )
 from .errors import ExperimentError, ResutilError
 from .metadata import hash_file, manifest_changes, read_head, read_meta
-from .runs import end_dead_run, run_liveness
 from .naming import IDENTITY_LEN
 from .progress import NO_PROGRESS, NO_PROGRESS_FACTORY, Callback, CallbackFactory
+from .runs import end_dead_run, run_liveness
 
 log = logging.getLogger(__name__)
 SMALL_ARCHIVE = 4 << 20  # archives extracted and hashed in one thread

@@ -13,7 +13,8 @@ import select
 import signal
 import sys
 import threading
-from typing import Iterable, Iterator, Sequence, TextIO
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TextIO
 
 from rich.console import Console
 from rich.markup import escape

@@ -8,9 +8,9 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterable
 
 from .errors import ExperimentError, ExperimentNotFound, ResutilError
 from .liveness import Owner, remove_entry, scratch_owner, scratch_prefix

@@ -20,8 +20,8 @@ the archive instead of being stored torn.
 from __future__ import annotations
 
 import gc
-import os
 import marshal
+import os
 import signal
 import sys
 import time

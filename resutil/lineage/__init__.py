@@ -13,7 +13,14 @@ from __future__ import annotations
 from typing import Any
 
 from .index import (
-    BROKEN, INDEX_VERSION, LOCAL_INDEX, REMOTE_INDEX, Record, collect, dependents, local_records,
+    BROKEN,
+    INDEX_VERSION,
+    LOCAL_INDEX,
+    REMOTE_INDEX,
+    Record,
+    collect,
+    dependents,
+    local_records,
     unreadable,
 )
 

@@ -9,12 +9,15 @@ from dataclasses import dataclass, field
 
 import networkx as nx
 
-from ..naming import IDENTITY_LEN
 from ..errors import ExperimentError, LineageError
 from ..gcpause import gc_paused
+from ..naming import IDENTITY_LEN
 from ..project import Project
 from .index import (  # noqa: F401 (dependents: re-exported)
-    Record, collect, dependents, unreadable,
+    Record,
+    collect,
+    dependents,
+    unreadable,
 )
 
 

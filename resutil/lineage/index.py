@@ -17,16 +17,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields, replace
-from typing import Any, Iterable
+from typing import Any
 
 from ..atomic import read_cache, write_cache
-from ..naming import IDENTITY_LEN, IDENTITY_RE
 from ..errors import ArchiveError, ExperimentError, ResutilError
 from ..gcpause import gc_paused
 from ..liveness import Owner
 from ..metadata import EXP_FILE, Dependency, ExpMeta, read_head
+from ..naming import IDENTITY_LEN, IDENTITY_RE
 from ..project import Project
 from ..remote import Remote, RemoteExperiment
 from ..workspace import Workspace

@@ -22,14 +22,30 @@ from typing import TYPE_CHECKING, Any
 from .index import Candidate, Known
 from .plan import Decision, Planner, StepStatus, changes, pipeline_status
 from .spec import (
-    PIPELINE_FILE, Need, Pipeline, Step, expand, find_pipeline_file, init_template,
-    load_pipeline, param_text, template_text,
+    PIPELINE_FILE,
+    Need,
+    Pipeline,
+    Step,
+    expand,
+    find_pipeline_file,
+    init_template,
+    load_pipeline,
+    param_text,
+    template_text,
 )
 
 if TYPE_CHECKING:
     from .runner import (
-        ADOPT_ENV, STEP_LOG, Event, Outcome, RunReport, StepResult, execute, log_tail,
-        push_folder, run_pipeline,
+        ADOPT_ENV,
+        STEP_LOG,
+        Event,
+        Outcome,
+        RunReport,
+        StepResult,
+        execute,
+        log_tail,
+        push_folder,
+        run_pipeline,
     )
 
 # The runner's names load on first use: it imports the runs' records and publication (runs,

@@ -8,13 +8,14 @@ no result is hashed or downloaded to decide what is up to date.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from ..naming import IDENTITY_LEN
 from ..errors import ResutilError
 from ..metadata import read_head
+from ..naming import IDENTITY_LEN
 from ..project import Project
 
 

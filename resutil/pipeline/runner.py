@@ -16,18 +16,19 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from ..naming import IDENTITY_LEN
 from ..errors import PipelineError, ResutilError
-from ..runs import ADOPT_ENV, mark_ended, new_experiment, record_start, seal
 from ..metadata import ExpMeta, read_meta, upstream_record, write_meta
+from ..naming import IDENTITY_LEN
 from ..progress import NO_PROGRESS_FACTORY, CallbackFactory
 from ..project import Project
 from ..publish import publish
+from ..runs import ADOPT_ENV, mark_ended, new_experiment, record_start, seal
 from .index import Candidate
 from .plan import Planner
 from .spec import Pipeline, Step, expand

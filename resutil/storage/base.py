@@ -13,15 +13,16 @@ import contextlib
 import errno
 import logging
 import os
-import threading
 import tempfile
+import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, ClassVar, Iterator, Mapping, NamedTuple, TypeVar
+from typing import Any, BinaryIO, ClassVar, NamedTuple, TypeVar
 
 from ..errors import ConfigError, ResutilError, StorageError, StorageNotFound, StorageUnavailable
 from ..liveness import remove_dead_scratch, scratch_prefix

@@ -8,11 +8,16 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from ..errors import (
-    StorageChanged, StorageError, StorageNotFound, StoragePermission, StorageUnavailable,
+    StorageChanged,
+    StorageError,
+    StorageNotFound,
+    StoragePermission,
+    StorageUnavailable,
 )
 from ..liveness import Owner
 from ..progress import NO_PROGRESS, Callback, copy_stream
