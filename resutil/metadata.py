@@ -204,31 +204,7 @@ def iter_files(folder: Path, refuse: Callable[[str, str], None] | None = None
     outside, dangles or would loop is not followed: ``refuse(rel, why)`` is called (it may
     raise; by default the link is left out).
     """
-    root = os.path.realpath(folder)
-    stack = [(str(folder), "", root, (root,))]  # (path, rel prefix, real path, real chain)
-    while stack:
-        d, prefix, real, chain = stack.pop()
-        with os.scandir(d) as it:
-            entries = sorted(it, key=_NAME)
-        subfolders = []
-        for e in entries:
-            if e.is_file(follow_symlinks=False):  # most entries: tested first
-                yield prefix + e.name, e.path, e.stat(follow_symlinks=False)
-            elif e.is_symlink():
-                found = _follow(e.path, root, chain)
-                if isinstance(found, str):
-                    if refuse is not None:
-                        refuse(prefix + e.name, found)
-                elif found is not None:
-                    target, st = found
-                    if stat.S_ISDIR(st.st_mode):
-                        subfolders.append((target, prefix + e.name + "/", target, chain + (target,)))
-                    else:
-                        yield prefix + e.name, target, st
-            elif e.is_dir(follow_symlinks=False):
-                sub = real + os.sep + e.name
-                subfolders.append((e.path, prefix + e.name + "/", sub, chain + (sub,)))
-        stack.extend(reversed(subfolders))
+    return _walk(folder, refuse, True)  # type: ignore[return-value] - every file stated
 
 
 def list_files(folder: Path, refuse: Callable[[str, str], None] | None = None
@@ -238,16 +214,23 @@ def list_files(folder: Path, refuse: Callable[[str, str], None] | None = None
 
     The archive's packers take a file's facts where they open it (see ``archive.build``).
     """
+    return _walk(folder, refuse, False)
+
+
+def _walk(folder: Path, refuse: Callable[[str, str], None] | None, stat_files: bool
+          ) -> Iterator[tuple[str, str, os.stat_result | None]]:
+    """The walk of ``iter_files`` (``stat_files``) and ``list_files`` (not)."""
     root = os.path.realpath(folder)
-    stack = [(str(folder), "", root, (root,))]
+    stack = [(str(folder), "", root, (root,))]  # (path, rel prefix, real path, real chain)
     while stack:
         d, prefix, real, chain = stack.pop()
         with os.scandir(d) as it:
             entries = sorted(it, key=_NAME)
         subfolders = []
         for e in entries:
-            if e.is_file(follow_symlinks=False):
-                yield prefix + e.name, e.path, None
+            if e.is_file(follow_symlinks=False):  # most entries: tested first
+                yield (prefix + e.name, e.path,
+                       e.stat(follow_symlinks=False) if stat_files else None)
             elif e.is_symlink():
                 found = _follow(e.path, root, chain)
                 if isinstance(found, str):
@@ -256,8 +239,7 @@ def list_files(folder: Path, refuse: Callable[[str, str], None] | None = None
                 elif found is not None:
                     target, st = found
                     if stat.S_ISDIR(st.st_mode):
-                        subfolders.append((target, prefix + e.name + "/", target,
-                                           chain + (target,)))
+                        subfolders.append((target, prefix + e.name + "/", target, chain + (target,)))
                     else:
                         yield prefix + e.name, target, st
             elif e.is_dir(follow_symlinks=False):

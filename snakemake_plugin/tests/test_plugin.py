@@ -442,6 +442,9 @@ def test_a_job_process_trusts_what_its_main_process_decided(tmp_path, monkeypatc
     _job(provider_for(config, tmp_path), "resutil://new:f/x.txt", [f"resutil://{raw}/d.txt"], "x")
     main = provider_for(config, tmp_path)
     assert not main.object("resutil://new:f/x.txt").exists()  # raw's query is not declared
+    # A cluster job is a Snakemake process started with `--mode remote`: the plugin reads
+    # sys.argv only to tell that (Snakemake hands storage providers no documented flag for
+    # it), so setting argv here is that process's real input, not a patch of Snakemake.
     monkeypatch.setattr(sys, "argv", ["snakemake", "--mode", "remote"])
     job = provider_for(config, tmp_path)
     assert job.object("resutil://new:f/x.txt").exists()
